@@ -1,0 +1,47 @@
+//! The engine's one error type. The binding maps each variant to a Python
+//! exception in one place.
+
+use std::io;
+
+/// A frame that could not be decoded or encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("frame body of {len} bytes is larger than the limit of {max} bytes")]
+    TooLarge { len: u64, max: u64 },
+    #[error("connection closed in the middle of a frame ({0} bytes left over)")]
+    Truncated(usize),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("could not start worker process `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bad frame from the other side: {0}")]
+    Frame(#[from] FrameError),
+    #[error("the pool has been shut down; no new tasks can be submitted")]
+    Closed,
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("the connection to the parent process is closed")]
+    Disconnected,
+}
+
+impl CoreError {
+    pub(crate) fn io(context: &'static str, source: io::Error) -> CoreError {
+        CoreError::Io { context, source }
+    }
+}
+
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

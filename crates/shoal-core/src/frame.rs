@@ -1,0 +1,251 @@
+//! Length-prefixed frames between the scheduler and a worker process.
+//!
+//! Wire layout of one frame (little endian):
+//!
+//! ```text
+//! u32 body_len | u8 kind | u64 a | u64 b | body_len bytes of body
+//! ```
+//!
+//! `a` and `b` carry the ids a kind needs (task id, function id, a duration)
+//! so the body stays an opaque pickle. The decoder treats its input as
+//! untrusted: a bad frame is an error, never a panic, and it never allocates
+//! more than the bytes that actually arrived plus one read buffer.
+
+use crate::error::FrameError;
+
+/// Bytes before the body: length, kind, `a`, `b`.
+pub const HEADER_LEN: usize = 4 + 1 + 8 + 8;
+
+/// The largest body a frame may carry. Bigger payloads belong in shared memory.
+pub const MAX_BODY: usize = u32::MAX as usize;
+
+/// What a frame means. Parent-to-worker kinds are below 16, worker-to-parent
+/// kinds from 16 up, so a frame sent the wrong way is caught at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Worker set-up: pickled `(sys.path, initializer, initargs)`.
+    Init = 1,
+    /// `a` = function id; body = the pickled function, cached by the worker.
+    Func = 2,
+    /// `a` = task id, `b` = function id; body = pickled arguments.
+    Task = 3,
+    /// `a` = function id the worker may drop from its cache.
+    Forget = 4,
+    /// Finish what you hold, then exit.
+    Exit = 5,
+    /// Worker is initialised; `a` = its pid.
+    Ready = 16,
+    /// `a` = task id, `b` = run time in ns; body = pickled result.
+    Done = 17,
+    /// `a` = task id, `b` = run time in ns; body = pickled exception.
+    Failed = 18,
+    /// The initializer raised; body = pickled exception. The worker exits.
+    InitFailed = 19,
+}
+
+impl Kind {
+    fn from_u8(byte: u8) -> Result<Kind, FrameError> {
+        Ok(match byte {
+            1 => Kind::Init,
+            2 => Kind::Func,
+            3 => Kind::Task,
+            4 => Kind::Forget,
+            5 => Kind::Exit,
+            16 => Kind::Ready,
+            17 => Kind::Done,
+            18 => Kind::Failed,
+            19 => Kind::InitFailed,
+            other => return Err(FrameError::UnknownKind(other)),
+        })
+    }
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: Kind,
+    pub a: u64,
+    pub b: u64,
+    pub body: Vec<u8>,
+}
+
+impl Frame {
+    pub fn new(kind: Kind, a: u64, b: u64, body: Vec<u8>) -> Frame {
+        Frame { kind, a, b, body }
+    }
+
+    /// Appends this frame's wire bytes to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), FrameError> {
+        encode_into(out, self.kind, self.a, self.b, &self.body)
+    }
+}
+
+/// Appends one frame to `out` without building a [`Frame`] first.
+pub fn encode_into(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    a: u64,
+    b: u64,
+    body: &[u8],
+) -> Result<(), FrameError> {
+    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
+        len: body.len() as u64,
+        max: MAX_BODY as u64,
+    })?;
+    out.reserve(HEADER_LEN + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(&a.to_le_bytes());
+    out.extend_from_slice(&b.to_le_bytes());
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+/// Incremental decoder: feed it bytes as they arrive, take frames out.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    /// Start of the first undecoded byte in `buf`.
+    start: usize,
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > (1 << 20) && self.start * 2 > self.buf.len() {
+            // Reclaim consumed space so a long-lived link does not grow forever.
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes(read_array(&avail[0..4])) as usize;
+        let kind = Kind::from_u8(avail[4])?;
+        let a = u64::from_le_bytes(read_array(&avail[5..13]));
+        let b = u64::from_le_bytes(read_array(&avail[13..21]));
+        if avail.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let body = avail[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.start += HEADER_LEN + len;
+        Ok(Some(Frame { kind, a, b, body }))
+    }
+
+    /// Call at end of input: an incomplete frame left over is an error.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        match self.pending() {
+            0 => Ok(()),
+            n => Err(FrameError::Truncated(n)),
+        }
+    }
+}
+
+fn read_array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(bytes);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(frames: &[Frame]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in frames {
+            f.encode_into(&mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn round_trip_whole_and_byte_by_byte() {
+        let frames = vec![
+            Frame::new(Kind::Task, 7, 3, b"payload".to_vec()),
+            Frame::new(Kind::Exit, 0, 0, Vec::new()),
+            Frame::new(Kind::Done, u64::MAX, 12345, vec![0u8; 70_000]),
+        ];
+        let bytes = encoded(&frames);
+
+        let mut whole = Decoder::new();
+        whole.feed(&bytes);
+        let mut got = Vec::new();
+        while let Some(f) = whole.next_frame().unwrap() {
+            got.push(f);
+        }
+        assert_eq!(got, frames);
+        whole.finish().unwrap();
+
+        let mut slow = Decoder::new();
+        let mut got = Vec::new();
+        for byte in &bytes {
+            slow.feed(std::slice::from_ref(byte));
+            while let Some(f) = slow.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        assert_eq!(got, frames);
+    }
+
+    #[test]
+    fn unknown_kind_is_an_error() {
+        let mut bytes = encoded(&[Frame::new(Kind::Task, 1, 1, vec![1])]);
+        bytes[4] = 99;
+        let mut d = Decoder::new();
+        d.feed(&bytes);
+        assert_eq!(d.next_frame(), Err(FrameError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn truncated_input_is_reported_at_finish() {
+        let bytes = encoded(&[Frame::new(Kind::Task, 1, 1, vec![1, 2, 3])]);
+        let mut d = Decoder::new();
+        d.feed(&bytes[..bytes.len() - 1]);
+        assert_eq!(d.next_frame(), Ok(None));
+        assert_eq!(d.finish(), Err(FrameError::Truncated(bytes.len() - 1)));
+    }
+
+    #[test]
+    fn a_huge_declared_length_allocates_nothing_up_front() {
+        let mut bytes = encoded(&[Frame::new(Kind::Task, 1, 1, Vec::new())]);
+        bytes[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut d = Decoder::new();
+        d.feed(&bytes);
+        assert_eq!(d.next_frame(), Ok(None));
+        assert!(d.buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn consumed_space_is_reclaimed() {
+        let mut d = Decoder::new();
+        let one = encoded(&[Frame::new(Kind::Done, 1, 1, vec![0; 4096])]);
+        for _ in 0..2000 {
+            d.feed(&one);
+            d.feed(&one[..10]);
+            assert!(d.next_frame().unwrap().is_some());
+            d.feed(&one[10..]);
+            assert!(d.next_frame().unwrap().is_some());
+        }
+        assert!(d.buf.len() < 4 << 20, "buffer grew to {}", d.buf.len());
+    }
+}

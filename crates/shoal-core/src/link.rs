@@ -1,0 +1,142 @@
+//! The worker's end of its connection to the parent: blocking receive of
+//! frame batches, buffered send, and the status page.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use crate::error::{CoreError, Result};
+use crate::frame::{encode_into, Decoder, Frame, Kind};
+use crate::spawn::{WORKER_SOCKET_FD, WORKER_STATUS_FD};
+use crate::status::StatusPage;
+
+const READ_CHUNK: usize = 256 * 1024;
+
+pub struct WorkerLink {
+    sock: UnixStream,
+    decoder: Decoder,
+    chunk: Vec<u8>,
+    out: Vec<u8>,
+    status: StatusPage,
+}
+
+impl WorkerLink {
+    /// Takes over the descriptors the engine left at 3 and 4.
+    pub fn from_inherited() -> Result<WorkerLink> {
+        Self::from_fds(WORKER_SOCKET_FD, WORKER_STATUS_FD)
+    }
+
+    fn from_fds(sock_fd: RawFd, status_fd: RawFd) -> Result<WorkerLink> {
+        for fd in [sock_fd, status_fd] {
+            // Processes the user's code starts must not hold our socket open
+            // (the parent would never see this worker's end).
+            // SAFETY: setting a flag on a descriptor number; an invalid one
+            // just fails, which we report.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+                return Err(CoreError::io(
+                    "worker descriptors missing (not started by shoal?)",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        // SAFETY: the engine handed these descriptors to this process for it
+        // alone; we take ownership once, here.
+        let sock = unsafe { UnixStream::from_raw_fd(sock_fd) };
+        // SAFETY: as above.
+        let status_owner = unsafe { std::os::fd::OwnedFd::from_raw_fd(status_fd) };
+        let status = StatusPage::map(&status_owner)?;
+        drop(status_owner); // the mapping stays valid after close
+        Ok(WorkerLink {
+            sock,
+            decoder: Decoder::new(),
+            chunk: vec![0u8; READ_CHUNK],
+            out: Vec::new(),
+            status,
+        })
+    }
+
+    /// Blocks until at least one frame has arrived; returns every complete
+    /// frame received so far. `Disconnected` when the parent has gone.
+    pub fn recv_batch(&mut self) -> Result<Vec<Frame>> {
+        let mut frames = Vec::new();
+        loop {
+            while let Some(frame) = self.decoder.next_frame()? {
+                frames.push(frame);
+            }
+            if !frames.is_empty() {
+                return Ok(frames);
+            }
+            let n = match self.sock.read(&mut self.chunk) {
+                Ok(0) => return Err(CoreError::Disconnected),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(CoreError::io("read from parent", e)),
+            };
+            self.decoder.feed(&self.chunk[..n]);
+        }
+    }
+
+    /// Buffers a frame for the next [`WorkerLink::flush`].
+    pub fn queue(&mut self, kind: Kind, a: u64, b: u64, body: &[u8]) -> Result<()> {
+        Ok(encode_into(&mut self.out, kind, a, b, body)?)
+    }
+
+    pub fn has_queued(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let res = self.sock.write_all(&self.out);
+        self.out.clear();
+        res.map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => CoreError::Disconnected,
+            _ => CoreError::io("write to parent", e),
+        })
+    }
+
+    pub fn status(&self) -> &StatusPage {
+        &self.status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    #[test]
+    fn a_link_talks_to_the_other_end() {
+        let (parent, child) = UnixStream::pair().unwrap();
+        let (page, page_fd) = StatusPage::create().unwrap();
+        let mut link = WorkerLink::from_fds(child.into_raw_fd(), page_fd.into_raw_fd()).unwrap();
+
+        let mut bytes = Vec::new();
+        Frame::new(Kind::Task, 5, 1, b"args".to_vec())
+            .encode_into(&mut bytes)
+            .unwrap();
+        Frame::new(Kind::Exit, 0, 0, vec![])
+            .encode_into(&mut bytes)
+            .unwrap();
+        (&parent).write_all(&bytes).unwrap();
+        let got = link.recv_batch().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].a, 5);
+
+        link.status().mark_start(5);
+        assert_eq!(page.running().map(|r| r.0), Some(5));
+
+        link.queue(Kind::Done, 5, 10, b"result").unwrap();
+        link.flush().unwrap();
+        let mut d = Decoder::new();
+        let mut buf = [0u8; 64];
+        let n = (&parent).read(&mut buf).unwrap();
+        d.feed(&buf[..n]);
+        assert_eq!(d.next_frame().unwrap().unwrap().body, b"result");
+
+        drop(parent);
+        assert!(matches!(link.recv_batch(), Err(CoreError::Disconnected)));
+    }
+}

@@ -1,0 +1,560 @@
+//! The scheduler: one engine thread that owns the task queue, the record of
+//! which worker holds which task, retries, timeouts and worker replacement.
+//! It never touches Python; everything reaches it as an [`Event`].
+//!
+//! Dispatch keeps a small window of tasks in flight per worker, sized from
+//! measured task durations: about [`WINDOW_TARGET_NS`] of work, so tiny
+//! tasks stream through without a round trip each, while long tasks go one
+//! at a time and no worker hoards work another could start.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+
+use crate::completions::Completions;
+use crate::frame::{Frame, Kind};
+use crate::spawn::WorkerCommand;
+use crate::status::monotonic_ns;
+use crate::task::{BrokenPool, Completion, ExitInfo, Outcome, Submission, TaskOptions};
+use crate::worker::{EventReceiver, KillReason, WorkerHandle, WorkerId};
+
+/// Work kept queued at each worker, in nanoseconds of measured run time.
+const WINDOW_TARGET_NS: u64 = 2_000_000;
+/// Most tasks in flight to one worker.
+const MAX_WINDOW: usize = 512;
+/// Workers dying before `Ready` this many times in a row break the pool.
+const MAX_START_FAILURES: u32 = 3;
+/// How often running tasks with a timeout are checked.
+const TIMEOUT_POLL: Duration = Duration::from_millis(20);
+
+pub(crate) enum Event {
+    Submit(Submission),
+    RegisterFn(u64, Vec<u8>),
+    ReleaseFn(u64),
+    Cancel(Vec<u64>),
+    /// Finish every task, then stop the workers and the scheduler.
+    Close,
+    /// Kill the workers now; unfinished tasks end as cancelled.
+    Terminate,
+    Frames(WorkerId, Vec<Frame>),
+    /// A worker's socket closed (it exited or was killed), with a reason if
+    /// the stream itself was bad.
+    Gone(WorkerId, Option<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub workers: usize,
+    pub command: WorkerCommand,
+    /// Body of the `Init` frame every worker receives first.
+    pub init: Vec<u8>,
+    pub max_tasks_per_child: Option<u64>,
+}
+
+struct TaskState {
+    fn_id: u64,
+    payload: Vec<u8>,
+    options: TaskOptions,
+    /// Worker deaths while running this task so far.
+    failures: u32,
+    /// Holding worker, if dispatched.
+    worker: Option<WorkerId>,
+}
+
+struct FnState {
+    body: Vec<u8>,
+    /// Tasks using it that have not completed.
+    live_tasks: usize,
+    /// The owner released it; drop when `live_tasks` reaches 0.
+    released: bool,
+}
+
+#[derive(PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// No new work; stop once every task is done.
+    Closing,
+    /// Workers told to exit or killed; stop once all are gone.
+    Stopping,
+}
+
+pub(crate) struct Scheduler {
+    config: EngineConfig,
+    events_tx: Sender<Event>,
+    events: EventReceiver,
+    completions: Arc<Completions>,
+    pids: Arc<std::sync::Mutex<Vec<u32>>>,
+    workers: HashMap<WorkerId, WorkerHandle>,
+    next_worker_id: WorkerId,
+    queue: VecDeque<u64>,
+    tasks: HashMap<u64, TaskState>,
+    functions: HashMap<u64, FnState>,
+    /// Mean task run time, smoothed; `None` until the first result.
+    mean_task_ns: Option<f64>,
+    start_failures: u32,
+    broken: Option<BrokenPool>,
+    phase: Phase,
+    done: Vec<Completion>,
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        config: EngineConfig,
+        events_tx: Sender<Event>,
+        events: EventReceiver,
+        completions: Arc<Completions>,
+        pids: Arc<std::sync::Mutex<Vec<u32>>>,
+    ) -> Scheduler {
+        Scheduler {
+            config,
+            events_tx,
+            events,
+            completions,
+            pids,
+            workers: HashMap::new(),
+            next_worker_id: 1,
+            queue: VecDeque::new(),
+            tasks: HashMap::new(),
+            functions: HashMap::new(),
+            mean_task_ns: None,
+            start_failures: 0,
+            broken: None,
+            phase: Phase::Running,
+            done: Vec::new(),
+        }
+    }
+
+    /// Starts the first workers; an error here means none could start.
+    pub(crate) fn start_workers(&mut self) -> crate::error::Result<()> {
+        for _ in 0..self.config.workers {
+            self.spawn_one()?;
+        }
+        self.publish_pids();
+        Ok(())
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            let first = if self.has_timed_tasks() {
+                match self.events.recv_timeout(TIMEOUT_POLL) {
+                    Ok(ev) => Some(ev),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match self.events.recv() {
+                    Ok(ev) => Some(ev),
+                    Err(_) => break,
+                }
+            };
+            if let Some(ev) = first {
+                self.handle(ev);
+            }
+            while let Ok(ev) = self.events.try_recv() {
+                self.handle(ev);
+            }
+            self.check_timeouts();
+            // Spawning successors can make room for more dispatch, and
+            // dispatch can retire workers (maxtasksperchild): repeat until
+            // neither changes anything. The process cap bounds the loop.
+            while self.maintain_workers() {
+                self.dispatch();
+            }
+            self.dispatch();
+            self.publish();
+            if self.phase == Phase::Stopping && self.workers.is_empty() {
+                break;
+            }
+        }
+        self.completions.finish();
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Submit(sub) => self.submit(sub),
+            Event::RegisterFn(id, body) => {
+                self.functions.insert(
+                    id,
+                    FnState {
+                        body,
+                        live_tasks: 0,
+                        released: false,
+                    },
+                );
+            }
+            Event::ReleaseFn(id) => {
+                if let Some(f) = self.functions.get_mut(&id) {
+                    f.released = true;
+                }
+                self.maybe_forget(id);
+            }
+            Event::Cancel(ids) => {
+                for id in ids {
+                    if self.tasks.get(&id).is_some_and(|t| t.worker.is_none()) {
+                        self.finish(id, Outcome::Cancelled, 0);
+                    }
+                }
+            }
+            Event::Close => {
+                if self.phase == Phase::Running {
+                    self.phase = Phase::Closing;
+                }
+            }
+            Event::Terminate => self.terminate(),
+            Event::Frames(wid, frames) => {
+                for frame in frames {
+                    self.on_frame(wid, frame);
+                }
+            }
+            Event::Gone(wid, error) => self.on_gone(wid, error),
+        }
+    }
+
+    fn submit(&mut self, sub: Submission) {
+        if let Some(f) = self.functions.get_mut(&sub.fn_id) {
+            f.live_tasks += sub.tasks.len();
+        }
+        for (id, payload) in sub.tasks {
+            self.tasks.insert(
+                id,
+                TaskState {
+                    fn_id: sub.fn_id,
+                    payload,
+                    options: sub.options,
+                    failures: 0,
+                    worker: None,
+                },
+            );
+            // A function that was never registered reaches the worker as an
+            // unknown id, and the worker fails the task saying so.
+            if let Some(broken) = self.broken.clone() {
+                self.finish(id, Outcome::Broken(broken), 0);
+            } else {
+                self.queue.push_back(id);
+            }
+        }
+    }
+
+    fn on_frame(&mut self, wid: WorkerId, frame: Frame) {
+        match frame.kind {
+            Kind::Ready => {
+                self.start_failures = 0;
+                if let Some(w) = self.workers.get_mut(&wid) {
+                    w.ready = true;
+                }
+            }
+            Kind::Done | Kind::Failed => {
+                let task = frame.a;
+                let Some(w) = self.workers.get_mut(&wid) else {
+                    return;
+                };
+                // Answers come in the order tasks were sent.
+                if let Some(pos) = w.inflight.iter().position(|&t| t == task) {
+                    w.inflight.remove(pos);
+                }
+                self.observe_duration(frame.b);
+                let outcome = if frame.kind == Kind::Done {
+                    Outcome::Done(frame.body)
+                } else {
+                    Outcome::Failed(frame.body)
+                };
+                self.finish(task, outcome, frame.b);
+            }
+            Kind::InitFailed => {
+                self.break_pool(BrokenPool::InitializerFailed(frame.body));
+            }
+            // A worker sent a parent-to-worker kind: a protocol violation.
+            Kind::Init | Kind::Func | Kind::Task | Kind::Forget | Kind::Exit => {
+                if let Some(w) = self.workers.get_mut(&wid) {
+                    w.kill(KillReason::Terminate);
+                }
+            }
+        }
+    }
+
+    fn observe_duration(&mut self, ns: u64) {
+        let ns = ns as f64;
+        self.mean_task_ns = Some(match self.mean_task_ns {
+            None => ns,
+            Some(mean) => mean * 0.8 + ns * 0.2,
+        });
+    }
+
+    fn on_gone(&mut self, wid: WorkerId, _stream_error: Option<String>) {
+        let Some(w) = self.workers.remove(&wid) else {
+            return;
+        };
+        let running = w.status.running().map(|(task, _)| task);
+        let kill_reason = w.kill_reason;
+        let was_ready = w.ready;
+        let retiring = w.retiring;
+        let pid = w.pid;
+        let mut held: Vec<u64> = w.inflight.iter().copied().collect();
+        let status = w.reap();
+        let exit = exit_info(pid, status);
+        self.publish_pids();
+
+        if !was_ready && !retiring && kill_reason.is_none() && self.phase != Phase::Stopping {
+            self.start_failures += 1;
+            if self.start_failures >= MAX_START_FAILURES {
+                self.break_pool(BrokenPool::WorkersCannotStart(exit));
+                return;
+            }
+        }
+        // The task that was running is the one to blame; if none was marked,
+        // the first one held (the worker died before marking it).
+        let blamed = running
+            .filter(|t| held.contains(t))
+            .or_else(|| held.first().copied());
+        // Requeue the rest at the front, in their original order: they never
+        // ran, or ran but their answers were lost with the worker.
+        for &task in held.iter().rev() {
+            if Some(task) == blamed {
+                continue;
+            }
+            if let Some(t) = self.tasks.get_mut(&task) {
+                t.worker = None;
+                self.queue.push_front(task);
+            }
+        }
+        held.clear();
+        let Some(task) = blamed else { return };
+        let Some(t) = self.tasks.get_mut(&task) else {
+            return;
+        };
+        t.worker = None;
+        match kill_reason {
+            Some(KillReason::Timeout(id)) if id == task => {
+                let timeout = t.options.timeout.unwrap_or_default();
+                self.finish(task, Outcome::TimedOut { pid, timeout }, 0);
+            }
+            Some(KillReason::Terminate) => self.finish(task, Outcome::Cancelled, 0),
+            _ => {
+                t.failures += 1;
+                if t.failures <= t.options.retries {
+                    self.queue.push_front(task);
+                } else {
+                    self.finish(task, Outcome::Lost(exit), 0);
+                }
+            }
+        }
+    }
+
+    fn break_pool(&mut self, why: BrokenPool) {
+        if self.broken.is_some() {
+            return;
+        }
+        self.broken = Some(why.clone());
+        let ids: Vec<u64> = self.tasks.keys().copied().collect();
+        for id in ids {
+            self.finish(id, Outcome::Broken(why.clone()), 0);
+        }
+        self.queue.clear();
+        for w in self.workers.values_mut() {
+            w.kill(KillReason::Terminate);
+        }
+    }
+
+    fn terminate(&mut self) {
+        let ids: Vec<u64> = self.tasks.keys().copied().collect();
+        for id in ids {
+            self.finish(id, Outcome::Cancelled, 0);
+        }
+        self.queue.clear();
+        for w in self.workers.values_mut() {
+            w.kill(KillReason::Terminate);
+        }
+        self.phase = Phase::Stopping;
+    }
+
+    /// Records a task's end and forgets it.
+    fn finish(&mut self, id: u64, outcome: Outcome, duration_ns: u64) {
+        let Some(task) = self.tasks.remove(&id) else {
+            return;
+        };
+        if let Some(f) = self.functions.get_mut(&task.fn_id) {
+            f.live_tasks = f.live_tasks.saturating_sub(1);
+        }
+        self.maybe_forget(task.fn_id);
+        self.done.push(Completion {
+            task: id,
+            outcome,
+            duration_ns,
+        });
+    }
+
+    fn maybe_forget(&mut self, fn_id: u64) {
+        let Some(f) = self.functions.get(&fn_id) else {
+            return;
+        };
+        if !f.released || f.live_tasks > 0 {
+            return;
+        }
+        self.functions.remove(&fn_id);
+        for w in self.workers.values_mut() {
+            if w.known_fns.remove(&fn_id) {
+                w.queue(&Frame::new(Kind::Forget, fn_id, 0, Vec::new()));
+            }
+        }
+    }
+
+    fn has_timed_tasks(&self) -> bool {
+        self.workers.values().any(|w| {
+            w.inflight.iter().any(|t| {
+                self.tasks
+                    .get(t)
+                    .is_some_and(|t| t.options.timeout.is_some())
+            })
+        })
+    }
+
+    fn check_timeouts(&mut self) {
+        let now = monotonic_ns();
+        for w in self.workers.values_mut() {
+            if w.kill_reason.is_some() {
+                continue;
+            }
+            let Some((task, started)) = w.status.running() else {
+                continue;
+            };
+            let Some(timeout) = self.tasks.get(&task).and_then(|t| t.options.timeout) else {
+                continue;
+            };
+            if now.saturating_sub(started) > timeout.as_nanos() as u64 {
+                w.kill(KillReason::Timeout(task));
+            }
+        }
+    }
+
+    fn spawn_one(&mut self) -> crate::error::Result<()> {
+        let id = self.next_worker_id;
+        self.next_worker_id += 1;
+        let mut w = WorkerHandle::start(id, &self.config.command, &self.events_tx)?;
+        w.queue(&Frame::new(Kind::Init, id, 0, self.config.init.clone()));
+        w.flush();
+        self.workers.insert(id, w);
+        Ok(())
+    }
+
+    /// Keeps the number of working (not retiring) workers at the target,
+    /// and stops them once a closing pool has no work left. Retiring workers
+    /// still count towards a cap of twice the target, so a pool with
+    /// `maxtasksperchild=1` never runs more than that many processes.
+    /// Returns whether it started any.
+    fn maintain_workers(&mut self) -> bool {
+        if self.phase == Phase::Closing && self.tasks.is_empty() {
+            for w in self.workers.values_mut() {
+                if !w.retiring {
+                    w.retiring = true;
+                    w.queue(&Frame::new(Kind::Exit, 0, 0, Vec::new()));
+                    w.flush();
+                }
+            }
+            self.phase = Phase::Stopping;
+        }
+        if self.phase == Phase::Stopping || self.broken.is_some() {
+            return false;
+        }
+        let working = self.workers.values().filter(|w| !w.retiring).count();
+        let room = (2 * self.config.workers).saturating_sub(self.workers.len());
+        let wanted = self.config.workers.saturating_sub(working).min(room);
+        let mut spawned = false;
+        for _ in 0..wanted {
+            if let Err(e) = self.spawn_one() {
+                // Could not start a replacement (out of processes or memory):
+                // with no worker left, nothing could ever run.
+                if self.workers.is_empty() {
+                    eprintln!("shoal: {e}");
+                    self.break_pool(BrokenPool::WorkersCannotStart(ExitInfo {
+                        pid: 0,
+                        code: None,
+                        signal: None,
+                    }));
+                }
+                break;
+            }
+            spawned = true;
+        }
+        if spawned {
+            self.publish_pids();
+        }
+        spawned
+    }
+
+    fn window(&self) -> usize {
+        match self.mean_task_ns {
+            None => 1,
+            Some(mean) => {
+                let w = (WINDOW_TARGET_NS as f64 / mean.max(1.0)).ceil() as usize;
+                w.clamp(1, MAX_WINDOW)
+            }
+        }
+    }
+
+    fn dispatch(&mut self) {
+        let window = self.window();
+        while let Some(&task_id) = self.queue.front() {
+            let Some(task) = self.tasks.get(&task_id) else {
+                self.queue.pop_front(); // cancelled
+                continue;
+            };
+            let limit = self.config.max_tasks_per_child;
+            let best = self
+                .workers
+                .values_mut()
+                .filter(|w| !w.retiring && w.inflight.len() < window)
+                .min_by_key(|w| (w.inflight.len(), w.id));
+            let Some(w) = best else { break };
+            self.queue.pop_front();
+            if !w.known_fns.contains(&task.fn_id) {
+                if let Some(f) = self.functions.get(&task.fn_id) {
+                    w.queue_parts(Kind::Func, task.fn_id, 0, &f.body);
+                    w.known_fns.insert(task.fn_id);
+                }
+            }
+            w.queue_parts(Kind::Task, task_id, task.fn_id, &task.payload);
+            w.inflight.push_back(task_id);
+            w.tasks_sent += 1;
+            if limit.is_some_and(|max| w.tasks_sent >= max) {
+                w.retiring = true;
+                w.queue(&Frame::new(Kind::Exit, 0, 0, Vec::new()));
+            }
+            let wid = w.id;
+            if let Some(t) = self.tasks.get_mut(&task_id) {
+                t.worker = Some(wid);
+            }
+        }
+        for w in self.workers.values_mut() {
+            w.flush();
+        }
+    }
+
+    fn publish(&mut self) {
+        if !self.done.is_empty() {
+            self.completions.push(std::mem::take(&mut self.done));
+        }
+    }
+
+    fn publish_pids(&self) {
+        let mut pids: Vec<u32> = self
+            .workers
+            .values()
+            .filter(|w| !w.retiring)
+            .map(|w| w.pid)
+            .collect();
+        pids.sort_unstable();
+        *self.pids.lock().unwrap_or_else(|e| e.into_inner()) = pids;
+    }
+}
+
+fn exit_info(pid: u32, status: Option<ExitStatus>) -> ExitInfo {
+    ExitInfo {
+        pid,
+        code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+    }
+}

@@ -1,0 +1,98 @@
+//! Starting one worker process: a fresh interpreter joined to the parent by
+//! a socketpair and a status page, and killed by the kernel if the parent dies.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::error::{CoreError, Result};
+use crate::status::StatusPage;
+
+/// The descriptor number the worker finds its end of the socketpair at.
+pub const WORKER_SOCKET_FD: RawFd = 3;
+/// The descriptor number the worker finds its status page at.
+pub const WORKER_STATUS_FD: RawFd = 4;
+
+/// How to start a worker: `program args...` with extra environment.
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// A started worker, seen from the parent.
+#[derive(Debug)]
+pub struct Spawned {
+    pub child: Child,
+    pub sock: UnixStream,
+    pub status: StatusPage,
+}
+
+/// Duplicates `fd` to a number of at least 10, close-on-exec, so the child
+/// can `dup2` it onto 3 or 4 without clobbering the other.
+fn dup_high(fd: RawFd) -> Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; checked below.
+    let raw = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+    if raw < 0 {
+        return Err(CoreError::io(
+            "fcntl(F_DUPFD_CLOEXEC)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `raw` is a new descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+pub fn spawn_worker(cmd: &WorkerCommand) -> Result<Spawned> {
+    let (parent_end, child_end) = UnixStream::pair().map_err(|e| CoreError::io("socketpair", e))?;
+    let (status, status_fd) = StatusPage::create()?;
+    let child_sock = dup_high(child_end.as_raw_fd())?;
+    let child_status = dup_high(status_fd.as_raw_fd())?;
+    drop(child_end);
+    drop(status_fd);
+    let (sock_fd, stat_fd) = (child_sock.as_raw_fd(), child_status.as_raw_fd());
+    let parent_pid = std::process::id() as libc::pid_t;
+
+    let mut command = Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid, dup2, signal, _exit); it
+    // allocates nothing and touches no locks.
+    unsafe {
+        command.pre_exec(move || {
+            // Die with the parent, and close the race where it died already.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent_pid {
+                libc::_exit(1);
+            }
+            // Ctrl-C in a terminal reaches the whole process group; the
+            // parent decides what happens to workers, so they ignore it.
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            // dup2 onto a different number clears close-on-exec.
+            if libc::dup2(sock_fd, WORKER_SOCKET_FD) < 0
+                || libc::dup2(stat_fd, WORKER_STATUS_FD) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|source| CoreError::Spawn {
+        program: cmd.program.display().to_string(),
+        source,
+    })?;
+    // Our copies of the child's ends close here; the child holds its own.
+    drop(child_sock);
+    drop(child_status);
+    Ok(Spawned {
+        child,
+        sock: parent_end,
+        status,
+    })
+}

@@ -1,0 +1,156 @@
+//! A page of shared memory per worker saying which task it is running and
+//! since when.
+//!
+//! The worker writes two atomics before each task; the scheduler reads them
+//! when a worker dies or a deadline passes. That tells it exactly which task
+//! was running (the others it held never started and are simply requeued)
+//! and how long it has run, without a message per task. The page lives in a
+//! memfd, so nothing is left in /dev/shm when either side is killed.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{CoreError, Result};
+
+#[repr(C)]
+struct Slot {
+    /// Task id being run, 0 when idle (task ids start at 1).
+    task: AtomicU64,
+    /// `CLOCK_MONOTONIC` nanoseconds when `task` started.
+    started_ns: AtomicU64,
+}
+
+const PAGE: usize = 4096;
+
+/// The mapped page. Both processes map the same memfd.
+#[derive(Debug)]
+pub struct StatusPage {
+    ptr: NonNull<Slot>,
+}
+
+// SAFETY: the page is only accessed through atomics, and the mapping lives
+// as long as the `StatusPage`.
+unsafe impl Send for StatusPage {}
+// SAFETY: as above: all access is atomic.
+unsafe impl Sync for StatusPage {}
+
+impl StatusPage {
+    /// Creates a fresh page and returns it with the memfd to hand to a worker.
+    pub fn create() -> Result<(StatusPage, OwnedFd)> {
+        // SAFETY: the name is a valid C string; flags are plain constants.
+        let raw = unsafe { libc::memfd_create(c"shoal-status".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(CoreError::io(
+                "memfd_create",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `raw` is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        File::from(fd.try_clone().map_err(|e| CoreError::io("dup", e))?)
+            .set_len(PAGE as u64)
+            .map_err(|e| CoreError::io("ftruncate status page", e))?;
+        let page = StatusPage::map(&fd)?;
+        Ok((page, fd))
+    }
+
+    /// Maps the page behind `fd` (the worker's side).
+    pub fn map(fd: &impl AsRawFd) -> Result<StatusPage> {
+        // SAFETY: a fresh shared mapping of a descriptor we were given; the
+        // kernel picks the address, and we check for failure below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(CoreError::io(
+                "mmap status page",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let ptr = NonNull::new(ptr.cast::<Slot>()).expect("mmap returned null without failing");
+        Ok(StatusPage { ptr })
+    }
+
+    fn slot(&self) -> &Slot {
+        // SAFETY: the mapping is PAGE bytes, page-aligned, zero-filled at
+        // creation (a valid `Slot`), and outlives `&self`.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Worker side: `task` starts now.
+    pub fn mark_start(&self, task: u64) {
+        let slot = self.slot();
+        slot.started_ns.store(monotonic_ns(), Ordering::Relaxed);
+        slot.task.store(task, Ordering::Release);
+    }
+
+    /// Worker side: no task running.
+    pub fn mark_idle(&self) {
+        self.slot().task.store(0, Ordering::Release);
+    }
+
+    /// Scheduler side: the running task and its start time, if any.
+    pub fn running(&self) -> Option<(u64, u64)> {
+        let slot = self.slot();
+        loop {
+            let task = slot.task.load(Ordering::Acquire);
+            if task == 0 {
+                return None;
+            }
+            let started = slot.started_ns.load(Ordering::Relaxed);
+            if slot.task.load(Ordering::Acquire) == task {
+                return Some((task, started));
+            }
+        }
+    }
+}
+
+impl Drop for StatusPage {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `map`; no reference
+        // into it outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), PAGE);
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_mappings_see_each_other() {
+        let (parent, fd) = StatusPage::create().unwrap();
+        let worker = StatusPage::map(&fd).unwrap();
+        assert_eq!(parent.running(), None);
+        worker.mark_start(42);
+        let (task, started) = parent.running().unwrap();
+        assert_eq!(task, 42);
+        assert!(started <= monotonic_ns());
+        worker.mark_idle();
+        assert_eq!(parent.running(), None);
+    }
+}

@@ -1,0 +1,64 @@
+//! What goes in (tasks) and what comes out (completions).
+
+use std::time::Duration;
+
+/// A batch of tasks that share a function and options, as one `map` makes.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub fn_id: u64,
+    /// Per task: its id (unique, non-zero) and pickled arguments.
+    pub tasks: Vec<(u64, Vec<u8>)>,
+    pub options: TaskOptions,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TaskOptions {
+    /// A task running longer than this is stopped by killing its worker.
+    pub timeout: Option<Duration>,
+    /// How many times a task whose worker died is run again.
+    pub retries: u32,
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub pid: u32,
+    /// Exit code, if it exited.
+    pub code: Option<i32>,
+    /// Signal number, if a signal killed it.
+    pub signal: Option<i32>,
+}
+
+/// The end of one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The function returned; the pickled result.
+    Done(Vec<u8>),
+    /// The function raised; the pickled exception (and traceback text).
+    Failed(Vec<u8>),
+    /// The worker died while running this task, and no retry was left.
+    Lost(ExitInfo),
+    /// The task ran past its timeout; its worker was killed.
+    TimedOut { pid: u32, timeout: Duration },
+    /// Cancelled before it started, or the pool was terminated.
+    Cancelled,
+    /// The pool cannot run tasks: the initializer raised (pickled
+    /// exception) or workers could not start.
+    Broken(BrokenPool),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokenPool {
+    /// The pickled exception the initializer raised.
+    InitializerFailed(Vec<u8>),
+    /// Workers keep dying before they are ready; the last one's end.
+    WorkersCannotStart(ExitInfo),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub task: u64,
+    pub outcome: Outcome,
+    /// Time the function ran in the worker, in nanoseconds (0 if it did not).
+    pub duration_ns: u64,
+}

@@ -1,0 +1,180 @@
+//! `Engine`: a pool's handle on the scheduler.
+
+use std::path::PathBuf;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use shoal_core::{
+    BrokenPool, Completion, Engine, EngineConfig, Next, Outcome, Submission, TaskOptions,
+    WorkerCommand,
+};
+
+use crate::blocking::{seconds, wait_interruptibly};
+use crate::errors::to_py;
+
+/// Completion codes, exported as `OUTCOME_*` constants.
+const DONE: u8 = 0;
+const FAILED: u8 = 1;
+const LOST: u8 = 2;
+const TIMED_OUT: u8 = 3;
+const CANCELLED: u8 = 4;
+const INIT_FAILED: u8 = 5;
+const CANNOT_START: u8 = 6;
+
+pub(crate) fn add_outcome_codes(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("OUTCOME_DONE", DONE)?;
+    m.add("OUTCOME_FAILED", FAILED)?;
+    m.add("OUTCOME_LOST", LOST)?;
+    m.add("OUTCOME_TIMED_OUT", TIMED_OUT)?;
+    m.add("OUTCOME_CANCELLED", CANCELLED)?;
+    m.add("OUTCOME_INIT_FAILED", INIT_FAILED)?;
+    m.add("OUTCOME_CANNOT_START", CANNOT_START)?;
+    Ok(())
+}
+
+#[pyclass(frozen, name = "Engine", module = "shoal._shoal")]
+pub(crate) struct PyEngine {
+    inner: Engine,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (workers, program, args, env, init, max_tasks_per_child=None))]
+    fn new(
+        py: Python<'_>,
+        workers: usize,
+        program: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        init: Vec<u8>,
+        max_tasks_per_child: Option<u64>,
+    ) -> PyResult<Self> {
+        let config = EngineConfig {
+            workers,
+            command: WorkerCommand { program, args, env },
+            init,
+            max_tasks_per_child,
+        };
+        let inner = py.detach(|| Engine::start(config)).map_err(to_py)?;
+        Ok(PyEngine { inner })
+    }
+
+    fn register_function(&self, fn_id: u64, body: &[u8]) -> PyResult<()> {
+        self.inner
+            .register_function(fn_id, body.to_vec())
+            .map_err(to_py)
+    }
+
+    fn release_function(&self, fn_id: u64) {
+        self.inner.release_function(fn_id);
+    }
+
+    /// Submits `payloads` as tasks numbered `first_id`, `first_id + 1`, ...
+    #[pyo3(signature = (fn_id, first_id, payloads, timeout=None, retries=0))]
+    fn submit(
+        &self,
+        fn_id: u64,
+        first_id: u64,
+        payloads: &Bound<'_, PyList>,
+        timeout: Option<f64>,
+        retries: u32,
+    ) -> PyResult<()> {
+        let mut tasks = Vec::with_capacity(payloads.len());
+        for (i, item) in payloads.iter().enumerate() {
+            let bytes = item.cast::<PyBytes>()?;
+            tasks.push((first_id + i as u64, bytes.as_bytes().to_vec()));
+        }
+        let options = TaskOptions {
+            timeout: seconds(timeout)?,
+            retries,
+        };
+        self.inner
+            .submit(Submission {
+                fn_id,
+                tasks,
+                options,
+            })
+            .map_err(to_py)
+    }
+
+    fn cancel(&self, task_ids: Vec<u64>) {
+        self.inner.cancel(task_ids);
+    }
+
+    /// Completed tasks as `(task_id, code, payload, duration_ns)` tuples;
+    /// `[]` if `timeout` passed first; `None` once the engine has stopped
+    /// and everything was taken.
+    #[pyo3(signature = (timeout=None))]
+    fn wait_completions<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let timeout = seconds(timeout)?;
+        let next = wait_interruptibly(py, timeout, |slice| {
+            match self.inner.next_completions(Some(slice)) {
+                Next::TimedOut => None,
+                other => Some(other),
+            }
+        })?;
+        match next {
+            None => Ok(Some(PyList::empty(py))),
+            Some(Next::Finished) => Ok(None),
+            Some(Next::TimedOut) => Ok(Some(PyList::empty(py))),
+            Some(Next::Batch(batch)) => {
+                let items = batch
+                    .into_iter()
+                    .map(|c| completion_tuple(py, c))
+                    .collect::<PyResult<Vec<_>>>()?;
+                Ok(Some(PyList::new(py, items)?))
+            }
+        }
+    }
+
+    fn worker_pids(&self) -> Vec<u32> {
+        self.inner.worker_pids()
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+
+    fn terminate(&self) {
+        self.inner.terminate();
+    }
+
+    /// Waits for the engine to stop; returns False if `timeout` passed.
+    #[pyo3(signature = (timeout=None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let timeout = seconds(timeout)?;
+        let done = wait_interruptibly(py, timeout, |slice| {
+            self.inner.join(Some(slice)).then_some(())
+        })?;
+        Ok(done.is_some())
+    }
+}
+
+fn exit_tuple(py: Python<'_>, e: shoal_core::ExitInfo) -> PyResult<Bound<'_, PyTuple>> {
+    (e.pid, e.code, e.signal).into_pyobject(py)
+}
+
+fn completion_tuple(py: Python<'_>, c: Completion) -> PyResult<Bound<'_, PyTuple>> {
+    let (code, payload): (u8, Bound<'_, PyAny>) = match c.outcome {
+        Outcome::Done(body) => (DONE, PyBytes::new(py, &body).into_any()),
+        Outcome::Failed(body) => (FAILED, PyBytes::new(py, &body).into_any()),
+        Outcome::Lost(exit) => (LOST, exit_tuple(py, exit)?.into_any()),
+        Outcome::TimedOut { pid, timeout } => (
+            TIMED_OUT,
+            (pid, timeout.as_secs_f64()).into_pyobject(py)?.into_any(),
+        ),
+        Outcome::Cancelled => (CANCELLED, py.None().into_bound(py)),
+        Outcome::Broken(BrokenPool::InitializerFailed(body)) => {
+            (INIT_FAILED, PyBytes::new(py, &body).into_any())
+        }
+        Outcome::Broken(BrokenPool::WorkersCannotStart(exit)) => {
+            (CANNOT_START, exit_tuple(py, exit)?.into_any())
+        }
+    };
+    (c.task, code, payload, c.duration_ns).into_pyobject(py)
+}

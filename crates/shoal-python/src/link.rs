@@ -1,0 +1,92 @@
+//! `Link`: the worker process's end of its connection, used by
+//! `shoal._worker`.
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use shoal_core::frame::Kind;
+use shoal_core::link::WorkerLink;
+
+use crate::errors::to_py;
+
+pub(crate) fn add_frame_kinds(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    for (name, kind) in [
+        ("KIND_INIT", Kind::Init),
+        ("KIND_FUNC", Kind::Func),
+        ("KIND_TASK", Kind::Task),
+        ("KIND_FORGET", Kind::Forget),
+        ("KIND_EXIT", Kind::Exit),
+        ("KIND_READY", Kind::Ready),
+        ("KIND_DONE", Kind::Done),
+        ("KIND_FAILED", Kind::Failed),
+        ("KIND_INIT_FAILED", Kind::InitFailed),
+    ] {
+        m.add(name, kind as u8)?;
+    }
+    Ok(())
+}
+
+fn kind_from(byte: u8) -> PyResult<Kind> {
+    Ok(match byte {
+        16 => Kind::Ready,
+        17 => Kind::Done,
+        18 => Kind::Failed,
+        19 => Kind::InitFailed,
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "a worker cannot send frame kind {other}"
+            )))
+        }
+    })
+}
+
+#[pyclass(unsendable, name = "Link", module = "shoal._shoal")]
+pub(crate) struct PyLink {
+    inner: WorkerLink,
+}
+
+#[pymethods]
+impl PyLink {
+    /// Takes over the descriptors the engine gave this worker.
+    #[new]
+    fn new() -> PyResult<Self> {
+        Ok(PyLink {
+            inner: WorkerLink::from_inherited().map_err(to_py)?,
+        })
+    }
+
+    /// Blocks (GIL released) for the next frames: `[(kind, a, b, body)]`.
+    /// Raises EOFError when the parent has gone.
+    fn recv<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<Vec<(u8, u64, u64, Bound<'py, PyBytes>)>> {
+        let inner = &mut self.inner;
+        let frames = py.detach(|| inner.recv_batch()).map_err(to_py)?;
+        Ok(frames
+            .into_iter()
+            .map(|f| (f.kind as u8, f.a, f.b, PyBytes::new(py, &f.body)))
+            .collect())
+    }
+
+    /// Queues a reply; it leaves with `flush()`.
+    fn send(&mut self, kind: u8, a: u64, b: u64, body: &[u8]) -> PyResult<()> {
+        self.inner.queue(kind_from(kind)?, a, b, body).map_err(to_py)
+    }
+
+    fn has_queued(&self) -> bool {
+        self.inner.has_queued()
+    }
+
+    fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
+        let inner = &mut self.inner;
+        py.detach(|| inner.flush()).map_err(to_py)
+    }
+
+    fn mark_start(&self, task_id: u64) {
+        self.inner.status().mark_start(task_id);
+    }
+
+    fn mark_idle(&self) {
+        self.inner.status().mark_idle();
+    }
+}

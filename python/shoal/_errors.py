@@ -1,0 +1,72 @@
+"""shoal's exception hierarchy, rooted at ``ShoalError`` (declared in the
+native module so engine errors and these share one base)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal as _signal
+
+from ._shoal import ShoalError
+
+#: Raised by ``AsyncResult.get(timeout)`` and ``imap``'s ``next(timeout)``;
+#: the same class as ``multiprocessing.TimeoutError`` so existing
+#: ``except`` clauses keep working.
+TimeoutError = multiprocessing.TimeoutError  # noqa: A001
+
+
+class RemoteTraceback(Exception):
+    """Carries a worker's traceback text; set as ``__cause__`` of an
+    exception re-raised in the parent."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+class SerializationError(ShoalError):
+    """An argument, result or exception could not be pickled."""
+
+
+class WorkerLostError(ShoalError):
+    """The worker process running a task died (killed, crashed, exited)."""
+
+    def __init__(self, message: str, *, pid: int, exitcode: int | None, signal: int | None):
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal = signal
+
+    def __reduce__(self):
+        return (_rebuild_lost, (str(self), self.pid, self.exitcode, self.signal))
+
+
+def _rebuild_lost(message, pid, exitcode, signal):
+    return WorkerLostError(message, pid=pid, exitcode=exitcode, signal=signal)
+
+
+class TaskTimeoutError(ShoalError, TimeoutError):
+    """A task ran longer than its ``timeout``; its worker was replaced."""
+
+
+class WorkerInitError(ShoalError):
+    """The pool's ``initializer`` raised; the pool cannot run tasks."""
+
+
+class WorkerStartError(ShoalError):
+    """Worker processes exit before they are ready."""
+
+
+def describe_exit(exitcode: int | None, signum: int | None) -> str:
+    """'killed by SIGKILL' / 'exited with code 3'."""
+    if signum is not None:
+        try:
+            name = _signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        return f"killed by {name}"
+    if exitcode is not None:
+        return f"exited with code {exitcode}"
+    return "ended for an unknown reason"

@@ -1,0 +1,426 @@
+"""``shoal.Pool``: multiprocessing.Pool's API on shoal's Rust engine."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import os
+import sys
+import threading
+import weakref
+from typing import Any, Callable, Iterable
+
+from . import _shoal
+from ._cpus import cpu_count
+from ._outcome import decode
+from ._results import AsyncResult, IMapIterator, MapResult
+from ._serialize import MODE_CALL, MODE_MAP, MODE_STARMAP, dumps, dumps_function
+
+_RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
+
+#: Thread-count variables of numeric libraries, capped per worker so N
+#: workers do not each start a thread per core.
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+#: Functions kept registered for ``apply_async``/``submit`` reuse.
+_FUNCTION_CACHE_SIZE = 32
+#: Target run time of one ``imap`` chunk when the chunk size is automatic.
+_IMAP_CHUNK_TARGET_NS = 5_000_000
+_IMAP_MAX_CHUNK = 4096
+
+
+def _worker_env(processes: int) -> list[tuple[str, str]]:
+    per_worker = str(max(1, cpu_count() // processes))
+    return [(var, per_worker) for var in _THREAD_VARS if var not in os.environ]
+
+
+def _pump(engine, pending: dict, alive: threading.Event) -> None:
+    """The result thread: takes completions from the engine and hands each
+    to the object waiting for it. Holds no reference to the Pool, so an
+    abandoned pool can be collected."""
+    try:
+        while True:
+            batch = engine.wait_completions(None)
+            if batch is None:
+                return
+            pop = pending.pop
+            for task_id, code, payload, duration_ns in batch:
+                sink = pop(task_id, None)
+                if sink is not None:
+                    sink(task_id, code, payload, duration_ns)
+    finally:
+        alive.clear()
+
+
+class _PoolFuture(concurrent.futures.Future):
+    """A Future whose ``cancel`` also withdraws the queued task."""
+
+    def __init__(self, engine, task_id: int) -> None:
+        super().__init__()
+        self._engine = engine
+        self._task_id = task_id
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            self._engine.cancel([self._task_id])
+            return True
+        return False
+
+    def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
+        if not self.set_running_or_notify_cancel():
+            return  # cancelled by the user; the result is dropped
+        ok, value = decode(code, payload, f"task {task_id}")
+        if ok:
+            self.set_result(value)
+        else:
+            self.set_exception(value)
+
+
+class Pool:
+    """A pool of worker processes with ``multiprocessing.Pool``'s API.
+
+    ``processes`` defaults to :func:`shoal.cpu_count`. Workers are fresh
+    interpreters started by the engine; functions, lambdas and closures are
+    pickled (cloudpickle where plain pickle can't). Leaving a ``with`` block
+    terminates the pool, as in multiprocessing.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable | None = None,
+        initargs: Iterable = (),
+        maxtasksperchild: int | None = None,
+    ) -> None:
+        if processes is None:
+            processes = cpu_count()
+        if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+            raise ValueError(f"Number of processes must be at least 1, got {processes!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be a callable, got {initializer!r}")
+        if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
+        ):
+            raise ValueError(
+                f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}"
+            )
+        self._processes = processes
+        self._state = _RUN
+        self._state_lock = threading.Lock()
+        init = dumps((list(sys.path), initializer, tuple(initargs)))
+        self._engine = _shoal.Engine(
+            processes,
+            sys.executable,
+            ["-m", "shoal._worker"],
+            _worker_env(processes),
+            init,
+            maxtasksperchild,
+        )
+        self._next_id = 1
+        self._id_lock = threading.Lock()
+        self._fn_ids = itertools.count(1)
+        self._pending: dict[int, Callable] = {}
+        self._functions: collections.OrderedDict = collections.OrderedDict()
+        self._feeders: list[threading.Thread] = []
+        self._iterators: weakref.WeakSet = weakref.WeakSet()
+        self._pump_alive = threading.Event()
+        self._pump_alive.set()
+        self._pump = threading.Thread(
+            target=_pump,
+            args=(self._engine, self._pending, self._pump_alive),
+            name="shoal-results",
+            daemon=True,
+        )
+        self._pump.start()
+        self._finalizer = weakref.finalize(self, Pool._shut, self._engine, self._pump)
+
+    # ------------------------------------------------------------------ helpers
+    def _check_running(self) -> None:
+        if self._state != _RUN:
+            raise ValueError("Pool not running")
+
+    @staticmethod
+    def _check_callable(func: Any) -> None:
+        if not callable(func):
+            raise TypeError(f"{func!r} is not callable; pass a function")
+
+    def _new_ids(self, n: int) -> int:
+        """Reserves ``n`` consecutive task ids; returns the first."""
+        with self._id_lock:
+            first = self._next_id
+            self._next_id += n
+        return first
+
+    def _register(self, func: Callable, mode: int) -> int:
+        fn_id = next(self._fn_ids)
+        self._engine.register_function(fn_id, dumps_function(func, mode))
+        return fn_id
+
+    def _cached_function(self, func: Callable, mode: int) -> int:
+        """A function id for ``apply_async``/``submit``, reused across calls
+        so a function is pickled and sent once, not per task."""
+        try:
+            key = (func, mode)
+            fn_id = self._functions.get(key)
+        except TypeError:  # unhashable callable
+            return self._register(func, mode)
+        if fn_id is not None:
+            self._functions.move_to_end(key)
+            return fn_id
+        fn_id = self._register(func, mode)
+        self._functions[key] = fn_id
+        if len(self._functions) > _FUNCTION_CACHE_SIZE:
+            _, old = self._functions.popitem(last=False)
+            self._engine.release_function(old)
+        return fn_id
+
+    @staticmethod
+    def _check_chunksize(chunksize: Any) -> None:
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise ValueError(f"chunksize must be a positive int or None, got {chunksize!r}")
+
+    def _auto_chunksize(self, n: int) -> int:
+        # As multiprocessing: about four chunks per worker; the engine keeps
+        # each worker's queue full, so fewer, larger chunks cost nothing.
+        chunksize, extra = divmod(n, self._processes * 4)
+        return max(1, chunksize + bool(extra))
+
+    # ------------------------------------------------------------- apply/submit
+    def apply(self, func: Callable, args: Iterable = (), kwds: dict | None = None) -> Any:
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: Callable,
+        args: Iterable = (),
+        kwds: dict | None = None,
+        callback: Callable | None = None,
+        error_callback: Callable | None = None,
+    ) -> AsyncResult:
+        self._check_running()
+        self._check_callable(func)
+        fn_id = self._cached_function(func, MODE_CALL)
+        task_id = self._new_ids(1)
+        result = AsyncResult(f"apply({_name(func)})", callback, error_callback)
+        self._pending[task_id] = result._complete
+        self._send(fn_id, task_id, [dumps((tuple(args), dict(kwds or {})))])
+        return result
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+        """Runs ``fn(*args, **kwargs)`` in a worker; returns a
+        ``concurrent.futures.Future``."""
+        self._check_running()
+        self._check_callable(fn)
+        fn_id = self._cached_function(fn, MODE_CALL)
+        task_id = self._new_ids(1)
+        future = _PoolFuture(self._engine, task_id)
+        self._pending[task_id] = future._complete
+        self._send(fn_id, task_id, [dumps((args, kwargs))])
+        return future
+
+    def _send(self, fn_id: int, first_id: int, payloads: list[bytes]) -> None:
+        try:
+            self._engine.submit(fn_id, first_id, payloads)
+        except BaseException:
+            for i in range(len(payloads)):
+                self._pending.pop(first_id + i, None)
+            raise
+
+    # ---------------------------------------------------------------- map family
+    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+        return self._map_async(func, iterable, chunksize, MODE_MAP, None, None).get()
+
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        return self._map_async(func, iterable, chunksize, MODE_MAP, callback, error_callback)
+
+    def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
+        return self._map_async(func, iterable, chunksize, MODE_STARMAP, None, None).get()
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        return self._map_async(func, iterable, chunksize, MODE_STARMAP, callback, error_callback)
+
+    def _map_async(self, func, iterable, chunksize, mode, callback, error_callback) -> MapResult:
+        self._check_running()
+        self._check_callable(func)
+        self._check_chunksize(chunksize)
+        items = iterable if hasattr(iterable, "__len__") else list(iterable)
+        n = len(items)
+        if chunksize is None:
+            chunksize = self._auto_chunksize(n)
+        if not isinstance(items, (list, tuple)):
+            items = list(items)
+        chunks = [items[i : i + chunksize] for i in range(0, n, chunksize)]
+        what = f"{'starmap' if mode == MODE_STARMAP else 'map'}({_name(func)})"
+        if not chunks:
+            return MapResult(what, 0, 0, callback, error_callback)
+        payloads = [dumps(list(c) if not isinstance(c, list) else c) for c in chunks]
+        fn_id = self._register(func, mode)
+        first = self._new_ids(len(chunks))
+        engine = self._engine
+
+        def done() -> None:
+            engine.release_function(fn_id)
+
+        result = MapResult(what, first, len(chunks), callback, error_callback, on_done=done)
+        pending = self._pending
+        sink = result._complete
+        for i in range(len(chunks)):
+            pending[first + i] = sink
+        try:
+            self._send(fn_id, first, payloads)
+        except BaseException:
+            done()
+            raise
+        return result
+
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int | None = None):
+        return self._imap(func, iterable, chunksize, ordered=True)
+
+    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int | None = None):
+        return self._imap(func, iterable, chunksize, ordered=False)
+
+    def _imap(self, func, iterable, chunksize, ordered: bool) -> IMapIterator:
+        self._check_running()
+        self._check_callable(func)
+        self._check_chunksize(chunksize)
+        source = iter(iterable)
+        fn_id = self._register(func, MODE_MAP)
+        name = "imap" if ordered else "imap_unordered"
+        it = IMapIterator(f"{name}({_name(func)})", ordered, read_ahead=max(16, 4 * self._processes))
+        self._iterators.add(it)
+        feeder = threading.Thread(
+            target=self._feed,
+            args=(it, source, fn_id, chunksize),
+            name="shoal-feeder",
+            daemon=True,
+        )
+        self._feeders = [t for t in self._feeders if t.is_alive()]
+        self._feeders.append(feeder)
+        feeder.start()
+        return it
+
+    def _feed(self, it: IMapIterator, source, fn_id: int, chunksize: int | None) -> None:
+        """Reads the input lazily and submits chunks as room appears. With an
+        automatic chunk size, chunks grow until each runs about 5 ms."""
+        pending, engine = self._pending, self._engine
+        outstanding = [0]
+        input_done = threading.Event()
+        lock = threading.Lock()
+
+        def finished_one() -> None:
+            with lock:
+                outstanding[0] -= 1
+                last = outstanding[0] == 0 and input_done.is_set()
+            if last:
+                engine.release_function(fn_id)
+
+        try:
+            while it._wait_for_room():
+                size = chunksize or _auto_imap_chunk(it.item_ns())
+                try:
+                    chunk = list(itertools.islice(source, size))
+                except Exception as exc:  # noqa: BLE001 - the input's own error
+                    it._end_input(exc)
+                    return
+                if not chunk:
+                    it._end_input()
+                    return
+                number = it._note_submitted()
+                task_id = self._new_ids(1)
+                n_items = len(chunk)
+
+                def sink(tid, code, payload, dur, number=number, n_items=n_items):
+                    it._complete_chunk(number, n_items, code, payload, dur)
+                    finished_one()
+
+                with lock:
+                    outstanding[0] += 1
+                pending[task_id] = sink
+                try:
+                    engine.submit(fn_id, task_id, [dumps(chunk)])
+                except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable item
+                    pending.pop(task_id, None)
+                    with lock:
+                        outstanding[0] -= 1
+                    it._fail_chunk(number, exc)
+                    it._end_input()
+                    return
+        finally:
+            with lock:
+                input_done.set()
+                last = outstanding[0] == 0
+            if last:
+                engine.release_function(fn_id)
+
+    # ----------------------------------------------------------------- lifecycle
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers."""
+        return list(self._engine.worker_pids())
+
+    def close(self) -> None:
+        """No new tasks; workers exit once submitted work is done (``join``)."""
+        with self._state_lock:
+            if self._state == _RUN:
+                self._state = _CLOSE
+        # join() waits for all input to be read: lift imap's read-ahead bound.
+        for it in list(self._iterators):
+            it._unbound()
+
+    def terminate(self) -> None:
+        """Stops the workers now; unfinished tasks fail with CancelledError."""
+        with self._state_lock:
+            self._state = _TERMINATE
+        for it in list(self._iterators):
+            it._stop()
+        self._engine.terminate()
+        self._engine.join(None)
+        self._pump.join()
+
+    def join(self) -> None:
+        """Waits for the workers to exit; call ``close`` or ``terminate`` first."""
+        if self._state == _RUN:
+            raise ValueError("Pool is still running; call close() or terminate() first")
+        if self._state == _CLOSE:
+            for feeder in self._feeders:
+                feeder.join()
+            self._engine.close()
+        self._engine.join(None)
+        self._pump.join()
+
+    @staticmethod
+    def _shut(engine, pump) -> None:
+        engine.terminate()
+        engine.join(5.0)
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.terminate()
+
+    def __repr__(self) -> str:
+        return f"<shoal.Pool state={self._state} processes={self._processes}>"
+
+    def __reduce__(self):
+        raise NotImplementedError(
+            "pool objects cannot be passed between processes or pickled"
+        )
+
+
+def _auto_imap_chunk(item_ns: float) -> int:
+    if item_ns <= 0:
+        return 1
+    return int(min(_IMAP_MAX_CHUNK, max(1, _IMAP_CHUNK_TARGET_NS / item_ns)))
+
+
+def _name(func: Callable) -> str:
+    return getattr(func, "__qualname__", None) or type(func).__name__

@@ -1,0 +1,215 @@
+"""Result objects: ``AsyncResult`` / ``MapResult`` (as multiprocessing's)
+and the ``imap`` iterators. The pool's result thread completes them."""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+import traceback
+from typing import Any, Callable
+
+from ._errors import TimeoutError
+from ._outcome import decode
+
+
+def _call_back(fn: Callable | None, arg: Any) -> None:
+    """Runs a user callback on the result thread; a raising callback is
+    reported, never allowed to stop result delivery."""
+    if fn is None:
+        return
+    try:
+        fn(arg)
+    except Exception:  # noqa: BLE001
+        print("shoal: exception in a result callback:", file=sys.stderr)
+        traceback.print_exc()
+
+
+class AsyncResult:
+    """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``."""
+
+    def __init__(self, what: str, callback=None, error_callback=None) -> None:
+        self._event = threading.Event()
+        self._what = what
+        self._callback = callback
+        self._error_callback = error_callback
+        self._success = False
+        self._value: Any = None
+
+    def ready(self) -> bool:
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._success
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._event.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        if not self._event.wait(timeout):
+            raise TimeoutError(f"{self._what} did not finish within {timeout} s")
+        if self._success:
+            return self._value
+        raise self._value
+
+    def _set(self, success: bool, value: Any) -> None:
+        self._success, self._value = success, value
+        self._event.set()
+        _call_back(self._callback if success else self._error_callback, value)
+
+    # Engine completion for the single task.
+    def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
+        self._set(*decode(code, payload, self._what))
+
+
+class MapResult(AsyncResult):
+    """The result of ``map_async``: a list, in input order. The first failed
+    chunk makes it ready (as in multiprocessing); later chunks are ignored."""
+
+    def __init__(self, what, first_task, n_chunks, callback=None, error_callback=None, on_done=None):
+        super().__init__(what, callback, error_callback)
+        self._first = first_task
+        self._chunks: list[Any] = [None] * n_chunks
+        self._left = n_chunks
+        self._on_done = on_done
+        if n_chunks == 0:
+            self._finish(True, [])
+
+    def _finish(self, success: bool, value: Any) -> None:
+        if self._on_done is not None:
+            self._on_done()
+        self._set(success, value)
+
+    def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
+        if self._event.is_set():
+            return
+        ok, value = decode(code, payload, self._what)
+        if not ok:
+            self._chunks = []
+            self._finish(False, value)
+            return
+        self._chunks[task_id - self._first] = value
+        self._left -= 1
+        if self._left == 0:
+            out = [x for chunk in self._chunks for x in chunk]
+            self._chunks = []
+            self._finish(True, out)
+
+
+class IMapIterator:
+    """Results of ``imap`` (ordered) or ``imap_unordered``. A feeder thread
+    reads the input lazily and submits chunks while fewer than
+    ``read_ahead`` chunks are waiting to be consumed, so memory stays flat
+    even for an infinite input."""
+
+    def __init__(self, what: str, ordered: bool, read_ahead: int) -> None:
+        self._what = what
+        self._ordered = ordered
+        self._read_ahead = read_ahead
+        self._cond = threading.Condition()
+        # ordered: chunk number -> (ok, values | exc); unordered: arrival order.
+        self._by_number: dict[int, tuple[bool, Any]] = {}
+        self._arrived: collections.deque = collections.deque()
+        self._buffer: collections.deque = collections.deque()
+        self._next_number = 0  # next chunk to yield (ordered)
+        self._submitted = 0  # chunks handed to the engine
+        self._consumed = 0  # chunks taken by the consumer
+        self._total: int | None = None  # chunk count, once the input is exhausted
+        self._item_ns = 0.0  # measured run time per item, smoothed
+        self._stopped = False
+
+    # --- feeder side -------------------------------------------------------
+    def _wait_for_room(self) -> bool:
+        """Blocks while enough chunks are ahead of the consumer. False when
+        the iterator was abandoned (pool terminated)."""
+        with self._cond:
+            while not self._stopped and self._submitted - self._consumed >= self._read_ahead:
+                self._cond.wait()
+            return not self._stopped
+
+    def _note_submitted(self, count: int = 1) -> int:
+        with self._cond:
+            number = self._submitted
+            self._submitted += count
+            return number
+
+    def _end_input(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            if error is not None:
+                number = self._submitted
+                self._submitted += 1
+                self._deliver(number, False, error)
+            self._total = self._submitted
+            self._cond.notify_all()
+
+    def _fail_chunk(self, number: int, exc: BaseException) -> None:
+        with self._cond:
+            self._deliver(number, False, exc)
+
+    def _unbound(self) -> None:
+        with self._cond:
+            self._read_ahead = sys.maxsize
+            self._cond.notify_all()
+
+    def _stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def item_ns(self) -> float:
+        return self._item_ns
+
+    # --- result thread side ------------------------------------------------
+    def _deliver(self, number: int, ok: bool, value: Any) -> None:
+        if self._ordered:
+            self._by_number[number] = (ok, value)
+        else:
+            self._arrived.append((ok, value))
+        self._cond.notify_all()
+
+    def _complete_chunk(self, number: int, n_items: int, code, payload, duration_ns) -> None:
+        ok, value = decode(code, payload, self._what)
+        with self._cond:
+            if ok and n_items:
+                per_item = duration_ns / n_items
+                self._item_ns = per_item if not self._item_ns else 0.7 * self._item_ns + 0.3 * per_item
+            self._deliver(number, ok, value)
+
+    # --- consumer side -----------------------------------------------------
+    def __iter__(self):
+        return self
+
+    def next(self, timeout: float | None = None):
+        if self._buffer:
+            return self._buffer.popleft()
+        with self._cond:
+            while True:
+                if self._buffer:
+                    return self._buffer.popleft()
+                got = self._take_chunk()
+                if got is not None:
+                    ok, value = got
+                    self._consumed += 1
+                    self._cond.notify_all()
+                    if not ok:
+                        raise value
+                    self._buffer.extend(value)
+                    continue
+                if self._total is not None and self._consumed >= self._total:
+                    raise StopIteration
+                if self._stopped:
+                    raise StopIteration
+                if not self._cond.wait(timeout):
+                    raise TimeoutError(f"no result from {self._what} within {timeout} s")
+
+    __next__ = next  # type: ignore[assignment]
+
+    def _take_chunk(self):
+        if self._ordered:
+            got = self._by_number.pop(self._next_number, None)
+            if got is not None:
+                self._next_number += 1
+            return got
+        return self._arrived.popleft() if self._arrived else None

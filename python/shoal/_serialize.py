@@ -1,0 +1,77 @@
+"""Pickling for tasks: protocol 5, plain pickle first (fast, by reference),
+cloudpickle where plain pickle cannot (lambdas, closures, ``__main__``)."""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from typing import Any
+
+from ._errors import SerializationError
+
+PROTOCOL = 5
+
+# How a worker calls the function on a task's payload.
+MODE_MAP = 0  # payload: list of items -> [f(x) for x in items]
+MODE_STARMAP = 1  # payload: list of arg tuples -> [f(*a) for a in items]
+MODE_CALL = 2  # payload: (args, kwargs) -> f(*args, **kwargs)
+
+loads = pickle.loads
+
+
+def dumps(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        import cloudpickle
+
+        return cloudpickle.dumps(obj, PROTOCOL)
+
+
+def dumps_function(fn: Any, mode: int) -> bytes:
+    """A function is pickled by value when it lives in ``__main__`` (a
+    worker's ``__main__`` is not the user's script) or cannot be imported."""
+    module = getattr(fn, "__module__", None)
+    if module == "__main__" or module is None:
+        import cloudpickle
+
+        try:
+            return cloudpickle.dumps((mode, fn), PROTOCOL)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot send function {fn!r} to the workers: {exc}"
+            ) from exc
+    try:
+        return dumps((mode, fn))
+    except Exception as exc:
+        raise SerializationError(f"cannot send function {fn!r} to the workers: {exc}") from exc
+
+
+def dumps_exception(exc: BaseException) -> bytes:
+    """An exception with its traceback text; a stand-in that names it if
+    the exception itself cannot be pickled."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        return dumps((exc, tb))
+    except Exception as why:
+        stand_in = SerializationError(
+            f"the task raised {type(exc).__qualname__}: {exc!r}, "
+            f"which could not be pickled back to the parent ({why})"
+        )
+        return pickle.dumps((stand_in, tb), PROTOCOL)
+
+
+def unpicklable_result_error(result: Any, mode: int, why: Exception) -> SerializationError:
+    """Names the offending object's type, looking inside a chunk's list."""
+    culprit = result
+    if mode in (MODE_MAP, MODE_STARMAP) and isinstance(result, list):
+        for item in result:
+            try:
+                dumps(item)
+            except Exception:
+                culprit = item
+                break
+    return SerializationError(
+        f"a result of type {type(culprit).__qualname__!r} could not be pickled "
+        f"to send it back to the parent: {why}"
+    )

@@ -1,0 +1,122 @@
+"""The worker process: ``python -m shoal._worker``, started by the engine.
+
+It runs tasks in the order they arrive and answers in batches: replies are
+flushed when no more work is buffered or every few milliseconds, so tiny
+tasks cost no system call each while long tasks report promptly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from time import perf_counter_ns
+
+# Keep imports light: every worker pays for them at start.
+from . import _shoal
+from ._serialize import (
+    MODE_CALL,
+    MODE_MAP,
+    MODE_STARMAP,
+    dumps,
+    dumps_exception,
+    loads,
+    unpicklable_result_error,
+)
+
+FLUSH_EVERY_NS = 2_000_000
+
+
+def _run(mode: int, fn, payload: bytes):
+    args = loads(payload)
+    if mode == MODE_MAP:
+        return [fn(x) for x in args]
+    if mode == MODE_STARMAP:
+        return [fn(*a) for a in args]
+    a, kw = args
+    return fn(*a, **kw)
+
+
+def _initialise(link, body: bytes) -> bool:
+    try:
+        sys_path, initializer, initargs = loads(body)
+        sys.path[:] = sys_path
+        if initializer is not None:
+            initializer(*initargs)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        link.send(_shoal.KIND_INIT_FAILED, 0, 0, dumps_exception(exc))
+        link.flush()
+        return False
+    link.send(_shoal.KIND_READY, os.getpid(), 0, b"")
+    link.flush()
+    return True
+
+
+def serve(link) -> int:
+    functions: dict[int, tuple[int, object] | BaseException] = {}
+    send, mark_start, mark_idle = link.send, link.mark_start, link.mark_idle
+    done, failed = _shoal.KIND_DONE, _shoal.KIND_FAILED
+    last_flush = perf_counter_ns()
+    while True:
+        try:
+            frames = link.recv()
+        except EOFError:
+            return 0  # the parent is gone
+        for kind, a, b, body in frames:
+            if kind == _shoal.KIND_TASK:
+                entry = functions.get(b)
+                mark_start(a)
+                t0 = perf_counter_ns()
+                mode = MODE_CALL
+                try:
+                    if entry is None:
+                        raise LookupError(f"shoal internal error: unknown function id {b}")
+                    if isinstance(entry, BaseException):
+                        raise entry
+                    mode, fn = entry
+                    result = _run(mode, fn, body)
+                except BaseException as exc:  # noqa: BLE001 - sent to the parent
+                    t1 = perf_counter_ns()
+                    mark_idle()
+                    send(failed, a, t1 - t0, dumps_exception(exc))
+                else:
+                    t1 = perf_counter_ns()
+                    mark_idle()
+                    try:
+                        out = dumps(result)
+                    except Exception as why:  # noqa: BLE001
+                        send(failed, a, t1 - t0, dumps_exception(unpicklable_result_error(result, mode, why)))
+                    else:
+                        send(done, a, t1 - t0, out)
+                if t1 - last_flush > FLUSH_EVERY_NS:
+                    link.flush()
+                    last_flush = t1
+            elif kind == _shoal.KIND_FUNC:
+                try:
+                    functions[a] = loads(body)
+                except BaseException as exc:  # noqa: BLE001 - fails its tasks
+                    functions[a] = exc
+            elif kind == _shoal.KIND_FORGET:
+                functions.pop(a, None)
+            elif kind == _shoal.KIND_INIT:
+                if not _initialise(link, body):
+                    return 1
+            elif kind == _shoal.KIND_EXIT:
+                link.flush()
+                return 0
+        link.flush()
+        last_flush = perf_counter_ns()
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        link = _shoal.Link()
+    except _shoal.ShoalError as exc:
+        print(f"shoal._worker: {exc}. This module is started by shoal's engine, not by hand.", file=sys.stderr)
+        return 2
+    return serve(link)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

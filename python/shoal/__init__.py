@@ -3,38 +3,64 @@
     import shoal
     with shoal.Pool() as pool:
         pool.map(f, xs)
+
+Submodules load on first use, so a worker process (which imports this
+package) starts without paying for the parent-side API.
 """
 
-from ._cpus import CpuReport, cpu_count, cpu_report
-from ._errors import (
-    RemoteTraceback,
-    SerializationError,
-    ShoalError,
-    TaskTimeoutError,
-    TimeoutError,
-    WorkerInitError,
-    WorkerLostError,
-    WorkerStartError,
-)
-from ._pool import Pool
-from ._results import AsyncResult, IMapIterator, MapResult
+from __future__ import annotations
+
+import importlib
+
+TYPE_CHECKING = False  # not `typing`'s: importing typing costs a worker ~20 ms
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AsyncResult",
-    "CpuReport",
-    "IMapIterator",
-    "MapResult",
-    "Pool",
-    "RemoteTraceback",
-    "SerializationError",
-    "ShoalError",
-    "TaskTimeoutError",
-    "TimeoutError",
-    "WorkerInitError",
-    "WorkerLostError",
-    "WorkerStartError",
-    "cpu_count",
-    "cpu_report",
-]
+# public name -> submodule that defines it
+_EXPORTS = {
+    "Pool": "_pool",
+    "AsyncResult": "_results",
+    "IMapIterator": "_results",
+    "MapResult": "_results",
+    "TimeoutError": "_results",
+    "CpuReport": "_cpus",
+    "cpu_count": "_cpus",
+    "cpu_report": "_cpus",
+    "RemoteTraceback": "_errors",
+    "SerializationError": "_errors",
+    "ShoalError": "_errors",
+    "TaskTimeoutError": "_errors",
+    "WorkerInitError": "_errors",
+    "WorkerLostError": "_errors",
+    "WorkerStartError": "_errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:
+    from ._cpus import CpuReport, cpu_count, cpu_report
+    from ._errors import (
+        RemoteTraceback,
+        SerializationError,
+        ShoalError,
+        TaskTimeoutError,
+        WorkerInitError,
+        WorkerLostError,
+        WorkerStartError,
+    )
+    from ._pool import Pool
+    from ._results import AsyncResult, IMapIterator, MapResult, TimeoutError

@@ -3,15 +3,7 @@ native module so engine errors and these share one base)."""
 
 from __future__ import annotations
 
-import multiprocessing
-import signal as _signal
-
 from ._shoal import ShoalError
-
-#: Raised by ``AsyncResult.get(timeout)`` and ``imap``'s ``next(timeout)``;
-#: the same class as ``multiprocessing.TimeoutError`` so existing
-#: ``except`` clauses keep working.
-TimeoutError = multiprocessing.TimeoutError  # noqa: A001
 
 
 class RemoteTraceback(Exception):
@@ -47,7 +39,7 @@ def _rebuild_lost(message, pid, exitcode, signal):
     return WorkerLostError(message, pid=pid, exitcode=exitcode, signal=signal)
 
 
-class TaskTimeoutError(ShoalError, TimeoutError):
+class TaskTimeoutError(ShoalError, TimeoutError):  # the builtin TimeoutError
     """A task ran longer than its ``timeout``; its worker was replaced."""
 
 
@@ -62,8 +54,10 @@ class WorkerStartError(ShoalError):
 def describe_exit(exitcode: int | None, signum: int | None) -> str:
     """'killed by SIGKILL' / 'exited with code 3'."""
     if signum is not None:
+        import signal
+
         try:
-            name = _signal.Signals(signum).name
+            name = signal.Signals(signum).name
         except ValueError:
             name = f"signal {signum}"
         return f"killed by {name}"

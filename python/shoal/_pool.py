@@ -15,7 +15,7 @@ from . import _shoal
 from ._cpus import cpu_count
 from ._outcome import decode
 from ._results import AsyncResult, IMapIterator, MapResult
-from ._serialize import MODE_CALL, MODE_MAP, MODE_STARMAP, dumps, dumps_function
+from ._serialize import MODE_CALL, MODE_MAP, MODE_STARMAP, dumps, dumps_function, dumps_many
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -35,6 +35,17 @@ _FUNCTION_CACHE_SIZE = 32
 #: Target run time of one ``imap`` chunk when the chunk size is automatic.
 _IMAP_CHUNK_TARGET_NS = 5_000_000
 _IMAP_MAX_CHUNK = 4096
+
+
+def _worker_command() -> tuple[list[str], list[tuple[str, str]]]:
+    """Workers start with ``-S`` (no site: .pth files and sitecustomize can
+    cost tens of milliseconds per start) and find this interpreter's
+    packages through PYTHONPATH instead; the Init frame then installs the
+    parent's exact ``sys.path``. ``SHOAL_WORKER_SITE=1`` keeps site."""
+    if os.environ.get("SHOAL_WORKER_SITE") == "1":
+        return ["-m", "shoal._worker"], []
+    path = os.pathsep.join(p for p in sys.path if p)
+    return ["-S", "-m", "shoal._worker"], [("PYTHONPATH", path)]
 
 
 def _worker_env(processes: int) -> list[tuple[str, str]]:
@@ -116,11 +127,12 @@ class Pool:
         self._state = _RUN
         self._state_lock = threading.Lock()
         init = dumps((list(sys.path), initializer, tuple(initargs)))
+        args, env = _worker_command()
         self._engine = _shoal.Engine(
             processes,
             sys.executable,
-            ["-m", "shoal._worker"],
-            _worker_env(processes),
+            args,
+            env + _worker_env(processes),
             init,
             maxtasksperchild,
         )
@@ -255,13 +267,13 @@ class Pool:
         n = len(items)
         if chunksize is None:
             chunksize = self._auto_chunksize(n)
-        if not isinstance(items, (list, tuple)):
+        if not isinstance(items, list):
             items = list(items)
         chunks = [items[i : i + chunksize] for i in range(0, n, chunksize)]
         what = f"{'starmap' if mode == MODE_STARMAP else 'map'}({_name(func)})"
         if not chunks:
             return MapResult(what, 0, 0, callback, error_callback)
-        payloads = [dumps(list(c) if not isinstance(c, list) else c) for c in chunks]
+        payloads = dumps_many(chunks)
         fn_id = self._register(func, mode)
         first = self._new_ids(len(chunks))
         engine = self._engine

@@ -9,8 +9,12 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from ._errors import TimeoutError
+# Raised by ``get(timeout)`` and ``next(timeout)``: multiprocessing's own
+# class, so ``except multiprocessing.TimeoutError`` keeps working.
+from multiprocessing import TimeoutError  # noqa: A004
 from ._outcome import decode
+from ._serialize import loads
+from ._shoal import OUTCOME_DONE as _DONE
 
 
 def _call_back(fn: Callable | None, arg: Any) -> None:
@@ -85,7 +89,10 @@ class MapResult(AsyncResult):
     def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
         if self._event.is_set():
             return
-        ok, value = decode(code, payload, self._what)
+        if code == _DONE:  # the common case, inlined: this runs once per chunk
+            ok, value = True, loads(payload)
+        else:
+            ok, value = decode(code, payload, self._what)
         if not ok:
             self._chunks = []
             self._finish(False, value)

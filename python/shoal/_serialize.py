@@ -4,8 +4,6 @@ cloudpickle where plain pickle cannot (lambdas, closures, ``__main__``)."""
 from __future__ import annotations
 
 import pickle
-import traceback
-from typing import Any
 
 from ._errors import SerializationError
 
@@ -17,9 +15,10 @@ MODE_STARMAP = 1  # payload: list of arg tuples -> [f(*a) for a in items]
 MODE_CALL = 2  # payload: (args, kwargs) -> f(*args, **kwargs)
 
 loads = pickle.loads
+_pickle_dumps = pickle.dumps
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: object) -> bytes:
     try:
         return pickle.dumps(obj, PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
@@ -28,7 +27,15 @@ def dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, PROTOCOL)
 
 
-def dumps_function(fn: Any, mode: int) -> bytes:
+def dumps_many(objs: list) -> list[bytes]:
+    """``[dumps(o) for o in objs]``, at plain pickle's speed when it can."""
+    try:
+        return [_pickle_dumps(o, PROTOCOL) for o in objs]
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return [dumps(o) for o in objs]
+
+
+def dumps_function(fn: object, mode: int) -> bytes:
     """A function is pickled by value when it lives in ``__main__`` (a
     worker's ``__main__`` is not the user's script) or cannot be imported."""
     module = getattr(fn, "__module__", None)
@@ -50,6 +57,8 @@ def dumps_function(fn: Any, mode: int) -> bytes:
 def dumps_exception(exc: BaseException) -> bytes:
     """An exception with its traceback text; a stand-in that names it if
     the exception itself cannot be pickled."""
+    import traceback
+
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         return dumps((exc, tb))
@@ -61,7 +70,7 @@ def dumps_exception(exc: BaseException) -> bytes:
         return pickle.dumps((stand_in, tb), PROTOCOL)
 
 
-def unpicklable_result_error(result: Any, mode: int, why: Exception) -> SerializationError:
+def unpicklable_result_error(result: object, mode: int, why: Exception) -> SerializationError:
     """Names the offending object's type, looking inside a chunk's list."""
     culprit = result
     if mode in (MODE_MAP, MODE_STARMAP) and isinstance(result, list):

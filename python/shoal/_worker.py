@@ -8,14 +8,12 @@ tasks cost no system call each while long tasks report promptly.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from time import perf_counter_ns
 
 # Keep imports light: every worker pays for them at start.
 from . import _shoal
 from ._serialize import (
-    MODE_CALL,
     MODE_MAP,
     MODE_STARMAP,
     dumps,
@@ -29,8 +27,6 @@ FLUSH_EVERY_NS = 2_000_000
 
 def _run(mode: int, fn, payload: bytes):
     args = loads(payload)
-    if mode == MODE_MAP:
-        return [fn(x) for x in args]
     if mode == MODE_STARMAP:
         return [fn(*a) for a in args]
     a, kw = args
@@ -54,8 +50,8 @@ def _initialise(link, body: bytes) -> bool:
 
 def serve(link) -> int:
     functions: dict[int, tuple[int, object] | BaseException] = {}
-    send, mark_start, mark_idle = link.send, link.mark_start, link.mark_idle
-    done, failed = _shoal.KIND_DONE, _shoal.KIND_FAILED
+    begin, done, failed = link.begin, link.done, link.failed
+    kind_task = _shoal.KIND_TASK
     last_flush = perf_counter_ns()
     while True:
         try:
@@ -63,34 +59,32 @@ def serve(link) -> int:
         except EOFError:
             return 0  # the parent is gone
         for kind, a, b, body in frames:
-            if kind == _shoal.KIND_TASK:
+            if kind == kind_task:
                 entry = functions.get(b)
-                mark_start(a)
-                t0 = perf_counter_ns()
-                mode = MODE_CALL
+                begin(a)
                 try:
-                    if entry is None:
-                        raise LookupError(f"shoal internal error: unknown function id {b}")
-                    if isinstance(entry, BaseException):
-                        raise entry
-                    mode, fn = entry
-                    result = _run(mode, fn, body)
+                    mode, fn = entry  # TypeError if unknown or failed to load
+                    if mode == MODE_MAP:
+                        result = [fn(x) for x in loads(body)]
+                    else:
+                        result = _run(mode, fn, body)
                 except BaseException as exc:  # noqa: BLE001 - sent to the parent
-                    t1 = perf_counter_ns()
-                    mark_idle()
-                    send(failed, a, t1 - t0, dumps_exception(exc))
+                    if entry is None:
+                        exc = LookupError(f"shoal internal error: unknown function id {b}")
+                    elif isinstance(entry, BaseException):
+                        exc = entry
+                    failed(a, dumps_exception(exc))
                 else:
-                    t1 = perf_counter_ns()
-                    mark_idle()
                     try:
                         out = dumps(result)
                     except Exception as why:  # noqa: BLE001
-                        send(failed, a, t1 - t0, dumps_exception(unpicklable_result_error(result, mode, why)))
+                        failed(a, dumps_exception(unpicklable_result_error(result, mode, why)))
                     else:
-                        send(done, a, t1 - t0, out)
-                if t1 - last_flush > FLUSH_EVERY_NS:
+                        done(a, out)
+                now = perf_counter_ns()
+                if now - last_flush > FLUSH_EVERY_NS:
                     link.flush()
-                    last_flush = t1
+                    last_flush = now
             elif kind == _shoal.KIND_FUNC:
                 try:
                     functions[a] = loads(body)
@@ -109,7 +103,8 @@ def serve(link) -> int:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGINT is already ignored: the engine set it before exec, and Python
+    # keeps an inherited SIG_IGN (importing `signal` here would cost ~10 ms).
     try:
         link = _shoal.Link()
     except _shoal.ShoalError as exc:

@@ -13,6 +13,8 @@ use crate::status::StatusPage;
 const READ_CHUNK: usize = 256 * 1024;
 
 pub struct WorkerLink {
+    /// When the current task started (`CLOCK_MONOTONIC` ns).
+    started_ns: u64,
     sock: UnixStream,
     decoder: Decoder,
     chunk: Vec<u8>,
@@ -47,6 +49,7 @@ impl WorkerLink {
         let status = StatusPage::map(&status_owner)?;
         drop(status_owner); // the mapping stays valid after close
         Ok(WorkerLink {
+            started_ns: 0,
             sock,
             decoder: Decoder::new(),
             chunk: vec![0u8; READ_CHUNK],
@@ -95,6 +98,20 @@ impl WorkerLink {
             std::io::ErrorKind::BrokenPipe => CoreError::Disconnected,
             _ => CoreError::io("write to parent", e),
         })
+    }
+
+    /// Marks `task` as running from now.
+    pub fn begin(&mut self, task: u64) {
+        self.status.mark_start(task);
+        self.started_ns = crate::status::monotonic_ns();
+    }
+
+    /// Marks the worker idle and queues the task's answer (`Done` or
+    /// `Failed`) with the time since [`WorkerLink::begin`].
+    pub fn finish(&mut self, kind: Kind, task: u64, body: &[u8]) -> Result<()> {
+        let ran = crate::status::monotonic_ns().saturating_sub(self.started_ns);
+        self.status.mark_idle();
+        self.queue(kind, task, ran, body)
     }
 
     pub fn status(&self) -> &StatusPage {

@@ -41,9 +41,13 @@ pub(crate) enum Event {
     /// Kill the workers now; unfinished tasks end as cancelled.
     Terminate,
     Frames(WorkerId, Vec<Frame>),
-    /// A worker's socket closed (it exited or was killed), with a reason if
-    /// the stream itself was bad.
-    Gone(WorkerId, Option<String>),
+    /// A worker's socket closed: it exited, was killed, or sent a bad frame
+    /// (then it is killed).
+    Gone(WorkerId),
+    /// A worker sent bytes that are not a valid frame; its reader stopped.
+    BadStream(WorkerId),
+    /// A gone worker's process has been waited for.
+    Reaped(WorkerId, Option<ExitStatus>),
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +67,21 @@ struct TaskState {
     failures: u32,
     /// Holding worker, if dispatched.
     worker: Option<WorkerId>,
+}
+
+impl TaskState {
+    /// Records which worker holds the task, keeping the count of held tasks
+    /// that have a timeout in step.
+    fn set_holder(&mut self, worker: Option<WorkerId>, timed_inflight: &mut usize) {
+        if self.options.timeout.is_some() {
+            match (self.worker.is_some(), worker.is_some()) {
+                (false, true) => *timed_inflight += 1,
+                (true, false) => *timed_inflight -= 1,
+                _ => {}
+            }
+        }
+        self.worker = worker;
+    }
 }
 
 struct FnState {
@@ -96,6 +115,9 @@ pub(crate) struct Scheduler {
     /// Mean task run time, smoothed; `None` until the first result.
     mean_task_ns: Option<f64>,
     start_failures: u32,
+    /// Dispatched, unfinished tasks that have a timeout: while any exist the
+    /// loop wakes every [`TIMEOUT_POLL`] to check them.
+    timed_inflight: usize,
     broken: Option<BrokenPool>,
     phase: Phase,
     done: Vec<Completion>,
@@ -122,6 +144,7 @@ impl Scheduler {
             functions: HashMap::new(),
             mean_task_ns: None,
             start_failures: 0,
+            timed_inflight: 0,
             broken: None,
             phase: Phase::Running,
             done: Vec::new(),
@@ -210,7 +233,14 @@ impl Scheduler {
                     self.on_frame(wid, frame);
                 }
             }
-            Event::Gone(wid, error) => self.on_gone(wid, error),
+            Event::Gone(wid) => self.on_gone(wid),
+            Event::BadStream(wid) => {
+                if let Some(w) = self.workers.get_mut(&wid) {
+                    w.kill_as_crashed();
+                }
+                self.on_gone(wid);
+            }
+            Event::Reaped(wid, status) => self.on_reaped(wid, status),
         }
     }
 
@@ -267,10 +297,11 @@ impl Scheduler {
             Kind::InitFailed => {
                 self.break_pool(BrokenPool::InitializerFailed(frame.body));
             }
-            // A worker sent a parent-to-worker kind: a protocol violation.
+            // A worker sent a parent-to-worker kind: a protocol violation,
+            // handled as a crash (its reader reports the end).
             Kind::Init | Kind::Func | Kind::Task | Kind::Forget | Kind::Exit => {
                 if let Some(w) = self.workers.get_mut(&wid) {
-                    w.kill(KillReason::Terminate);
+                    w.kill_as_crashed();
                 }
             }
         }
@@ -284,32 +315,49 @@ impl Scheduler {
         });
     }
 
-    fn on_gone(&mut self, wid: WorkerId, _stream_error: Option<String>) {
-        let Some(w) = self.workers.remove(&wid) else {
+    /// The worker's socket closed. Its process may still be finishing
+    /// (Python closes the socket during shutdown), so it is reaped on a
+    /// thread of its own and accounted for when [`Event::Reaped`] arrives.
+    fn on_gone(&mut self, wid: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&wid) {
+            w.start_reaping(&self.events_tx);
+        }
+    }
+
+    fn on_reaped(&mut self, wid: WorkerId, status: Option<ExitStatus>) {
+        let Some(mut w) = self.workers.remove(&wid) else {
             return;
         };
+        w.join_threads();
         let running = w.status.running().map(|(task, _)| task);
-        let kill_reason = w.kill_reason;
-        let was_ready = w.ready;
-        let retiring = w.retiring;
         let pid = w.pid;
-        let mut held: Vec<u64> = w.inflight.iter().copied().collect();
-        let status = w.reap();
+        let held: Vec<u64> = w.inflight.drain(..).collect();
         let exit = exit_info(pid, status);
         self.publish_pids();
 
-        if !was_ready && !retiring && kill_reason.is_none() && self.phase != Phase::Stopping {
+        // A worker that marked a task as started got through its start-up;
+        // one that neither did that nor said Ready failed to start.
+        let started = w.ready || running.is_some();
+        if started {
+            self.start_failures = 0;
+        } else if !w.retiring && w.kill_reason.is_none() && self.phase != Phase::Stopping {
             self.start_failures += 1;
             if self.start_failures >= MAX_START_FAILURES {
                 self.break_pool(BrokenPool::WorkersCannotStart(exit));
                 return;
             }
         }
-        // The task that was running is the one to blame; if none was marked,
-        // the first one held (the worker died before marking it).
-        let blamed = running
-            .filter(|t| held.contains(t))
-            .or_else(|| held.first().copied());
+        let blamed = match w.kill_reason {
+            // Killed for a deadline: that task, if its answer did not beat the
+            // kill; whatever else was running then is not at fault.
+            Some(KillReason::Timeout(task)) => held.contains(&task).then_some(task),
+            // Otherwise the task marked as running; if none was marked but
+            // the worker had started, the first one it held.
+            _ if started => running
+                .filter(|t| held.contains(t))
+                .or_else(|| held.first().copied()),
+            _ => None,
+        };
         // Requeue the rest at the front, in their original order: they never
         // ran, or ran but their answers were lost with the worker.
         for &task in held.iter().rev() {
@@ -317,23 +365,22 @@ impl Scheduler {
                 continue;
             }
             if let Some(t) = self.tasks.get_mut(&task) {
-                t.worker = None;
+                t.set_holder(None, &mut self.timed_inflight);
                 self.queue.push_front(task);
             }
         }
-        held.clear();
         let Some(task) = blamed else { return };
         let Some(t) = self.tasks.get_mut(&task) else {
             return;
         };
-        t.worker = None;
-        match kill_reason {
-            Some(KillReason::Timeout(id)) if id == task => {
+        t.set_holder(None, &mut self.timed_inflight);
+        match w.kill_reason {
+            Some(KillReason::Timeout(_)) => {
                 let timeout = t.options.timeout.unwrap_or_default();
                 self.finish(task, Outcome::TimedOut { pid, timeout }, 0);
             }
             Some(KillReason::Terminate) => self.finish(task, Outcome::Cancelled, 0),
-            _ => {
+            None => {
                 t.failures += 1;
                 if t.failures <= t.options.retries {
                     self.queue.push_front(task);
@@ -373,9 +420,10 @@ impl Scheduler {
 
     /// Records a task's end and forgets it.
     fn finish(&mut self, id: u64, outcome: Outcome, duration_ns: u64) {
-        let Some(task) = self.tasks.remove(&id) else {
+        let Some(mut task) = self.tasks.remove(&id) else {
             return;
         };
+        task.set_holder(None, &mut self.timed_inflight);
         if let Some(f) = self.functions.get_mut(&task.fn_id) {
             f.live_tasks = f.live_tasks.saturating_sub(1);
         }
@@ -506,7 +554,7 @@ impl Scheduler {
             let best = self
                 .workers
                 .values_mut()
-                .filter(|w| !w.retiring && w.inflight.len() < window)
+                .filter(|w| w.accepts_work() && w.inflight.len() < window)
                 .min_by_key(|w| (w.inflight.len(), w.id));
             let Some(w) = best else { break };
             self.queue.pop_front();
@@ -525,7 +573,7 @@ impl Scheduler {
             }
             let wid = w.id;
             if let Some(t) = self.tasks.get_mut(&task_id) {
-                t.worker = Some(wid);
+                t.set_holder(Some(wid), &mut self.timed_inflight);
             }
         }
         for w in self.workers.values_mut() {

@@ -8,7 +8,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, ExitStatus};
+use std::process::Child;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -23,11 +23,16 @@ use crate::status::StatusPage;
 pub(crate) type WorkerId = u64;
 
 const READ_CHUNK: usize = 256 * 1024;
+/// How long a worker whose socket closed may take to exit before SIGKILL.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub(crate) struct WorkerHandle {
     pub(crate) id: WorkerId,
     pub(crate) pid: u32,
-    child: Child,
+    /// Taken by the reaper thread once the socket has closed.
+    child: Option<Child>,
+    /// The socket has closed; the process is being reaped.
+    gone: bool,
     pub(crate) status: StatusPage,
     /// Encoded frames for the writer thread; `None` once hung up.
     outbox: Option<Sender<Vec<u8>>>,
@@ -82,7 +87,8 @@ impl WorkerHandle {
         Ok(WorkerHandle {
             id,
             pid,
-            child: spawned.child,
+            child: Some(spawned.child),
+            gone: false,
             status: spawned.status,
             outbox: Some(tx),
             pending_out: Vec::new(),
@@ -124,38 +130,84 @@ impl WorkerHandle {
     /// Sends SIGKILL. The reader then sees end-of-file and reports it.
     pub(crate) fn kill(&mut self, reason: KillReason) {
         self.kill_reason.get_or_insert(reason);
-        let _ = self.child.kill();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+        }
     }
 
     /// Called once the reader has seen the end: reaps the child and joins
     /// the I/O threads. Returns how the process ended.
-    pub(crate) fn reap(mut self) -> Option<ExitStatus> {
+    /// Can take new tasks: not retiring, not killed, not gone.
+    pub(crate) fn accepts_work(&self) -> bool {
+        !self.retiring && self.kill_reason.is_none() && !self.gone
+    }
+
+    /// Called once the reader has seen the end of the stream: waits for the
+    /// process on a thread of its own (a worker closing its socket may take
+    /// a moment to exit, and its real exit status matters), giving it
+    /// [`EXIT_GRACE`] before SIGKILL, then reports [`Event::Reaped`].
+    pub(crate) fn start_reaping(&mut self, events: &Sender<Event>) {
+        if self.gone {
+            return;
+        }
+        self.gone = true;
         self.outbox = None;
-        // The socket is closed; if the process somehow lives on, end it so
-        // that `wait` cannot block.
-        let status = match self.child.try_wait() {
-            Ok(Some(status)) => Some(status),
-            _ => {
-                let _ = self.child.kill();
-                self.child.wait().ok()
-            }
+        let Some(mut child) = self.child.take() else {
+            return;
         };
+        let (id, reaped) = (self.id, events.clone());
+        let reap = move || {
+            let deadline = std::time::Instant::now() + EXIT_GRACE;
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break Some(status),
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    _ => {
+                        let _ = child.kill();
+                        break child.wait().ok();
+                    }
+                }
+            };
+            let _ = reaped.send(Event::Reaped(id, status));
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("shoal-reaper".into())
+            .spawn(reap)
+        {
+            // Out of threads: report without the status rather than hang.
+            eprintln!("shoal: could not start a reaper thread: {e}");
+            let _ = events.send(Event::Reaped(self.id, None));
+        }
+    }
+
+    /// SIGKILL for a worker that broke the protocol: handled as a crash.
+    pub(crate) fn kill_as_crashed(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+        }
+    }
+
+    /// Joins the I/O threads (both end once the socket is closed and the
+    /// outbox dropped).
+    pub(crate) fn join_threads(&mut self) {
+        self.outbox = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        status
     }
 }
 
 fn read_loop(id: WorkerId, mut sock: UnixStream, events: Sender<Event>) {
     let mut decoder = Decoder::new();
     let mut chunk = vec![0u8; READ_CHUNK];
-    let error = loop {
+    loop {
         let n = match sock.read(&mut chunk) {
-            Ok(0) => break decoder.finish().err().map(|e| e.to_string()),
+            Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => break Some(e.to_string()),
+            Err(_) => break,
         };
         decoder.feed(&chunk[..n]);
         let mut frames = Vec::new();
@@ -164,8 +216,9 @@ fn read_loop(id: WorkerId, mut sock: UnixStream, events: Sender<Event>) {
                 Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => break,
                 Err(e) => {
+                    eprintln!("shoal: bad frame from a worker ({e}); it will be replaced");
                     let _ = events.send(Event::Frames(id, frames));
-                    let _ = events.send(Event::Gone(id, Some(format!("bad frame: {e}"))));
+                    let _ = events.send(Event::BadStream(id));
                     return;
                 }
             }
@@ -173,8 +226,8 @@ fn read_loop(id: WorkerId, mut sock: UnixStream, events: Sender<Event>) {
         if !frames.is_empty() && events.send(Event::Frames(id, frames)).is_err() {
             return;
         }
-    };
-    let _ = events.send(Event::Gone(id, error));
+    }
+    let _ = events.send(Event::Gone(id));
 }
 
 fn write_loop(mut sock: UnixStream, outbox: Receiver<Vec<u8>>) {

@@ -82,11 +82,19 @@ impl PyLink {
         py.detach(|| inner.flush()).map_err(to_py)
     }
 
-    fn mark_start(&self, task_id: u64) {
-        self.inner.status().mark_start(task_id);
+    /// Marks `task_id` as running (the engine reads this if the worker
+    /// dies or the task's deadline passes).
+    fn begin(&mut self, task_id: u64) {
+        self.inner.begin(task_id);
     }
 
-    fn mark_idle(&self) {
-        self.inner.status().mark_idle();
+    /// Marks the worker idle and queues the task's result.
+    fn done(&mut self, task_id: u64, body: &[u8]) -> PyResult<()> {
+        self.inner.finish(Kind::Done, task_id, body).map_err(to_py)
+    }
+
+    /// Marks the worker idle and queues the task's pickled exception.
+    fn failed(&mut self, task_id: u64, body: &[u8]) -> PyResult<()> {
+        self.inner.finish(Kind::Failed, task_id, body).map_err(to_py)
     }
 }

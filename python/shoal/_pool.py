@@ -8,14 +8,24 @@ import itertools
 import os
 import sys
 import threading
+import time
 import weakref
 from typing import Any, Callable, Iterable
 
 from . import _shoal
 from ._cpus import cpu_count
 from ._outcome import decode
+from ._shoal import OUTCOME_DONE as _DONE
 from ._results import AsyncResult, IMapIterator, MapResult
-from ._serialize import MODE_CALL, MODE_MAP, MODE_STARMAP, dumps, dumps_function, dumps_many
+from ._serialize import (
+    MODE_CALL,
+    MODE_MAP,
+    MODE_STARMAP,
+    dumps,
+    dumps_function,
+    dumps_many,
+    loads,
+)
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -34,7 +44,7 @@ _THREAD_VARS = (
 _FUNCTION_CACHE_SIZE = 32
 #: Target run time of one ``imap`` chunk when the chunk size is automatic.
 _IMAP_CHUNK_TARGET_NS = 5_000_000
-_IMAP_MAX_CHUNK = 4096
+_IMAP_MAX_CHUNK = 1024
 
 
 def _worker_command() -> tuple[list[str], list[tuple[str, str]]]:
@@ -67,17 +77,55 @@ def _pump(engine, pending: dict, alive: threading.Event) -> None:
                 sink = pop(task_id, None)
                 if sink is not None:
                     sink(task_id, code, payload, duration_ns)
+            # Drop references while blocked, so finished results (and the
+            # task arguments they hold) can be freed.
+            batch = sink = payload = None
     finally:
         alive.clear()
 
 
-class _PoolFuture(concurrent.futures.Future):
-    """A Future whose ``cancel`` also withdraws the queued task."""
+_FINAL_STATES = ("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED")
 
-    def __init__(self, engine, task_id: int) -> None:
-        super().__init__()
+
+class _PoolFuture(concurrent.futures.Future):
+    """A real ``concurrent.futures.Future`` (``as_completed``, ``wait`` and
+    ``asyncio.wrap_future`` work), tuned for many small tasks:
+
+    - ``cancel`` also withdraws the task from the engine's queue;
+    - the stdlib builds a ``threading.Condition`` per future, which costs
+      more than shoal's whole dispatch of a task; here the futures of one
+      pool share one condition. A notification may then be meant for another
+      future, so ``result`` and ``exception`` wait in a loop until their own
+      future is done (the stdlib's wait once).
+    """
+
+    def __init__(self, engine, task_id: int, condition: threading.Condition) -> None:  # noqa: D107
+        # Future.__init__ is not called: it would build a condition of its own.
+        self._condition = condition
+        self._state = "PENDING"
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
         self._engine = engine
         self._task_id = task_id
+
+    def _wait_final(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while self._state not in _FINAL_STATES:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise concurrent.futures.TimeoutError()
+                self._condition.wait(remaining)
+
+    def result(self, timeout: float | None = None):
+        self._wait_final(timeout)
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None):
+        self._wait_final(timeout)
+        return super().exception(0)
 
     def cancel(self) -> bool:
         if super().cancel():
@@ -86,9 +134,12 @@ class _PoolFuture(concurrent.futures.Future):
         return False
 
     def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
+        if code == _DONE:
+            ok, value = True, loads(payload)
+        else:
+            ok, value = decode(code, payload, f"task {task_id}")
         if not self.set_running_or_notify_cancel():
             return  # cancelled by the user; the result is dropped
-        ok, value = decode(code, payload, f"task {task_id}")
         if ok:
             self.set_result(value)
         else:
@@ -141,6 +192,7 @@ class Pool:
         self._fn_ids = itertools.count(1)
         self._pending: dict[int, Callable] = {}
         self._functions: collections.OrderedDict = collections.OrderedDict()
+        self._future_condition = threading.Condition()
         self._feeders: list[threading.Thread] = []
         self._iterators: weakref.WeakSet = weakref.WeakSet()
         self._pump_alive = threading.Event()
@@ -222,8 +274,7 @@ class Pool:
         fn_id = self._cached_function(func, MODE_CALL)
         task_id = self._new_ids(1)
         result = AsyncResult(f"apply({_name(func)})", callback, error_callback)
-        self._pending[task_id] = result._complete
-        self._send(fn_id, task_id, [dumps((tuple(args), dict(kwds or {})))])
+        self._send_one(fn_id, task_id, dumps((tuple(args), dict(kwds or {}))), result._complete)
         return result
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
@@ -233,10 +284,17 @@ class Pool:
         self._check_callable(fn)
         fn_id = self._cached_function(fn, MODE_CALL)
         task_id = self._new_ids(1)
-        future = _PoolFuture(self._engine, task_id)
-        self._pending[task_id] = future._complete
-        self._send(fn_id, task_id, [dumps((args, kwargs))])
+        future = _PoolFuture(self._engine, task_id, self._future_condition)
+        self._send_one(fn_id, task_id, dumps((args, kwargs)), future._complete)
         return future
+
+    def _send_one(self, fn_id: int, task_id: int, payload: bytes, sink: Callable) -> None:
+        self._pending[task_id] = sink
+        try:
+            self._engine.submit_one(fn_id, task_id, payload)
+        except BaseException:
+            self._pending.pop(task_id, None)
+            raise
 
     def _send(self, fn_id: int, first_id: int, payloads: list[bytes]) -> None:
         try:
@@ -306,7 +364,9 @@ class Pool:
         source = iter(iterable)
         fn_id = self._register(func, MODE_MAP)
         name = "imap" if ordered else "imap_unordered"
-        it = IMapIterator(f"{name}({_name(func)})", ordered, read_ahead=max(16, 4 * self._processes))
+        # Up to 256 chunks ahead keeps every worker's queue full even with
+        # chunksize=1; the item bound keeps large automatic chunks in check.
+        it = IMapIterator(f"{name}({_name(func)})", ordered, read_ahead=256)
         self._iterators.add(it)
         feeder = threading.Thread(
             target=self._feed,
@@ -345,7 +405,7 @@ class Pool:
                 if not chunk:
                     it._end_input()
                     return
-                number = it._note_submitted()
+                number = it._note_submitted(len(chunk))
                 task_id = self._new_ids(1)
                 n_items = len(chunk)
 
@@ -362,7 +422,7 @@ class Pool:
                     pending.pop(task_id, None)
                     with lock:
                         outstanding[0] -= 1
-                    it._fail_chunk(number, exc)
+                    it._fail_chunk(number, len(chunk), exc)
                     it._end_input()
                     return
         finally:

@@ -60,8 +60,10 @@ class AsyncResult:
 
     def _set(self, success: bool, value: Any) -> None:
         self._success, self._value = success, value
-        self._event.set()
+        # As multiprocessing: the callback runs before the result is ready,
+        # so `r.wait(); use(what_the_callback_stored)` is safe.
         _call_back(self._callback if success else self._error_callback, value)
+        self._event.set()
 
     # Engine completion for the single task.
     def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
@@ -108,13 +110,18 @@ class MapResult(AsyncResult):
 class IMapIterator:
     """Results of ``imap`` (ordered) or ``imap_unordered``. A feeder thread
     reads the input lazily and submits chunks while fewer than
-    ``read_ahead`` chunks are waiting to be consumed, so memory stays flat
-    even for an infinite input."""
+    ``read_ahead`` chunks and ``READ_AHEAD_ITEMS`` items are waiting to be
+    consumed, so memory stays flat even for an infinite input."""
+
+    #: Most input items read but not yet consumed (one chunk may exceed it).
+    READ_AHEAD_ITEMS = 8192
 
     def __init__(self, what: str, ordered: bool, read_ahead: int) -> None:
         self._what = what
         self._ordered = ordered
         self._read_ahead = read_ahead
+        self._read_ahead_items = self.READ_AHEAD_ITEMS
+        self._items_ahead = 0  # items submitted and not yet consumed
         self._cond = threading.Condition()
         # ordered: chunk number -> (ok, values | exc); unordered: arrival order.
         self._by_number: dict[int, tuple[bool, Any]] = {}
@@ -132,14 +139,19 @@ class IMapIterator:
         """Blocks while enough chunks are ahead of the consumer. False when
         the iterator was abandoned (pool terminated)."""
         with self._cond:
-            while not self._stopped and self._submitted - self._consumed >= self._read_ahead:
+            while not self._stopped and (
+                self._submitted - self._consumed >= self._read_ahead
+                or self._items_ahead >= self._read_ahead_items
+            ):
                 self._cond.wait()
             return not self._stopped
 
-    def _note_submitted(self, count: int = 1) -> int:
+    def _note_submitted(self, n_items: int) -> int:
+        """Counts a chunk of ``n_items`` as submitted; returns its number."""
         with self._cond:
             number = self._submitted
-            self._submitted += count
+            self._submitted += 1
+            self._items_ahead += n_items
             return number
 
     def _end_input(self, error: BaseException | None = None) -> None:
@@ -147,17 +159,17 @@ class IMapIterator:
             if error is not None:
                 number = self._submitted
                 self._submitted += 1
-                self._deliver(number, False, error)
+                self._deliver(number, False, error, 0)
             self._total = self._submitted
             self._cond.notify_all()
 
-    def _fail_chunk(self, number: int, exc: BaseException) -> None:
+    def _fail_chunk(self, number: int, n_items: int, exc: BaseException) -> None:
         with self._cond:
-            self._deliver(number, False, exc)
+            self._deliver(number, False, exc, n_items)
 
     def _unbound(self) -> None:
         with self._cond:
-            self._read_ahead = sys.maxsize
+            self._read_ahead = self._read_ahead_items = sys.maxsize
             self._cond.notify_all()
 
     def _stop(self) -> None:
@@ -169,11 +181,11 @@ class IMapIterator:
         return self._item_ns
 
     # --- result thread side ------------------------------------------------
-    def _deliver(self, number: int, ok: bool, value: Any) -> None:
+    def _deliver(self, number: int, ok: bool, value: Any, n_items: int) -> None:
         if self._ordered:
-            self._by_number[number] = (ok, value)
+            self._by_number[number] = (ok, value, n_items)
         else:
-            self._arrived.append((ok, value))
+            self._arrived.append((ok, value, n_items))
         self._cond.notify_all()
 
     def _complete_chunk(self, number: int, n_items: int, code, payload, duration_ns) -> None:
@@ -182,7 +194,7 @@ class IMapIterator:
             if ok and n_items:
                 per_item = duration_ns / n_items
                 self._item_ns = per_item if not self._item_ns else 0.7 * self._item_ns + 0.3 * per_item
-            self._deliver(number, ok, value)
+            self._deliver(number, ok, value, n_items)
 
     # --- consumer side -----------------------------------------------------
     def __iter__(self):
@@ -197,8 +209,9 @@ class IMapIterator:
                     return self._buffer.popleft()
                 got = self._take_chunk()
                 if got is not None:
-                    ok, value = got
+                    ok, value, n_items = got
                     self._consumed += 1
+                    self._items_ahead -= n_items
                     self._cond.notify_all()
                     if not ok:
                         raise value

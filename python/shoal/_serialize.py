@@ -18,21 +18,39 @@ loads = pickle.loads
 _pickle_dumps = pickle.dumps
 
 
-def dumps(obj: object) -> bytes:
-    try:
-        return pickle.dumps(obj, PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError):
-        import cloudpickle
+_PLAIN_PICKLE_FAILS = (pickle.PicklingError, TypeError, AttributeError)
 
-        return cloudpickle.dumps(obj, PROTOCOL)
+
+def _by_value(obj: object) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, PROTOCOL)
+
+
+def dumps(obj: object) -> bytes:
+    """Plain pickle; cloudpickle if that fails or if the pickle refers to
+    ``__main__`` (another process's ``__main__`` is not the user's script,
+    so classes and functions defined there must travel by value;
+    cloudpickle also keeps their identity when they come back)."""
+    try:
+        data = _pickle_dumps(obj, PROTOCOL)
+    except _PLAIN_PICKLE_FAILS:
+        return _by_value(obj)
+    if b"__main__" in data:
+        return _by_value(obj)
+    return data
 
 
 def dumps_many(objs: list) -> list[bytes]:
     """``[dumps(o) for o in objs]``, at plain pickle's speed when it can."""
     try:
-        return [_pickle_dumps(o, PROTOCOL) for o in objs]
-    except (pickle.PicklingError, TypeError, AttributeError):
+        out = [_pickle_dumps(o, PROTOCOL) for o in objs]
+    except _PLAIN_PICKLE_FAILS:
         return [dumps(o) for o in objs]
+    for i, data in enumerate(out):
+        if b"__main__" in data:
+            out[i] = _by_value(objs[i])
+    return out
 
 
 def dumps_function(fn: object, mode: int) -> bytes:
@@ -61,11 +79,13 @@ def dumps_exception(exc: BaseException) -> bytes:
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        return dumps((exc, tb))
-    except Exception as why:
+        data = dumps((exc, tb))
+        pickle.loads(data)  # some exceptions pickle but cannot be rebuilt
+        return data
+    except Exception as why:  # noqa: BLE001
         stand_in = SerializationError(
             f"the task raised {type(exc).__qualname__}: {exc!r}, "
-            f"which could not be pickled back to the parent ({why})"
+            f"which could not be sent back to the parent ({type(why).__name__}: {why})"
         )
         return pickle.dumps((stand_in, tb), PROTOCOL)
 

@@ -545,16 +545,39 @@ impl Scheduler {
 
     fn dispatch(&mut self) {
         let window = self.window();
+        // A worker whose current task has run well past the expected time is
+        // not given more work to queue behind it: it may be a long task in a
+        // map of short ones, and an idle worker should take the rest.
+        let stall_ns = self
+            .mean_task_ns
+            .map_or(WINDOW_TARGET_NS, |m| (4.0 * m) as u64)
+            .max(WINDOW_TARGET_NS);
+        let now = monotonic_ns();
+        let stalled: HashMap<WorkerId, bool> = self
+            .workers
+            .values()
+            .map(|w| {
+                let long = w
+                    .status
+                    .running()
+                    .is_some_and(|(_, started)| now.saturating_sub(started) > stall_ns);
+                (w.id, long)
+            })
+            .collect();
+        let limit = self.config.max_tasks_per_child;
+        let mut retired_any = false;
         while let Some(&task_id) = self.queue.front() {
             let Some(task) = self.tasks.get(&task_id) else {
                 self.queue.pop_front(); // cancelled
                 continue;
             };
-            let limit = self.config.max_tasks_per_child;
             let best = self
                 .workers
                 .values_mut()
-                .filter(|w| w.accepts_work() && w.inflight.len() < window)
+                .filter(|w| {
+                    let cap = if stalled[&w.id] { 1 } else { window };
+                    w.accepts_work() && w.inflight.len() < cap
+                })
                 .min_by_key(|w| (w.inflight.len(), w.id));
             let Some(w) = best else { break };
             self.queue.pop_front();
@@ -570,6 +593,7 @@ impl Scheduler {
             if limit.is_some_and(|max| w.tasks_sent >= max) {
                 w.retiring = true;
                 w.queue(&Frame::new(Kind::Exit, 0, 0, Vec::new()));
+                retired_any = true;
             }
             let wid = w.id;
             if let Some(t) = self.tasks.get_mut(&task_id) {
@@ -578,6 +602,9 @@ impl Scheduler {
         }
         for w in self.workers.values_mut() {
             w.flush();
+        }
+        if retired_any {
+            self.publish_pids();
         }
     }
 

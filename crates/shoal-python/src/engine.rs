@@ -98,6 +98,17 @@ impl PyEngine {
             .map_err(to_py)
     }
 
+    /// Submits one task (the `apply_async`/`submit` path: no list).
+    fn submit_one(&self, fn_id: u64, task_id: u64, payload: &[u8]) -> PyResult<()> {
+        self.inner
+            .submit(Submission {
+                fn_id,
+                tasks: vec![(task_id, payload.to_vec())],
+                options: TaskOptions::default(),
+            })
+            .map_err(to_py)
+    }
+
     fn cancel(&self, task_ids: Vec<u64>) {
         self.inner.cancel(task_ids);
     }

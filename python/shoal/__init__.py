@@ -35,7 +35,23 @@ _EXPORTS = {
     "WorkerStartError": "_errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AsyncResult",
+    "CpuReport",
+    "IMapIterator",
+    "MapResult",
+    "Pool",
+    "RemoteTraceback",
+    "SerializationError",
+    "ShoalError",
+    "TaskTimeoutError",
+    "TimeoutError",
+    "WorkerInitError",
+    "WorkerLostError",
+    "WorkerStartError",
+    "cpu_count",
+    "cpu_report",
+]
 
 
 def __getattr__(name: str):
@@ -63,4 +79,4 @@ if TYPE_CHECKING:
         WorkerStartError,
     )
     from ._pool import Pool
-    from ._results import AsyncResult, IMapIterator, MapResult, TimeoutError
+    from ._results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004

@@ -10,12 +10,12 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import _shoal
 from ._cpus import cpu_count
 from ._outcome import decode
-from ._shoal import OUTCOME_DONE as _DONE
 from ._results import AsyncResult, IMapIterator, MapResult
 from ._serialize import (
     MODE_CALL,
@@ -26,6 +26,7 @@ from ._serialize import (
     dumps_many,
     loads,
 )
+from ._shoal import OUTCOME_DONE as _DONE
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -45,6 +46,8 @@ _FUNCTION_CACHE_SIZE = 32
 #: Target run time of one ``imap`` chunk when the chunk size is automatic.
 _IMAP_CHUNK_TARGET_NS = 5_000_000
 _IMAP_MAX_CHUNK = 1024
+#: Most chunks an imap feeder reads and submits in one engine call.
+_IMAP_CHUNKS_PER_SUBMIT = 64
 
 
 def _worker_command() -> tuple[list[str], list[tuple[str, str]]]:
@@ -144,6 +147,61 @@ class _PoolFuture(concurrent.futures.Future):
             self.set_result(value)
         else:
             self.set_exception(value)
+
+
+class _Feed:
+    """One imap call's bookkeeping between its feeder thread and the result
+    thread: which chunk each task is, and when the function can be released
+    (input exhausted and every chunk answered)."""
+
+    def __init__(self, it: IMapIterator, fn_id: int, engine, pending: dict) -> None:
+        self.it = it
+        self._fn_id = fn_id
+        self._engine = engine
+        self._pending = pending
+        self._chunk_of: dict[int, tuple[int, int]] = {}  # task id -> (number, items)
+        self._lock = threading.Lock()
+        self._outstanding = 0
+        self._input_done = False
+        self._released = False
+
+    def submit(self, chunks: list[list], first_id: int) -> bool:
+        """Submits chunks as tasks ``first_id, first_id + 1, ...``. False if
+        they could not be sent (the error goes to the consumer)."""
+        for k, chunk in enumerate(chunks):
+            self._chunk_of[first_id + k] = (self.it._note_submitted(len(chunk)), len(chunk))
+            self._pending[first_id + k] = self.complete
+        with self._lock:
+            self._outstanding += len(chunks)
+        try:
+            self._engine.submit(self._fn_id, first_id, dumps_many(chunks))
+        except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable item
+            for k in range(len(chunks)):
+                self._pending.pop(first_id + k, None)
+                self.it._fail_chunk(*self._chunk_of.pop(first_id + k), exc)
+            with self._lock:
+                self._outstanding -= len(chunks)
+            return False
+        return True
+
+    def complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
+        number, n_items = self._chunk_of.pop(task_id)
+        self.it._complete_chunk(number, n_items, code, payload, duration_ns)
+        with self._lock:
+            self._outstanding -= 1
+        self._release_if_finished()
+
+    def input_done(self) -> None:
+        with self._lock:
+            self._input_done = True
+        self._release_if_finished()
+
+    def _release_if_finished(self) -> None:
+        with self._lock:
+            release = self._input_done and self._outstanding == 0 and not self._released
+            self._released = self._released or release
+        if release:
+            self._engine.release_function(self._fn_id)
 
 
 class Pool:
@@ -368,9 +426,10 @@ class Pool:
         # chunksize=1; the item bound keeps large automatic chunks in check.
         it = IMapIterator(f"{name}({_name(func)})", ordered, read_ahead=256)
         self._iterators.add(it)
+        feed = _Feed(it, fn_id, self._engine, self._pending)
         feeder = threading.Thread(
             target=self._feed,
-            args=(it, source, fn_id, chunksize),
+            args=(feed, source, chunksize),
             name="shoal-feeder",
             daemon=True,
         )
@@ -379,58 +438,33 @@ class Pool:
         feeder.start()
         return it
 
-    def _feed(self, it: IMapIterator, source, fn_id: int, chunksize: int | None) -> None:
-        """Reads the input lazily and submits chunks as room appears. With an
-        automatic chunk size, chunks grow until each runs about 5 ms."""
-        pending, engine = self._pending, self._engine
-        outstanding = [0]
-        input_done = threading.Event()
-        lock = threading.Lock()
-
-        def finished_one() -> None:
-            with lock:
-                outstanding[0] -= 1
-                last = outstanding[0] == 0 and input_done.is_set()
-            if last:
-                engine.release_function(fn_id)
-
+    def _feed(self, feed: _Feed, source, chunksize: int | None) -> None:
+        """The feeder thread: reads the input lazily and submits chunks,
+        several per engine call, as room appears. With an automatic chunk
+        size, chunks grow until each runs about 5 ms."""
         try:
-            while it._wait_for_room():
-                size = chunksize or _auto_imap_chunk(it.item_ns())
+            while True:
+                size = chunksize or _auto_imap_chunk(feed.it.item_ns())
+                room = min(feed.it._wait_for_room(size), _IMAP_CHUNKS_PER_SUBMIT)
+                if room == 0:
+                    return
+                chunks, error = [], None
                 try:
-                    chunk = list(itertools.islice(source, size))
+                    for _ in range(room):
+                        chunk = list(itertools.islice(source, size))
+                        if not chunk:
+                            break
+                        chunks.append(chunk)
                 except Exception as exc:  # noqa: BLE001 - the input's own error
-                    it._end_input(exc)
+                    error = exc
+                if chunks and not feed.submit(chunks, self._new_ids(len(chunks))):
+                    feed.it._end_input()
                     return
-                if not chunk:
-                    it._end_input()
-                    return
-                number = it._note_submitted(len(chunk))
-                task_id = self._new_ids(1)
-                n_items = len(chunk)
-
-                def sink(tid, code, payload, dur, number=number, n_items=n_items):
-                    it._complete_chunk(number, n_items, code, payload, dur)
-                    finished_one()
-
-                with lock:
-                    outstanding[0] += 1
-                pending[task_id] = sink
-                try:
-                    engine.submit(fn_id, task_id, [dumps(chunk)])
-                except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable item
-                    pending.pop(task_id, None)
-                    with lock:
-                        outstanding[0] -= 1
-                    it._fail_chunk(number, len(chunk), exc)
-                    it._end_input()
+                if error is not None or len(chunks) < room:
+                    feed.it._end_input(error)
                     return
         finally:
-            with lock:
-                input_done.set()
-                last = outstanding[0] == 0
-            if last:
-                engine.release_function(fn_id)
+            feed.input_done()
 
     # ----------------------------------------------------------------- lifecycle
     def worker_pids(self) -> list[int]:
@@ -483,9 +517,7 @@ class Pool:
         return f"<shoal.Pool state={self._state} processes={self._processes}>"
 
     def __reduce__(self):
-        raise NotImplementedError(
-            "pool objects cannot be passed between processes or pickled"
-        )
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
 
 
 def _auto_imap_chunk(item_ns: float) -> int:

@@ -7,11 +7,13 @@ import collections
 import sys
 import threading
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
 
 # Raised by ``get(timeout)`` and ``next(timeout)``: multiprocessing's own
 # class, so ``except multiprocessing.TimeoutError`` keeps working.
 from multiprocessing import TimeoutError  # noqa: A004
+from typing import Any
+
 from ._outcome import decode
 from ._serialize import loads
 from ._shoal import OUTCOME_DONE as _DONE
@@ -74,7 +76,9 @@ class MapResult(AsyncResult):
     """The result of ``map_async``: a list, in input order. The first failed
     chunk makes it ready (as in multiprocessing); later chunks are ignored."""
 
-    def __init__(self, what, first_task, n_chunks, callback=None, error_callback=None, on_done=None):
+    def __init__(
+        self, what, first_task, n_chunks, callback=None, error_callback=None, on_done=None
+    ):
         super().__init__(what, callback, error_callback)
         self._first = first_task
         self._chunks: list[Any] = [None] * n_chunks
@@ -135,16 +139,22 @@ class IMapIterator:
         self._stopped = False
 
     # --- feeder side -------------------------------------------------------
-    def _wait_for_room(self) -> bool:
-        """Blocks while enough chunks are ahead of the consumer. False when
-        the iterator was abandoned (pool terminated)."""
+    def _wait_for_room(self, chunk_size: int) -> int:
+        """Blocks while enough is ahead of the consumer; returns how many
+        chunks of ``chunk_size`` may be read now (0: the iterator was
+        abandoned because the pool was terminated)."""
         with self._cond:
-            while not self._stopped and (
-                self._submitted - self._consumed >= self._read_ahead
-                or self._items_ahead >= self._read_ahead_items
-            ):
+            while True:
+                if self._stopped:
+                    return 0
+                chunks = self._read_ahead - (self._submitted - self._consumed)
+                items = self._read_ahead_items - self._items_ahead
+                room = min(chunks, items // chunk_size)
+                if room > 0:
+                    return room
+                if chunks > 0 and self._items_ahead == 0:
+                    return 1  # one chunk larger than the item bound
                 self._cond.wait()
-            return not self._stopped
 
     def _note_submitted(self, n_items: int) -> int:
         """Counts a chunk of ``n_items`` as submitted; returns its number."""
@@ -193,14 +203,16 @@ class IMapIterator:
         with self._cond:
             if ok and n_items:
                 per_item = duration_ns / n_items
-                self._item_ns = per_item if not self._item_ns else 0.7 * self._item_ns + 0.3 * per_item
+                self._item_ns = (
+                    per_item if not self._item_ns else 0.7 * self._item_ns + 0.3 * per_item
+                )
             self._deliver(number, ok, value, n_items)
 
     # --- consumer side -----------------------------------------------------
     def __iter__(self):
         return self
 
-    def next(self, timeout: float | None = None):
+    def next(self, timeout: float | None = None):  # noqa: A003 - multiprocessing's name
         if self._buffer:
             return self._buffer.popleft()
         with self._cond:
@@ -224,7 +236,7 @@ class IMapIterator:
                 if not self._cond.wait(timeout):
                     raise TimeoutError(f"no result from {self._what} within {timeout} s")
 
-    __next__ = next  # type: ignore[assignment]
+    __next__ = next  # type: ignore[assignment]  # noqa: A003
 
     def _take_chunk(self):
         if self._ordered:

@@ -63,9 +63,7 @@ def dumps_function(fn: object, mode: int) -> bytes:
         try:
             return cloudpickle.dumps((mode, fn), PROTOCOL)
         except Exception as exc:
-            raise SerializationError(
-                f"cannot send function {fn!r} to the workers: {exc}"
-            ) from exc
+            raise SerializationError(f"cannot send function {fn!r} to the workers: {exc}") from exc
     try:
         return dumps((mode, fn))
     except Exception as exc:
@@ -97,7 +95,7 @@ def unpicklable_result_error(result: object, mode: int, why: Exception) -> Seria
         for item in result:
             try:
                 dumps(item)
-            except Exception:
+            except Exception:  # noqa: BLE001 - any failure marks the culprit
                 culprit = item
                 break
     return SerializationError(

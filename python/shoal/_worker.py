@@ -68,12 +68,13 @@ def serve(link) -> int:
                         result = [fn(x) for x in loads(body)]
                     else:
                         result = _run(mode, fn, body)
-                except BaseException as exc:  # noqa: BLE001 - sent to the parent
+                except BaseException as raised:  # noqa: BLE001 - sent to the parent
+                    error = raised
                     if entry is None:
-                        exc = LookupError(f"shoal internal error: unknown function id {b}")
+                        error = LookupError(f"shoal internal error: unknown function id {b}")
                     elif isinstance(entry, BaseException):
-                        exc = entry
-                    failed(a, dumps_exception(exc))
+                        error = entry  # the function itself failed to unpickle
+                    failed(a, dumps_exception(error))
                 else:
                     try:
                         out = dumps(result)
@@ -108,7 +109,10 @@ def main() -> int:
     try:
         link = _shoal.Link()
     except _shoal.ShoalError as exc:
-        print(f"shoal._worker: {exc}. This module is started by shoal's engine, not by hand.", file=sys.stderr)
+        print(
+            f"shoal._worker: {exc}. This module is started by shoal's engine, not by hand.",
+            file=sys.stderr,
+        )
         return 2
     return serve(link)
 

@@ -39,6 +39,9 @@ fn kind_from(byte: u8) -> PyResult<Kind> {
     })
 }
 
+/// A received frame as Python sees it: `(kind, a, b, body)`.
+type FrameTuple<'py> = (u8, u64, u64, Bound<'py, PyBytes>);
+
 #[pyclass(unsendable, name = "Link", module = "shoal._shoal")]
 pub(crate) struct PyLink {
     inner: WorkerLink,
@@ -56,10 +59,7 @@ impl PyLink {
 
     /// Blocks (GIL released) for the next frames: `[(kind, a, b, body)]`.
     /// Raises EOFError when the parent has gone.
-    fn recv<'py>(
-        &mut self,
-        py: Python<'py>,
-    ) -> PyResult<Vec<(u8, u64, u64, Bound<'py, PyBytes>)>> {
+    fn recv<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<FrameTuple<'py>>> {
         let inner = &mut self.inner;
         let frames = py.detach(|| inner.recv_batch()).map_err(to_py)?;
         Ok(frames
@@ -70,7 +70,9 @@ impl PyLink {
 
     /// Queues a reply; it leaves with `flush()`.
     fn send(&mut self, kind: u8, a: u64, b: u64, body: &[u8]) -> PyResult<()> {
-        self.inner.queue(kind_from(kind)?, a, b, body).map_err(to_py)
+        self.inner
+            .queue(kind_from(kind)?, a, b, body)
+            .map_err(to_py)
     }
 
     fn has_queued(&self) -> bool {
@@ -95,6 +97,8 @@ impl PyLink {
 
     /// Marks the worker idle and queues the task's pickled exception.
     fn failed(&mut self, task_id: u64, body: &[u8]) -> PyResult<()> {
-        self.inner.finish(Kind::Failed, task_id, body).map_err(to_py)
+        self.inner
+            .finish(Kind::Failed, task_id, body)
+            .map_err(to_py)
     }
 }

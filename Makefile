@@ -1,0 +1,39 @@
+# The few commands everyone runs. CI runs `make test` and `make lint`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: install test test-rust test-python lint bench bench-quick demo clean
+
+## Build the Rust engine and install shoal (editable) with test and bench extras.
+install:
+	$(PIP) install --quiet --disable-pip-version-check -e '.[test,bench,dev]'
+
+## Install, then run every test: the engine's Rust tests and the Python suite.
+test: install test-rust test-python
+
+test-rust:
+	cargo test --locked -p shoal-core
+
+test-python:
+	$(PYTHON) -m pytest
+
+## Formatting and lints, as CI checks them.
+lint: install
+	cargo fmt --all --check
+	cargo clippy --locked --all-targets -- -D warnings
+	$(PYTHON) -m ruff check python tests benches
+	$(PYTHON) -m ruff format --check python tests benches
+
+## shoal side by side with multiprocessing, concurrent.futures, joblib and mpire.
+bench: install
+	$(PYTHON) benches/compare.py
+
+bench-quick: install
+	$(PYTHON) benches/compare.py --quick
+
+demo: install
+	shoal demo
+
+clean:
+	cargo clean
+	rm -rf python/shoal/*.so .pytest_cache

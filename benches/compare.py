@@ -1,0 +1,900 @@
+"""Side-by-side benchmark of shoal against other Python process pools.
+
+Compares ``shoal.Pool`` with ``multiprocessing.Pool``,
+``concurrent.futures.ProcessPoolExecutor``, joblib (loky backend) and mpire,
+all with 2 worker processes, in one run, and prints a table of per-call
+times, per-task costs and ratios (peer time / shoal time).
+
+Usage::
+
+    python benches/compare.py [--quick] [--only NAME,...] [--rounds N] [--json out.json]
+
+``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
+startup) and/or library names (shoal, mp, ppe, joblib, mpire); shoal is always
+run because every ratio is relative to it. ``--quick`` divides the sizes by 10
+(CI smoke test, well under a minute).
+
+Workloads (task functions live in ``benches/workloads.py`` so every library can
+pickle them by reference):
+
+1. trivial-map  100,000 x inc(x) through ``map`` with each library's default
+                chunking (ProcessPoolExecutor: chunksize=1000, because its
+                default of 1 is a per-task round trip), plus a serial loop.
+2. chunksize-1  the same 100,000 tasks with chunksize=1: map and
+                imap_unordered (multiprocessing, shoal), mpire map(chunk_size=1).
+3. submit       100,000 submit() calls gathered with as_completed (shoal,
+                ProcessPoolExecutor).
+4. pi           midpoint-rule pi, 20,000,000 steps in 64 chunks; speed-up over
+                the same chunks run serially. Rounds are interleaved
+                (serial, shoal, mp, ..., serial, shoal, mp, ...) because CPU
+                speed drifts; medians are reported.
+5. startup      Pool construction to the first result of apply(inc, (1,)).
+
+For workloads 1-4 every pool is created and warmed with a tiny map before the
+clock starts, so start-up cost is excluded; each (library, variant) gets a
+fresh pool per round and all workloads interleave their rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import gc
+import importlib
+import importlib.metadata
+import json
+import math
+import multiprocessing
+import os
+import pickle
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    import shoal
+except ImportError as exc:  # pragma: no cover - reported to the user
+    sys.exit(
+        f"compare.py: cannot import shoal ({exc}).\n"
+        "Build and install it first: cd /work/main && pip install -e ."
+    )
+
+try:
+    import joblib
+    from joblib import Parallel, delayed
+except ImportError as exc:
+    joblib = None
+    JOBLIB_MISSING = str(exc)
+
+try:
+    import mpire
+    from mpire import WorkerPool
+except ImportError as exc:
+    mpire = None
+    MPIRE_MISSING = str(exc)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+# Workers started as fresh interpreters (rather than forked) must be able to
+# import ``workloads`` too.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)
+# Imported as the top-level module ``workloads`` (not ``__main__``) so that its
+# functions pickle by reference in every library.
+workloads = importlib.import_module("workloads")
+inc = workloads.inc
+pi_chunk = workloads.pi_chunk
+pi_chunks = workloads.pi_chunks
+
+# Errors a library may raise during a measurement; recorded, not fatal.
+RUN_ERRORS = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    ImportError,
+    LookupError,
+    OSError,
+    RuntimeError,
+    TypeError,
+    ValueError,
+    pickle.PicklingError,
+    multiprocessing.ProcessError,
+    shoal.ShoalError if hasattr(shoal, "ShoalError") else RuntimeError,
+)
+
+WORKERS = 2
+WORKLOADS = ("trivial-map", "chunksize-1", "submit", "pi", "startup")
+LIB_ALIASES = {
+    "shoal": "shoal",
+    "serial": "serial",
+    "mp": "mp",
+    "multiprocessing": "mp",
+    "ppe": "ppe",
+    "processpoolexecutor": "ppe",
+    "concurrent.futures": "ppe",
+    "joblib": "joblib",
+    "loky": "joblib",
+    "mpire": "mpire",
+}
+LIB_LABELS = {
+    "serial": "serial",
+    "shoal": "shoal",
+    "mp": "multiprocessing",
+    "ppe": "ProcessPoolExecutor",
+    "joblib": "joblib(loky)",
+    "mpire": "mpire",
+}
+LIB_ORDER = ("serial", "shoal", "mp", "ppe", "joblib", "mpire")
+
+
+# --------------------------------------------------------------------------
+# Library adapters: create + warm (untimed), and tear down (untimed).
+# --------------------------------------------------------------------------
+
+
+class Serial:
+    key = "serial"
+
+    def start(self):
+        return None
+
+    def stop(self, pool):
+        pass
+
+
+class ShoalLib:
+    key = "shoal"
+
+    def create(self):
+        return shoal.Pool(WORKERS)
+
+    def start(self):
+        pool = self.create()
+        pool.map(inc, range(4 * WORKERS))
+        return pool
+
+    def stop(self, pool):
+        pool.terminate()
+        pool.join()
+
+
+class MpLib:
+    key = "mp"
+
+    def create(self):
+        return multiprocessing.Pool(WORKERS)
+
+    def start(self):
+        pool = self.create()
+        pool.map(inc, range(4 * WORKERS))
+        return pool
+
+    def stop(self, pool):
+        pool.terminate()
+        pool.join()
+
+
+class PpeLib:
+    key = "ppe"
+
+    def create(self):
+        return ProcessPoolExecutor(WORKERS)
+
+    def start(self):
+        ex = self.create()
+        list(ex.map(inc, range(4 * WORKERS)))
+        return ex
+
+    def stop(self, ex):
+        ex.shutdown(wait=True)
+
+
+class JoblibLib:
+    """joblib keeps one reusable loky executor per process; reuse it."""
+
+    key = "joblib"
+
+    def create(self):
+        return Parallel(n_jobs=WORKERS, backend="loky")
+
+    def start(self):
+        par = self.create()
+        par(delayed(inc)(i) for i in range(4 * WORKERS))
+        return par
+
+    def stop(self, par):
+        pass  # the loky executor is shared and reused across Parallel calls
+
+    @staticmethod
+    def kill_executor():
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor(max_workers=WORKERS).shutdown(wait=True)
+
+
+class MpireLib:
+    key = "mpire"
+
+    def create(self, keep_alive=True):
+        return WorkerPool(n_jobs=WORKERS, keep_alive=keep_alive)
+
+    def start(self):
+        pool = self.create()
+        pool.map(inc, range(4 * WORKERS))
+        return pool
+
+    def stop(self, pool):
+        pool.terminate()
+
+
+def available_libs():
+    libs = {"serial": Serial(), "shoal": ShoalLib(), "mp": MpLib(), "ppe": PpeLib()}
+    if joblib is not None:
+        libs["joblib"] = JoblibLib()
+    else:
+        print(f"note: joblib not importable ({JOBLIB_MISSING}); skipping it")
+    if mpire is not None:
+        libs["mpire"] = MpireLib()
+    else:
+        print(f"note: mpire not importable ({MPIRE_MISSING}); skipping it")
+    return libs
+
+
+# --------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    workload: str
+    lib: str
+    variant: str  # what was run, shown next to the library name
+    ntasks: int
+    run: Callable[[Any], Any]
+    check: Callable[[Any], None]
+    ref: str | None = None  # variant of the shoal case this one is compared with
+    goal: str | None = None  # only on shoal cases
+    note: str = ""
+    times: list[float] = field(default_factory=list)
+    speedups: list[float] = field(default_factory=list)  # pi: per-round serial/lib
+    error: str | None = None
+
+    @property
+    def label(self):
+        return f"{LIB_LABELS[self.lib]} {self.variant}".strip()
+
+
+def check_inc(n, ordered):
+    expected = n * (n + 1) // 2
+
+    def check(res):
+        res = list(res)
+        if len(res) != n or sum(res) != expected:
+            raise AssertionError(f"wrong result: {len(res)} items, sum {sum(res)}")
+        if ordered and (res[0] != 1 or res[-1] != n):
+            raise AssertionError("results out of order")
+
+    return check
+
+
+def check_pi(res):
+    value = sum(res)
+    if abs(value - math.pi) > 1e-6:
+        raise AssertionError(f"pi came out as {value!r}")
+
+
+def trivial_map_cases(n):
+    rng = range(n)
+    ordered = check_inc(n, True)
+    w = "trivial-map"
+    return [
+        Case(w, "serial", "loop", n, lambda _: [inc(x) for x in rng], ordered),
+        Case(
+            w,
+            "shoal",
+            "map",
+            n,
+            lambda p: p.map(inc, rng),
+            ordered,
+            ref="map",
+            goal="trivial-map",
+        ),
+        Case(w, "mp", "map", n, lambda p: p.map(inc, rng), ordered, ref="map"),
+        Case(
+            w,
+            "ppe",
+            "map(cs=1000)",
+            n,
+            lambda ex: list(ex.map(inc, rng, chunksize=1000)),
+            ordered,
+            ref="map",
+            note="PPE map uses chunksize=1000 (its default 1 is ~100x slower)",
+        ),
+        Case(
+            w,
+            "joblib",
+            "Parallel",
+            n,
+            lambda par: par(delayed(inc)(x) for x in rng),
+            ordered,
+            ref="map",
+        ),
+        Case(w, "mpire", "map", n, lambda p: p.map(inc, rng), ordered, ref="map"),
+    ]
+
+
+def chunksize1_cases(n):
+    rng = range(n)
+    ordered = check_inc(n, True)
+    unordered = check_inc(n, False)
+    w = "chunksize-1"
+    return [
+        Case(
+            w,
+            "shoal",
+            "map(cs=1)",
+            n,
+            lambda p: p.map(inc, rng, chunksize=1),
+            ordered,
+            ref="map(cs=1)",
+            goal="chunksize-1",
+        ),
+        Case(
+            w,
+            "shoal",
+            "imap_unordered(cs=1)",
+            n,
+            lambda p: list(p.imap_unordered(inc, rng, chunksize=1)),
+            unordered,
+            ref="imap_unordered(cs=1)",
+            goal="chunksize-1",
+        ),
+        Case(
+            w,
+            "mp",
+            "map(cs=1)",
+            n,
+            lambda p: p.map(inc, rng, chunksize=1),
+            ordered,
+            ref="map(cs=1)",
+        ),
+        Case(
+            w,
+            "mp",
+            "imap_unordered(cs=1)",
+            n,
+            lambda p: list(p.imap_unordered(inc, rng, chunksize=1)),
+            unordered,
+            ref="imap_unordered(cs=1)",
+        ),
+        Case(
+            w,
+            "mpire",
+            "map(chunk_size=1)",
+            n,
+            lambda p: p.map(inc, rng, chunk_size=1),
+            ordered,
+            ref="map(cs=1)",
+        ),
+    ]
+
+
+def submit_run(n):
+    def run(pool):
+        futures = [pool.submit(inc, i) for i in range(n)]
+        return [f.result() for f in as_completed(futures)]
+
+    return run
+
+
+def submit_cases(n, n_ppe):
+    w = "submit"
+    return [
+        Case(
+            w,
+            "shoal",
+            "submit",
+            n,
+            submit_run(n),
+            check_inc(n, False),
+            ref="submit",
+            goal="submit",
+        ),
+        Case(
+            w,
+            "ppe",
+            "submit",
+            n_ppe,
+            submit_run(n_ppe),
+            check_inc(n_ppe, False),
+            ref="submit",
+            note="" if n_ppe == n else f"PPE submit runs {n_ppe:,} tasks; per-task compared",
+        ),
+    ]
+
+
+def pi_cases(steps, nchunks):
+    chunks = pi_chunks(steps, nchunks)
+    starts, stops, ns = (list(c) for c in zip(*chunks, strict=True))
+    w = "pi"
+    return [
+        Case(
+            w,
+            "serial",
+            "loop",
+            nchunks,
+            lambda _: [pi_chunk(*c) for c in chunks],
+            check_pi,
+        ),
+        Case(
+            w,
+            "shoal",
+            "starmap",
+            nchunks,
+            lambda p: p.starmap(pi_chunk, chunks),
+            check_pi,
+            ref="starmap",
+            goal="pi",
+        ),
+        Case(
+            w,
+            "mp",
+            "starmap",
+            nchunks,
+            lambda p: p.starmap(pi_chunk, chunks),
+            check_pi,
+            ref="starmap",
+        ),
+        Case(
+            w,
+            "ppe",
+            "map",
+            nchunks,
+            lambda ex: list(ex.map(pi_chunk, starts, stops, ns)),
+            check_pi,
+            ref="starmap",
+        ),
+        Case(
+            w,
+            "joblib",
+            "Parallel",
+            nchunks,
+            lambda par: par(delayed(pi_chunk)(*c) for c in chunks),
+            check_pi,
+            ref="starmap",
+        ),
+        Case(
+            w,
+            "mpire",
+            "map",
+            nchunks,
+            lambda p: p.map(pi_chunk, chunks),
+            check_pi,
+            ref="starmap",
+        ),
+    ]
+
+
+def startup_cases():
+    """Each run() builds a pool, gets apply(inc, (1,)) and returns (pool, value)."""
+
+    def shoal_run(lib):
+        pool = lib.create()
+        return pool, pool.apply(inc, (1,))
+
+    def mp_run(lib):
+        pool = lib.create()
+        return pool, pool.apply(inc, (1,))
+
+    def ppe_run(lib):
+        ex = lib.create()
+        return ex, ex.submit(inc, 1).result()
+
+    def joblib_run(lib):
+        par = lib.create()
+        return par, par([delayed(inc)(1)])[0]
+
+    def mpire_run(lib):
+        pool = lib.create(keep_alive=False)
+        return pool, pool.apply(inc, (1,))
+
+    def check(res):
+        if res != 2:
+            raise AssertionError(f"apply(inc, (1,)) returned {res!r}")
+
+    w = "startup"
+    return [
+        Case(w, "shoal", "Pool()+apply", 1, shoal_run, check, ref="", goal="startup"),
+        Case(w, "mp", "Pool()+apply", 1, mp_run, check, ref=""),
+        Case(w, "ppe", "PPE()+submit", 1, ppe_run, check, ref=""),
+        Case(
+            w,
+            "joblib",
+            "Parallel()",
+            1,
+            joblib_run,
+            check,
+            ref="",
+            note="joblib: loky executor killed before each start-up sample",
+        ),
+        Case(w, "mpire", "WorkerPool()+apply", 1, mpire_run, check, ref=""),
+    ]
+
+
+# --------------------------------------------------------------------------
+# Measurement
+# --------------------------------------------------------------------------
+
+
+def guard(timeout):
+    """Dump tracebacks and exit if a single measurement hangs."""
+    if timeout > 0:
+        faulthandler.dump_traceback_later(timeout, exit=True)
+
+
+def time_case(case, lib, timeout):
+    """One timed run of a workload case on a fresh, warmed pool."""
+    guard(timeout)
+    pool = lib.start()
+    try:
+        gc.collect()
+        t0 = time.perf_counter()
+        res = case.run(pool)
+        elapsed = time.perf_counter() - t0
+    finally:
+        lib.stop(pool)
+        faulthandler.cancel_dump_traceback_later()
+    case.check(res)
+    return elapsed
+
+
+def time_startup(case, lib, timeout):
+    guard(timeout)
+    try:
+        if case.lib == "joblib":
+            lib.kill_executor()
+        gc.collect()
+        t0 = time.perf_counter()
+        pool, value = case.run(lib)
+        elapsed = time.perf_counter() - t0
+        lib.stop(pool)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    case.check(value)
+    return elapsed
+
+
+def run_rounds(cases, libs, rounds, timeout, timer):
+    """Interleave rounds: every case once per round, in a fixed order."""
+    for r in range(rounds):
+        serial_t = None
+        for case in cases:
+            if case.error is not None:
+                continue
+            try:
+                t = timer(case, libs[case.lib], timeout)
+            except RUN_ERRORS as exc:  # keep going; report at the end
+                case.error = f"{type(exc).__name__}: {exc}"
+                print(f"  !! {case.workload} / {case.label}: {case.error}", flush=True)
+                continue
+            case.times.append(t)
+            if case.lib == "serial":
+                serial_t = t
+            elif serial_t is not None:
+                case.speedups.append(serial_t / t)
+            print(
+                f"  round {r + 1}/{rounds}  {case.workload:<12} {case.label:<36} {fmt_time(t):>10}",
+                flush=True,
+            )
+
+
+# --------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------
+
+
+def fmt_time(seconds):
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.2f} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.3f} s"
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def summarize(cases):
+    """Compute medians, ratios and goals; returns one dict per case."""
+    shoal_by_variant = {}
+    for c in cases:
+        if c.lib == "shoal" and c.times:
+            shoal_by_variant[(c.workload, c.ref)] = median(c.times) / c.ntasks
+    mp_map = {c.workload: median(c.times) for c in cases if c.lib == "mp" and c.times}
+    serial = {c.workload: median(c.times) for c in cases if c.lib == "serial" and c.times}
+
+    rows = []
+    for c in cases:
+        t = median(c.times)
+        per_task = t / c.ntasks if t is not None else None
+        shoal_per_task = shoal_by_variant.get((c.workload, c.ref))
+        if shoal_per_task is None:
+            shoal_per_task = next(
+                (v for (w, _), v in shoal_by_variant.items() if w == c.workload), None
+            )
+        ratio = per_task / shoal_per_task if per_task and shoal_per_task else None
+        vs_serial = None
+        if c.lib != "serial" and t is not None and c.workload in serial:
+            vs_serial = median(c.speedups) if c.speedups else serial[c.workload] / t
+        goal_text, goal_met = goal_check(c, t, per_task, vs_serial, mp_map)
+        rows.append(
+            {
+                "workload": c.workload,
+                "library": LIB_LABELS[c.lib],
+                "lib": c.lib,
+                "variant": c.variant,
+                "ntasks": c.ntasks,
+                "times_s": c.times,
+                "median_s": t,
+                "per_task_us": per_task * 1e6 if per_task is not None else None,
+                "ratio_to_shoal": ratio,
+                "vs_serial": vs_serial,
+                "goal": goal_text,
+                "goal_met": goal_met,
+                "note": c.note,
+                "error": c.error,
+            }
+        )
+    return rows
+
+
+def goal_check(c, t, per_task, vs_serial, mp_map):
+    if c.goal is None or t is None:
+        return None, None
+    if c.goal == "trivial-map":
+        ref = mp_map.get("trivial-map")
+        if ref is None:
+            return "<= multiprocessing map", None
+        return "<= multiprocessing map", t <= ref
+    if c.goal == "chunksize-1":
+        return "<= 2 µs/task", per_task <= 2e-6
+    if c.goal == "submit":
+        return "<= 5 µs/task", per_task <= 5e-6
+    if c.goal == "pi":
+        return ">= 1.90x serial", vs_serial is not None and vs_serial >= 1.90
+    if c.goal == "startup":
+        return "<= 50 ms", t <= 0.050
+    return None, None
+
+
+def print_table(rows):
+    headers = [
+        "workload",
+        "library",
+        "time",
+        "per-task",
+        "ratio to shoal",
+        "vs serial",
+        "goal met?",
+    ]
+    table = []
+    for r in rows:
+        if r["error"]:
+            goal = "NO (error)" if r["lib"] == "shoal" else ""
+            table.append(
+                [
+                    r["workload"],
+                    f"{r['library']} {r['variant']}",
+                    "ERROR",
+                    "-",
+                    "-",
+                    "-",
+                    goal,
+                ]
+            )
+            continue
+        per_task = r["per_task_us"]
+        if per_task is None or r["ntasks"] == 1:
+            per_task_s = "-"
+        elif per_task >= 1000:
+            per_task_s = f"{per_task / 1000:.2f} ms"
+        else:
+            per_task_s = f"{per_task:.2f} µs"
+        ratio = r["ratio_to_shoal"]
+        if r["lib"] == "shoal":
+            ratio_s = "1.00 (ref)"
+        else:
+            ratio_s = f"{ratio:.2f}x" if ratio is not None else "-"
+        vs = r["vs_serial"]
+        vs_s = f"{vs:.2f}x" if vs is not None else "-"
+        if r["goal"] is None:
+            goal = ""
+        elif r["goal_met"] is None:
+            goal = f"? ({r['goal']})"
+        else:
+            goal = ("yes" if r["goal_met"] else "NO") + f" ({r['goal']})"
+        table.append(
+            [
+                r["workload"],
+                f"{r['library']} {r['variant']}",
+                fmt_time(r["median_s"]),
+                per_task_s,
+                ratio_s,
+                vs_s,
+                goal,
+            ]
+        )
+    widths = [
+        max(len(h), *(len(row[i]) for row in table)) if table else len(h)
+        for i, h in enumerate(headers)
+    ]
+
+    def line(cells):
+        return " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    print(line(headers))
+    print("-+-".join("-" * w for w in widths))
+    prev = None
+    for row in table:
+        if prev is not None and row[0] != prev:
+            print("-+-".join("-" * w for w in widths))
+        prev = row[0]
+        print(line(row))
+    notes = sorted({r["note"] for r in rows if r["note"]})
+    print()
+    print("time = median wall time of one whole call (workload), over all rounds;")
+    print("ratio to shoal = peer per-task time / shoal per-task time (>1: shoal faster);")
+    print("vs serial = serial time / library time (median of per-round ratios).")
+    for n in notes:
+        print(f"note: {n}")
+
+
+def versions():
+    out = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "shoal": getattr(shoal, "__version__", "?"),
+    }
+    if joblib is not None:
+        out["joblib"] = joblib.__version__
+    if mpire is not None:
+        out["mpire"] = importlib.metadata.version("mpire")
+    return out
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="sizes / 10, for a < 1 minute smoke test")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated workloads and/or libraries to run "
+        f"(workloads: {', '.join(WORKLOADS)}; "
+        "libraries: shoal, mp, ppe, joblib, mpire)",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds per workload (default 3)",
+    )
+    ap.add_argument("--json", metavar="OUT", help="also write results as JSON")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="abort with tracebacks if one measurement takes longer "
+        "(seconds, 0 = never; default 300)",
+    )
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
+    workloads, lib_keys = [], []
+    for name in filter(None, (s.strip().lower() for s in args.only.split(","))):
+        if name in WORKLOADS:
+            workloads.append(name)
+        elif name in LIB_ALIASES:
+            lib_keys.append(LIB_ALIASES[name])
+        else:
+            ap.error(f"--only: unknown name {name!r}")
+    args.workloads = workloads or list(WORKLOADS)
+    args.lib_keys = set(lib_keys or LIB_ORDER) | {"shoal", "serial"}
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    scale = 10 if args.quick else 1
+    n_calls = 100_000 // scale
+    n_ppe_submit = 10_000 if args.quick else 100_000
+    pi_steps = 20_000_000 // scale
+    pi_nchunks = 64
+    startup_repeats = 3 if args.quick else 7
+
+    libs = {k: v for k, v in available_libs().items() if k in args.lib_keys}
+    info = versions()
+    print(
+        f"shoal compare: {WORKERS} workers, "
+        f"cpus: os={os.cpu_count()} affinity={len(os.sched_getaffinity(0))} "
+        f"shoal={shoal.cpu_count()}; mp start method: "
+        f"{multiprocessing.get_start_method()}"
+    )
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(
+        f"mode: {'quick' if args.quick else 'full'}, rounds={args.rounds}, "
+        f"calls={n_calls:,}, pi steps={pi_steps:,} in {pi_nchunks} chunks, "
+        f"workloads: {', '.join(args.workloads)}",
+        flush=True,
+    )
+
+    all_cases = []
+    t_start = time.perf_counter()
+    for w in args.workloads:
+        if w == "trivial-map":
+            cases = trivial_map_cases(n_calls)
+        elif w == "chunksize-1":
+            cases = chunksize1_cases(n_calls)
+        elif w == "submit":
+            cases = submit_cases(n_calls, n_ppe_submit)
+        elif w == "pi":
+            cases = pi_cases(pi_steps, pi_nchunks)
+        else:
+            cases = startup_cases()
+        cases = [c for c in cases if c.lib in libs]
+        print(f"\n== {w}", flush=True)
+        if w == "startup":
+            run_rounds(cases, libs, startup_repeats, args.timeout, time_startup)
+        else:
+            run_rounds(cases, libs, args.rounds, args.timeout, time_case)
+        all_cases.extend(cases)
+
+    rows = summarize(all_cases)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n== results ({time.perf_counter() - t_start:.1f} s total; load average {load})\n")
+    print_table(rows)
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "meta": {
+                        "workers": WORKERS,
+                        "quick": args.quick,
+                        "rounds": args.rounds,
+                        "calls": n_calls,
+                        "ppe_submit_calls": n_ppe_submit,
+                        "pi_steps": pi_steps,
+                        "pi_chunks": pi_nchunks,
+                        "startup_repeats": startup_repeats,
+                        "cpu_count": os.cpu_count(),
+                        "mp_start_method": multiprocessing.get_start_method(),
+                        "versions": info,
+                    },
+                    "results": rows,
+                },
+                f,
+                indent=2,
+            )
+        print(f"\nwrote {args.json}")
+
+    shoal_errors = [r for r in rows if r["lib"] == "shoal" and r["error"]]
+    return 1 if shoal_errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

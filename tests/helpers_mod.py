@@ -1,0 +1,307 @@
+"""Importable helpers for the shoal tests.
+
+Everything in here that is meant to run inside a worker is a plain
+module-level function so that it can be pickled by reference.  The module
+also hosts a few process-inspection utilities used by the fault tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+# ---------------------------------------------------------------------------
+# Simple task functions
+# ---------------------------------------------------------------------------
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def mul(x, y):
+    return x * y
+
+
+def identity(x):
+    return x
+
+
+def get_pid(_=None):
+    return os.getpid()
+
+
+def square_with_pid(x):
+    return x * x, os.getpid()
+
+
+def slow_square(x, delay=0.0):
+    time.sleep(delay)
+    return x * x
+
+
+def sleep_and_return(value, seconds):
+    time.sleep(seconds)
+    return value
+
+
+def sleep_pair(pair):
+    value, seconds = pair
+    time.sleep(seconds)
+    return value
+
+
+def sleep_seconds(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def echo_args(*args, **kwargs):
+    return args, kwargs
+
+
+def big_bytes(n):
+    """Deterministic ``n``-byte payload."""
+    pattern = bytes(range(256))
+    reps, rest = divmod(n, len(pattern))
+    return pattern * reps + pattern[:rest]
+
+
+def payload_len(data):
+    return len(data)
+
+
+# ---------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------
+
+
+class CustomError(Exception):
+    """A picklable user-defined exception."""
+
+
+class SayWhenError(ValueError):
+    pass
+
+
+class BadInitError(Exception):
+    """Pickles fine, but cannot be *unpickled* (``__init__`` needs 2 args)."""
+
+    def __init__(self, a, b):
+        super().__init__(a)
+        self.b = b
+
+
+def raise_value_error(message="boom"):
+    raise ValueError(message)
+
+
+def raise_custom_error(message="custom"):
+    raise CustomError(message)
+
+
+def raise_key_error():
+    raise KeyError("key")
+
+
+def raise_if_equal(x, bad=5):
+    if x == bad:
+        raise ValueError(f"bad value {x}")
+    return x * x
+
+
+def raise_large_value_error(wait):
+    time.sleep(wait)
+    raise ValueError("x" * 1024**2)
+
+
+def raise_unpicklable_exception():
+    raise ValueError("carries a lock", threading.Lock())
+
+
+def raise_bad_init_error():
+    raise BadInitError("a", "b")
+
+
+def exception_throwing_generator(total, when):
+    if when == -1:
+        raise SayWhenError("Somebody said when")
+    for i in range(total):
+        if i == when:
+            raise SayWhenError("Somebody said when")
+        yield i
+
+
+# ---------------------------------------------------------------------------
+# Unpicklable results
+# ---------------------------------------------------------------------------
+
+
+def return_lock(_=None):
+    """Return an object no pickler (pickle or cloudpickle) can serialise."""
+    return threading.Lock()
+
+
+def return_lock_if(x, bad=3):
+    if x == bad:
+        return threading.Lock()
+    return x
+
+
+# ---------------------------------------------------------------------------
+# Initializer support
+# ---------------------------------------------------------------------------
+
+INIT_VALUE = None
+INIT_CALLS = 0
+
+
+def set_init_value(value, suffix=""):
+    global INIT_VALUE, INIT_CALLS
+    INIT_VALUE = f"{value}{suffix}"
+    INIT_CALLS += 1
+
+
+def get_init_value(_=None):
+    return INIT_VALUE
+
+
+def get_init_state(_=None):
+    return os.getpid(), INIT_VALUE, INIT_CALLS
+
+
+# ---------------------------------------------------------------------------
+# Object lifetime tracking (port of CPython's CountedObject)
+# ---------------------------------------------------------------------------
+
+
+class CountedObject:
+    n_instances = 0
+
+    def __new__(cls):
+        cls.n_instances += 1
+        return object.__new__(cls)
+
+    def __del__(self):
+        type(self).n_instances -= 1
+
+
+# ---------------------------------------------------------------------------
+# Fault injection
+# ---------------------------------------------------------------------------
+
+
+def announce_and_sleep(directory, seconds):
+    """Record that this worker started a task, then sleep.
+
+    Writes a file named after the worker pid into ``directory`` so that the
+    test knows which process is busy *right now*.
+    """
+    pid = os.getpid()
+    path = os.path.join(directory, str(pid))
+    with open(path + ".tmp", "w") as f:
+        f.write(str(pid))
+    os.replace(path + ".tmp", path)
+    time.sleep(seconds)
+    return pid
+
+
+def exit_process(code):
+    os._exit(code)
+
+
+def kill_self(sig=signal.SIGKILL):
+    os.kill(os.getpid(), sig)
+    time.sleep(10)
+
+
+# ---------------------------------------------------------------------------
+# Process inspection utilities (used by the test process, not by workers)
+# ---------------------------------------------------------------------------
+
+
+def _read_stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        data = f.read()
+    # The command name is in parentheses and may contain spaces.
+    rest = data.rsplit(")", 1)[1].split()
+    state, ppid = rest[0], int(rest[1])
+    return state, ppid
+
+
+def pid_alive(pid):
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state, _ = _read_stat(pid)
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    """Poll ``predicate`` until it is true or ``timeout`` elapses."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def wait_pids_gone(pids, timeout):
+    """Wait until none of ``pids`` is alive; return the survivors."""
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout)
+    return [p for p in pids if pid_alive(p)]
+
+
+def child_pids(parent=None, include_zombies=True):
+    """Pids of all direct children of ``parent`` (default: this process)."""
+    parent = os.getpid() if parent is None else parent
+    result = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            state, ppid = _read_stat(int(entry))
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        if ppid != parent:
+            continue
+        if not include_zombies and state in ("Z", "X"):
+            continue
+        result.append(int(entry))
+    return sorted(result)
+
+
+def open_fd_count():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def os_thread_count():
+    return len(os.listdir("/proc/self/task"))
+
+
+def force_kill(pids):
+    """Best-effort SIGKILL of processes the test itself caused to exist."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def exit_via_system_exit(code):
+    raise SystemExit(code)

@@ -305,3 +305,12 @@ def force_kill(pids):
 
 def exit_via_system_exit(code):
     raise SystemExit(code)
+
+
+def exit_once_then_square(marker, x):
+    """Kills its worker the first time it runs (marker file absent)."""
+    if not os.path.exists(marker):
+        with open(marker, "w"):
+            pass
+        os._exit(7)
+    return x * x

@@ -11,7 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _shoal
 from ._cpus import cpu_count
@@ -48,6 +48,23 @@ _IMAP_CHUNK_TARGET_NS = 5_000_000
 _IMAP_MAX_CHUNK = 1024
 #: Most chunks an imap feeder reads and submits in one engine call.
 _IMAP_CHUNKS_PER_SUBMIT = 64
+
+
+class _Options(NamedTuple):
+    """Per-task options the engine enforces."""
+
+    timeout: float | None  # seconds; the worker is killed and replaced after it
+    retries: int  # re-runs of a task whose worker died
+
+
+def _check_options(timeout: Any, retries: Any) -> _Options:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a non-negative int, got {retries!r}")
+    return _Options(None if timeout is None else float(timeout), retries)
 
 
 def _worker_command() -> tuple[list[str], list[tuple[str, str]]]:
@@ -154,8 +171,9 @@ class _Feed:
     thread: which chunk each task is, and when the function can be released
     (input exhausted and every chunk answered)."""
 
-    def __init__(self, it: IMapIterator, fn_id: int, engine, pending: dict) -> None:
+    def __init__(self, it: IMapIterator, fn_id: int, engine, pending: dict, options) -> None:
         self.it = it
+        self._options = options
         self._fn_id = fn_id
         self._engine = engine
         self._pending = pending
@@ -174,7 +192,7 @@ class _Feed:
         with self._lock:
             self._outstanding += len(chunks)
         try:
-            self._engine.submit(self._fn_id, first_id, dumps_many(chunks))
+            self._engine.submit(self._fn_id, first_id, dumps_many(chunks), *self._options)
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable item
             for k in range(len(chunks)):
                 self._pending.pop(first_id + k, None)
@@ -207,7 +225,10 @@ class _Feed:
 class Pool:
     """A pool of worker processes with ``multiprocessing.Pool``'s API.
 
-    ``processes`` defaults to :func:`shoal.cpu_count`. Workers are fresh
+    ``processes`` defaults to :func:`shoal.cpu_count`. ``timeout`` (seconds)
+    stops a task that runs longer by killing its worker (the task fails with
+    :class:`shoal.TaskTimeoutError`); ``retries`` re-runs a task whose worker
+    died that many times. Both can also be given per call. Workers are fresh
     interpreters started by the engine; functions, lambdas and closures are
     pickled (cloudpickle where plain pickle can't). Leaving a ``with`` block
     terminates the pool, as in multiprocessing.
@@ -219,7 +240,11 @@ class Pool:
         initializer: Callable | None = None,
         initargs: Iterable = (),
         maxtasksperchild: int | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
     ) -> None:
+        self._options = _check_options(timeout, retries)
         if processes is None:
             processes = cpu_count()
         if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
@@ -269,6 +294,15 @@ class Pool:
         if self._state != _RUN:
             raise ValueError("Pool not running")
 
+    def _call_options(self, timeout: Any, retries: Any) -> _Options:
+        """This call's options: the pool's, overridden where given."""
+        if timeout is None and retries is None:
+            return self._options
+        return _check_options(
+            self._options.timeout if timeout is None else timeout,
+            self._options.retries if retries is None else retries,
+        )
+
     @staticmethod
     def _check_callable(func: Any) -> None:
         if not callable(func):
@@ -316,8 +350,16 @@ class Pool:
         return max(1, chunksize + bool(extra))
 
     # ------------------------------------------------------------- apply/submit
-    def apply(self, func: Callable, args: Iterable = (), kwds: dict | None = None) -> Any:
-        return self.apply_async(func, args, kwds).get()
+    def apply(
+        self,
+        func: Callable,
+        args: Iterable = (),
+        kwds: dict | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> Any:
+        return self.apply_async(func, args, kwds, timeout=timeout, retries=retries).get()
 
     def apply_async(
         self,
@@ -326,13 +368,18 @@ class Pool:
         kwds: dict | None = None,
         callback: Callable | None = None,
         error_callback: Callable | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> AsyncResult:
         self._check_running()
         self._check_callable(func)
+        options = self._call_options(timeout, retries)
         fn_id = self._cached_function(func, MODE_CALL)
         task_id = self._new_ids(1)
         result = AsyncResult(f"apply({_name(func)})", callback, error_callback)
-        self._send_one(fn_id, task_id, dumps((tuple(args), dict(kwds or {}))), result._complete)
+        payload = dumps((tuple(args), dict(kwds or {})))
+        self._send_one(fn_id, task_id, payload, result._complete, options)
         return result
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
@@ -343,42 +390,71 @@ class Pool:
         fn_id = self._cached_function(fn, MODE_CALL)
         task_id = self._new_ids(1)
         future = _PoolFuture(self._engine, task_id, self._future_condition)
-        self._send_one(fn_id, task_id, dumps((args, kwargs)), future._complete)
+        self._send_one(fn_id, task_id, dumps((args, kwargs)), future._complete, self._options)
         return future
 
-    def _send_one(self, fn_id: int, task_id: int, payload: bytes, sink: Callable) -> None:
+    def _send_one(
+        self, fn_id: int, task_id: int, payload: bytes, sink: Callable, options: _Options
+    ) -> None:
         self._pending[task_id] = sink
         try:
-            self._engine.submit_one(fn_id, task_id, payload)
+            self._engine.submit_one(fn_id, task_id, payload, *options)
         except BaseException:
             self._pending.pop(task_id, None)
             raise
 
-    def _send(self, fn_id: int, first_id: int, payloads: list[bytes]) -> None:
+    def _send(self, fn_id: int, first_id: int, payloads: list[bytes], options: _Options) -> None:
         try:
-            self._engine.submit(fn_id, first_id, payloads)
+            self._engine.submit(fn_id, first_id, payloads, *options)
         except BaseException:
             for i in range(len(payloads)):
                 self._pending.pop(first_id + i, None)
             raise
 
     # ---------------------------------------------------------------- map family
-    def map(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
-        return self._map_async(func, iterable, chunksize, MODE_MAP, None, None).get()
+    def map(
+        self, func: Callable, iterable: Iterable, chunksize: int | None = None, **options
+    ) -> list:
+        """``[func(x) for x in iterable]`` in the workers, in order.
+        Keyword options: ``timeout``, ``retries`` (per task; see ``Pool``)."""
+        return self._map_async(func, iterable, chunksize, MODE_MAP, None, None, **options).get()
 
-    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
-        return self._map_async(func, iterable, chunksize, MODE_MAP, callback, error_callback)
+    def map_async(
+        self, func, iterable, chunksize=None, callback=None, error_callback=None, **options
+    ):
+        return self._map_async(
+            func, iterable, chunksize, MODE_MAP, callback, error_callback, **options
+        )
 
-    def starmap(self, func: Callable, iterable: Iterable, chunksize: int | None = None) -> list:
-        return self._map_async(func, iterable, chunksize, MODE_STARMAP, None, None).get()
+    def starmap(
+        self, func: Callable, iterable: Iterable, chunksize: int | None = None, **options
+    ) -> list:
+        """``[func(*args) for args in iterable]`` in the workers, in order."""
+        return self._map_async(func, iterable, chunksize, MODE_STARMAP, None, None, **options).get()
 
-    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
-        return self._map_async(func, iterable, chunksize, MODE_STARMAP, callback, error_callback)
+    def starmap_async(
+        self, func, iterable, chunksize=None, callback=None, error_callback=None, **options
+    ):
+        return self._map_async(
+            func, iterable, chunksize, MODE_STARMAP, callback, error_callback, **options
+        )
 
-    def _map_async(self, func, iterable, chunksize, mode, callback, error_callback) -> MapResult:
+    def _map_async(
+        self,
+        func,
+        iterable,
+        chunksize,
+        mode,
+        callback,
+        error_callback,
+        *,
+        timeout=None,
+        retries=None,
+    ) -> MapResult:
         self._check_running()
         self._check_callable(func)
         self._check_chunksize(chunksize)
+        options = self._call_options(timeout, retries)
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         n = len(items)
         if chunksize is None:
@@ -403,22 +479,27 @@ class Pool:
         for i in range(len(chunks)):
             pending[first + i] = sink
         try:
-            self._send(fn_id, first, payloads)
+            self._send(fn_id, first, payloads, options)
         except BaseException:
             done()
             raise
         return result
 
-    def imap(self, func: Callable, iterable: Iterable, chunksize: int | None = None):
-        return self._imap(func, iterable, chunksize, ordered=True)
+    def imap(self, func: Callable, iterable: Iterable, chunksize: int | None = None, **options):
+        """Lazy ``map``: reads the input as results are consumed."""
+        return self._imap(func, iterable, chunksize, True, **options)
 
-    def imap_unordered(self, func: Callable, iterable: Iterable, chunksize: int | None = None):
-        return self._imap(func, iterable, chunksize, ordered=False)
+    def imap_unordered(
+        self, func: Callable, iterable: Iterable, chunksize: int | None = None, **options
+    ):
+        """Lazy ``map`` yielding results as they complete."""
+        return self._imap(func, iterable, chunksize, False, **options)
 
-    def _imap(self, func, iterable, chunksize, ordered: bool) -> IMapIterator:
+    def _imap(self, func, iterable, chunksize, ordered, *, timeout=None, retries=None):
         self._check_running()
         self._check_callable(func)
         self._check_chunksize(chunksize)
+        options = self._call_options(timeout, retries)
         source = iter(iterable)
         fn_id = self._register(func, MODE_MAP)
         name = "imap" if ordered else "imap_unordered"
@@ -426,7 +507,7 @@ class Pool:
         # chunksize=1; the item bound keeps large automatic chunks in check.
         it = IMapIterator(f"{name}({_name(func)})", ordered, read_ahead=256)
         self._iterators.add(it)
-        feed = _Feed(it, fn_id, self._engine, self._pending)
+        feed = _Feed(it, fn_id, self._engine, self._pending, options)
         feeder = threading.Thread(
             target=self._feed,
             args=(feed, source, chunksize),

@@ -43,7 +43,14 @@ class Engine:
         timeout: float | None = None,
         retries: int = 0,
     ) -> None: ...
-    def submit_one(self, fn_id: int, task_id: int, payload: bytes) -> None: ...
+    def submit_one(
+        self,
+        fn_id: int,
+        task_id: int,
+        payload: bytes,
+        timeout: float | None = None,
+        retries: int = 0,
+    ) -> None: ...
     def cancel(self, task_ids: list[int]) -> None: ...
     def wait_completions(
         self, timeout: float | None = None

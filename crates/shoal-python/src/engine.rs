@@ -99,12 +99,24 @@ impl PyEngine {
     }
 
     /// Submits one task (the `apply_async`/`submit` path: no list).
-    fn submit_one(&self, fn_id: u64, task_id: u64, payload: &[u8]) -> PyResult<()> {
+    #[pyo3(signature = (fn_id, task_id, payload, timeout=None, retries=0))]
+    fn submit_one(
+        &self,
+        fn_id: u64,
+        task_id: u64,
+        payload: &[u8],
+        timeout: Option<f64>,
+        retries: u32,
+    ) -> PyResult<()> {
+        let options = TaskOptions {
+            timeout: seconds(timeout)?,
+            retries,
+        };
         self.inner
             .submit(Submission {
                 fn_id,
                 tasks: vec![(task_id, payload.to_vec())],
-                options: TaskOptions::default(),
+                options,
             })
             .map_err(to_py)
     }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import functools
 import gc
 import itertools
@@ -44,23 +43,6 @@ def pool():
     yield p
     p.terminate()
     p.join()
-
-
-@pytest.fixture
-def make_pool():
-    """Factory for fresh pools; every pool is terminated at teardown."""
-    pools = []
-
-    def factory(*args, **kwargs):
-        p = shoal.Pool(*args, **kwargs)
-        pools.append(p)
-        return p
-
-    yield factory
-    for p in pools:
-        with contextlib.suppress(ValueError, OSError, shoal.ShoalError):
-            p.terminate()
-            p.join()
 
 
 # Functions/classes defined in this test module (pickled by reference, so

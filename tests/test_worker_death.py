@@ -25,22 +25,6 @@ import shoal
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def make_pool():
-    pools = []
-
-    def factory(*args, **kwargs):
-        p = shoal.Pool(*args, **kwargs)
-        pools.append(p)
-        return p
-
-    yield factory
-    for p in pools:
-        with contextlib.suppress(ValueError, OSError, shoal.ShoalError):
-            p.terminate()
-            p.join()
-
-
 def announced_pids(directory):
     return [int(name) for name in os.listdir(directory) if name.isdigit()]
 

@@ -970,9 +970,9 @@ fn run_on_workers_that_never_start(init: &[u8]) -> (Pool, HashMap<u64, Completio
 #[test]
 fn workers_that_die_before_ready_break_the_pool() {
     let (pool, got) = run_on_workers_that_never_start(b"exit-now");
-    // What the engine does today: a task held by a worker that died before
-    // Ready may be charged with the death (see the ignored test below), but
-    // the pool ends up broken with the workers' exit status.
+    // A task held by a worker that died before Ready is not charged with the
+    // death (see the test below); the pool ends up broken with the workers'
+    // exit status.
     let mut broken = 0;
     for c in got.values() {
         match &c.outcome {

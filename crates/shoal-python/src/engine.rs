@@ -85,17 +85,7 @@ impl PyEngine {
             let bytes = item.cast::<PyBytes>()?;
             tasks.push((first_id + i as u64, bytes.as_bytes().to_vec()));
         }
-        let options = TaskOptions {
-            timeout: seconds(timeout)?,
-            retries,
-        };
-        self.inner
-            .submit(Submission {
-                fn_id,
-                tasks,
-                options,
-            })
-            .map_err(to_py)
+        self.send(fn_id, tasks, timeout, retries)
     }
 
     /// Submits one task (the `apply_async`/`submit` path: no list).
@@ -108,17 +98,7 @@ impl PyEngine {
         timeout: Option<f64>,
         retries: u32,
     ) -> PyResult<()> {
-        let options = TaskOptions {
-            timeout: seconds(timeout)?,
-            retries,
-        };
-        self.inner
-            .submit(Submission {
-                fn_id,
-                tasks: vec![(task_id, payload.to_vec())],
-                options,
-            })
-            .map_err(to_py)
+        self.send(fn_id, vec![(task_id, payload.to_vec())], timeout, retries)
     }
 
     fn cancel(&self, task_ids: Vec<u64>) {
@@ -175,6 +155,28 @@ impl PyEngine {
             self.inner.join(Some(slice)).then_some(())
         })?;
         Ok(done.is_some())
+    }
+}
+
+impl PyEngine {
+    fn send(
+        &self,
+        fn_id: u64,
+        tasks: Vec<(u64, Vec<u8>)>,
+        timeout: Option<f64>,
+        retries: u32,
+    ) -> PyResult<()> {
+        let options = TaskOptions {
+            timeout: seconds(timeout)?,
+            retries,
+        };
+        self.inner
+            .submit(Submission {
+                fn_id,
+                tasks,
+                options,
+            })
+            .map_err(to_py)
     }
 }
 

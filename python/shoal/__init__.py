@@ -10,8 +10,6 @@ package) starts without paying for the parent-side API.
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False  # not `typing`'s: importing typing costs a worker ~20 ms
 
 __version__ = "0.1.0"
@@ -58,7 +56,8 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'shoal' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    # __import__ rather than importlib, which a worker would pay to import.
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
     globals()[name] = value
     return value
 

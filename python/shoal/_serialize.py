@@ -3,7 +3,9 @@ cloudpickle where plain pickle cannot (lambdas, closures, ``__main__``)."""
 
 from __future__ import annotations
 
-import pickle
+# The C accelerator that `pickle` itself re-exports (same functions and
+# exception classes): importing `pickle.py` would cost every worker ~15 ms.
+import _pickle as pickle
 
 from ._errors import SerializationError
 

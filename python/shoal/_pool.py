@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import itertools
 import os
 import sys
@@ -24,9 +25,7 @@ from ._serialize import (
     dumps,
     dumps_function,
     dumps_many,
-    loads,
 )
-from ._shoal import OUTCOME_DONE as _DONE
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -83,25 +82,22 @@ def _worker_env(processes: int) -> list[tuple[str, str]]:
     return [(var, per_worker) for var in _THREAD_VARS if var not in os.environ]
 
 
-def _pump(engine, pending: dict, alive: threading.Event) -> None:
+def _pump(engine, pending: dict) -> None:
     """The result thread: takes completions from the engine and hands each
     to the object waiting for it. Holds no reference to the Pool, so an
     abandoned pool can be collected."""
-    try:
-        while True:
-            batch = engine.wait_completions(None)
-            if batch is None:
-                return
-            pop = pending.pop
-            for task_id, code, payload, duration_ns in batch:
-                sink = pop(task_id, None)
-                if sink is not None:
-                    sink(task_id, code, payload, duration_ns)
-            # Drop references while blocked, so finished results (and the
-            # task arguments they hold) can be freed.
-            batch = sink = payload = None
-    finally:
-        alive.clear()
+    pop = pending.pop
+    while True:
+        batch = engine.wait_completions(None)
+        if batch is None:
+            return
+        for task_id, code, payload, duration_ns in batch:
+            sink = pop(task_id, None)
+            if sink is not None:
+                sink(task_id, code, payload, duration_ns)
+        # Drop references while blocked, so finished results (and the task
+        # arguments they hold) can be freed.
+        batch = sink = payload = None
 
 
 _FINAL_STATES = ("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED")
@@ -154,10 +150,7 @@ class _PoolFuture(concurrent.futures.Future):
         return False
 
     def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
-        if code == _DONE:
-            ok, value = True, loads(payload)
-        else:
-            ok, value = decode(code, payload, f"task {task_id}")
+        ok, value = decode(code, payload, f"task {task_id}")
         if not self.set_running_or_notify_cancel():
             return  # cancelled by the user; the result is dropped
         if ok:
@@ -171,12 +164,11 @@ class _Feed:
     thread: which chunk each task is, and when the function can be released
     (input exhausted and every chunk answered)."""
 
-    def __init__(self, it: IMapIterator, fn_id: int, engine, pending: dict, options) -> None:
+    def __init__(self, it: IMapIterator, fn_id: int, send: Callable, release: Callable) -> None:
         self.it = it
-        self._options = options
         self._fn_id = fn_id
-        self._engine = engine
-        self._pending = pending
+        self._send = send  # Pool._send with this call's options bound
+        self._release = release
         self._chunk_of: dict[int, tuple[int, int]] = {}  # task id -> (number, items)
         self._lock = threading.Lock()
         self._outstanding = 0
@@ -188,14 +180,12 @@ class _Feed:
         they could not be sent (the error goes to the consumer)."""
         for k, chunk in enumerate(chunks):
             self._chunk_of[first_id + k] = (self.it._note_submitted(len(chunk)), len(chunk))
-            self._pending[first_id + k] = self.complete
         with self._lock:
             self._outstanding += len(chunks)
         try:
-            self._engine.submit(self._fn_id, first_id, dumps_many(chunks), *self._options)
+            self._send(self._fn_id, first_id, dumps_many(chunks), self.complete)
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable item
             for k in range(len(chunks)):
-                self._pending.pop(first_id + k, None)
                 self.it._fail_chunk(*self._chunk_of.pop(first_id + k), exc)
             with self._lock:
                 self._outstanding -= len(chunks)
@@ -219,7 +209,7 @@ class _Feed:
             release = self._input_done and self._outstanding == 0 and not self._released
             self._released = self._released or release
         if release:
-            self._engine.release_function(self._fn_id)
+            self._release(self._fn_id)
 
 
 class Pool:
@@ -278,11 +268,9 @@ class Pool:
         self._future_condition = threading.Condition()
         self._feeders: list[threading.Thread] = []
         self._iterators: weakref.WeakSet = weakref.WeakSet()
-        self._pump_alive = threading.Event()
-        self._pump_alive.set()
         self._pump = threading.Thread(
             target=_pump,
-            args=(self._engine, self._pending, self._pump_alive),
+            args=(self._engine, self._pending),
             name="shoal-results",
             daemon=True,
         )
@@ -396,6 +384,7 @@ class Pool:
     def _send_one(
         self, fn_id: int, task_id: int, payload: bytes, sink: Callable, options: _Options
     ) -> None:
+        """Sends one task (no list: the ``apply_async``/``submit`` path)."""
         self._pending[task_id] = sink
         try:
             self._engine.submit_one(fn_id, task_id, payload, *options)
@@ -403,12 +392,17 @@ class Pool:
             self._pending.pop(task_id, None)
             raise
 
-    def _send(self, fn_id: int, first_id: int, payloads: list[bytes], options: _Options) -> None:
+    def _send(
+        self, fn_id: int, first_id: int, payloads: list[bytes], sink: Callable, options: _Options
+    ) -> None:
+        """Sends tasks ``first_id, first_id + 1, ...``, each answered to ``sink``."""
+        ids = range(first_id, first_id + len(payloads))
+        self._pending.update(dict.fromkeys(ids, sink))
         try:
             self._engine.submit(fn_id, first_id, payloads, *options)
         except BaseException:
-            for i in range(len(payloads)):
-                self._pending.pop(first_id + i, None)
+            for task_id in ids:
+                self._pending.pop(task_id, None)
             raise
 
     # ---------------------------------------------------------------- map family
@@ -474,12 +468,8 @@ class Pool:
             engine.release_function(fn_id)
 
         result = MapResult(what, first, len(chunks), callback, error_callback, on_done=done)
-        pending = self._pending
-        sink = result._complete
-        for i in range(len(chunks)):
-            pending[first + i] = sink
         try:
-            self._send(fn_id, first, payloads, options)
+            self._send(fn_id, first, payloads, result._complete, options)
         except BaseException:
             done()
             raise
@@ -507,7 +497,8 @@ class Pool:
         # chunksize=1; the item bound keeps large automatic chunks in check.
         it = IMapIterator(f"{name}({_name(func)})", ordered, read_ahead=256)
         self._iterators.add(it)
-        feed = _Feed(it, fn_id, self._engine, self._pending, options)
+        send = functools.partial(self._send, options=options)
+        feed = _Feed(it, fn_id, send, self._engine.release_function)
         feeder = threading.Thread(
             target=self._feed,
             args=(feed, source, chunksize),

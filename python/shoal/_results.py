@@ -15,8 +15,6 @@ from multiprocessing import TimeoutError  # noqa: A004
 from typing import Any
 
 from ._outcome import decode
-from ._serialize import loads
-from ._shoal import OUTCOME_DONE as _DONE
 
 
 def _call_back(fn: Callable | None, arg: Any) -> None:
@@ -95,10 +93,7 @@ class MapResult(AsyncResult):
     def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
         if self._event.is_set():
             return
-        if code == _DONE:  # the common case, inlined: this runs once per chunk
-            ok, value = True, loads(payload)
-        else:
-            ok, value = decode(code, payload, self._what)
+        ok, value = decode(code, payload, self._what)
         if not ok:
             self._chunks = []
             self._finish(False, value)

@@ -45,7 +45,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u8(byte: u8) -> Result<Kind, FrameError> {
+    /// The kind a byte names; an unknown byte is an error.
+    pub fn from_u8(byte: u8) -> Result<Kind, FrameError> {
         Ok(match byte {
             1 => Kind::Init,
             2 => Kind::Func,
@@ -58,6 +59,11 @@ impl Kind {
             19 => Kind::InitFailed,
             other => return Err(FrameError::UnknownKind(other)),
         })
+    }
+
+    /// Kinds a worker sends (the others go from parent to worker).
+    pub fn is_from_worker(self) -> bool {
+        self as u8 >= 16
     }
 }
 

@@ -84,10 +84,6 @@ impl WorkerLink {
         Ok(encode_into(&mut self.out, kind, a, b, body)?)
     }
 
-    pub fn has_queued(&self) -> bool {
-        !self.out.is_empty()
-    }
-
     pub fn flush(&mut self) -> Result<()> {
         if self.out.is_empty() {
             return Ok(());

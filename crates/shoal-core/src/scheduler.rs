@@ -553,17 +553,6 @@ impl Scheduler {
             .map_or(WINDOW_TARGET_NS, |m| (4.0 * m) as u64)
             .max(WINDOW_TARGET_NS);
         let now = monotonic_ns();
-        let stalled: HashMap<WorkerId, bool> = self
-            .workers
-            .values()
-            .map(|w| {
-                let long = w
-                    .status
-                    .running()
-                    .is_some_and(|(_, started)| now.saturating_sub(started) > stall_ns);
-                (w.id, long)
-            })
-            .collect();
         let limit = self.config.max_tasks_per_child;
         let mut retired_any = false;
         while let Some(&task_id) = self.queue.front() {
@@ -575,7 +564,11 @@ impl Scheduler {
                 .workers
                 .values_mut()
                 .filter(|w| {
-                    let cap = if stalled[&w.id] { 1 } else { window };
+                    let cap = if w.running_longer_than(stall_ns, now) {
+                        1
+                    } else {
+                        window
+                    };
                     w.accepts_work() && w.inflight.len() < cap
                 })
                 .min_by_key(|w| (w.inflight.len(), w.id));

@@ -137,6 +137,13 @@ impl WorkerHandle {
 
     /// Called once the reader has seen the end: reaps the child and joins
     /// the I/O threads. Returns how the process ended.
+    /// Its current task started more than `ns` before `now`.
+    pub(crate) fn running_longer_than(&self, ns: u64, now: u64) -> bool {
+        self.status
+            .running()
+            .is_some_and(|(_, started)| now.saturating_sub(started) > ns)
+    }
+
     /// Can take new tasks: not retiring, not killed, not gone.
     pub(crate) fn accepts_work(&self) -> bool {
         !self.retiring && self.kill_reason.is_none() && !self.gone

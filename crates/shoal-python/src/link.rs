@@ -26,17 +26,14 @@ pub(crate) fn add_frame_kinds(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 fn kind_from(byte: u8) -> PyResult<Kind> {
-    Ok(match byte {
-        16 => Kind::Ready,
-        17 => Kind::Done,
-        18 => Kind::Failed,
-        19 => Kind::InitFailed,
-        other => {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "a worker cannot send frame kind {other}"
-            )))
-        }
-    })
+    Kind::from_u8(byte)
+        .ok()
+        .filter(|k| k.is_from_worker())
+        .ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "a worker cannot send frame kind {byte}"
+            ))
+        })
 }
 
 /// A received frame as Python sees it: `(kind, a, b, body)`.
@@ -73,10 +70,6 @@ impl PyLink {
         self.inner
             .queue(kind_from(kind)?, a, b, body)
             .map_err(to_py)
-    }
-
-    fn has_queued(&self) -> bool {
-        self.inner.has_queued()
     }
 
     fn flush(&mut self, py: Python<'_>) -> PyResult<()> {

@@ -1,14 +1,15 @@
-//! Where finished tasks wait for the caller: the scheduler pushes batches,
-//! the binding's result thread takes them with the GIL released.
+//! Where finished tasks and workers' output wait for the caller: the
+//! scheduler pushes batches, the binding's result thread takes them with the
+//! GIL released.
 
 use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
-use crate::task::Completion;
+use crate::task::{Completion, WorkerOutput};
 
 #[derive(Default)]
 struct State {
-    ready: Vec<Completion>,
+    ready: Batch,
     /// The scheduler has stopped; nothing more will arrive.
     finished: bool,
 }
@@ -19,11 +20,26 @@ pub(crate) struct Completions {
     cond: Condvar,
 }
 
+/// What the scheduler published since the last wait. Output comes before
+/// the completions of the same pass, as the worker wrote it before it
+/// answered.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub output: Vec<WorkerOutput>,
+    pub done: Vec<Completion>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.output.is_empty() && self.done.is_empty()
+    }
+}
+
 /// What a wait for completions found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
-    /// Completed tasks, at least one.
-    Batch(Vec<Completion>),
+    /// Completed tasks or output, at least one of either.
+    Batch(Batch),
     /// The deadline passed with nothing new.
     TimedOut,
     /// The engine has stopped and every completion has been taken.
@@ -36,10 +52,11 @@ impl Completions {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn push(&self, batch: Vec<Completion>) {
+    pub(crate) fn push(&self, done: Vec<Completion>, output: Vec<WorkerOutput>) {
         let mut state = self.lock();
         let was_empty = state.ready.is_empty();
-        state.ready.extend(batch);
+        state.ready.done.extend(done);
+        state.ready.output.extend(output);
         if was_empty {
             self.cond.notify_all();
         }

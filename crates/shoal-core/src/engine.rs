@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::completions::Completions;
-pub use crate::completions::Next;
+pub use crate::completions::{Batch, Next};
 use crate::error::{CoreError, Result};
 use crate::frame::MAX_BODY;
 use crate::scheduler::{EngineConfig, Event, Scheduler};
@@ -111,10 +111,13 @@ impl Engine {
         self.send(Event::Submit(submission))
     }
 
-    /// Cancels tasks that have not been sent to a worker; they complete as
-    /// cancelled. Running tasks are not affected.
-    pub fn cancel(&self, tasks: Vec<u64>) {
-        let _ = self.send(Event::Cancel(tasks));
+    /// Cancels tasks: they complete as cancelled. Tasks not yet sent to a
+    /// worker never run. With `stop_running`, a task already running is
+    /// stopped by killing its worker (a new one takes its place), and tasks
+    /// queued at a worker are dropped when they come back; without it,
+    /// those are left to finish and complete normally.
+    pub fn cancel(&self, tasks: Vec<u64>, stop_running: bool) {
+        let _ = self.send(Event::Cancel(tasks, stop_running));
     }
 
     /// Waits up to `timeout` (forever if `None`) for completed tasks.

@@ -42,6 +42,16 @@ pub enum Kind {
     Failed = 18,
     /// The initializer raised; body = pickled exception. The worker exits.
     InitFailed = 19,
+    /// Text the worker wrote: `a` = stream (1 stdout, 2 stderr); body =
+    /// whole lines, UTF-8.
+    Output = 20,
+    /// A `logging` record from the worker; body = its pickled fields.
+    Log = 21,
+    /// As `Failed`, and the exception is one the task's `retry_on` names.
+    Retryable = 22,
+    /// The worker is over its memory limit and exits after this frame; the
+    /// tasks it holds beyond those already answered did not run.
+    Retire = 23,
 }
 
 impl Kind {
@@ -57,6 +67,10 @@ impl Kind {
             17 => Kind::Done,
             18 => Kind::Failed,
             19 => Kind::InitFailed,
+            20 => Kind::Output,
+            21 => Kind::Log,
+            22 => Kind::Retryable,
+            23 => Kind::Retire,
             other => return Err(FrameError::UnknownKind(other)),
         })
     }

@@ -6,7 +6,8 @@
 //! - [`worker`] / [`spawn`]: one worker process and its I/O threads.
 //! - [`frame`]: the wire format. [`link`]: the worker's side of it.
 //! - [`status`]: the shared page that says which task a worker runs.
-//! - [`cpus`]: how many cores this process may use.
+//! - [`cpus`]: how many cores this process may use. [`memory`]: how much
+//!   memory a process holds.
 
 mod completions;
 pub mod cpus;
@@ -14,14 +15,17 @@ pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod link;
+pub mod memory;
 mod scheduler;
 pub mod spawn;
 pub mod status;
 pub mod task;
 mod worker;
 
-pub use engine::{Engine, Next};
+pub use engine::{Batch, Engine, Next};
 pub use error::{CoreError, FrameError, Result};
 pub use scheduler::EngineConfig;
 pub use spawn::WorkerCommand;
-pub use task::{BrokenPool, Completion, ExitInfo, Outcome, Submission, TaskOptions};
+pub use task::{
+    BrokenPool, Completion, ExitInfo, Outcome, Stream, Submission, TaskOptions, WorkerOutput,
+};

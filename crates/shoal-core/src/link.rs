@@ -1,9 +1,14 @@
 //! The worker's end of its connection to the parent: blocking receive of
 //! frame batches, buffered send, and the status page.
+//!
+//! The receiving and sending halves lock separately: the worker's main
+//! thread may block in [`WorkerLink::recv_batch`] while another thread of
+//! the user's code prints, and that output must still leave.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{CoreError, Result};
 use crate::frame::{encode_into, Decoder, Frame, Kind};
@@ -12,14 +17,29 @@ use crate::status::StatusPage;
 
 const READ_CHUNK: usize = 256 * 1024;
 
-pub struct WorkerLink {
-    /// When the current task started (`CLOCK_MONOTONIC` ns).
-    started_ns: u64,
+struct Receiving {
     sock: UnixStream,
     decoder: Decoder,
     chunk: Vec<u8>,
+}
+
+struct Sending {
+    sock: UnixStream,
     out: Vec<u8>,
+    /// When the current task started (`CLOCK_MONOTONIC` ns).
+    started_ns: u64,
+}
+
+pub struct WorkerLink {
+    receiving: Mutex<Receiving>,
+    sending: Mutex<Sending>,
     status: StatusPage,
+}
+
+/// A poisoned lock only means another thread panicked mid-call; the buffers
+/// are still consistent enough to carry on (or to report the error).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl WorkerLink {
@@ -48,48 +68,60 @@ impl WorkerLink {
         let status_owner = unsafe { std::os::fd::OwnedFd::from_raw_fd(status_fd) };
         let status = StatusPage::map(&status_owner)?;
         drop(status_owner); // the mapping stays valid after close
+        let read_sock = sock
+            .try_clone()
+            .map_err(|e| CoreError::io("dup worker socket", e))?;
         Ok(WorkerLink {
-            started_ns: 0,
-            sock,
-            decoder: Decoder::new(),
-            chunk: vec![0u8; READ_CHUNK],
-            out: Vec::new(),
+            receiving: Mutex::new(Receiving {
+                sock: read_sock,
+                decoder: Decoder::new(),
+                chunk: vec![0u8; READ_CHUNK],
+            }),
+            sending: Mutex::new(Sending {
+                sock,
+                out: Vec::new(),
+                started_ns: 0,
+            }),
             status,
         })
     }
 
     /// Blocks until at least one frame has arrived; returns every complete
     /// frame received so far. `Disconnected` when the parent has gone.
-    pub fn recv_batch(&mut self) -> Result<Vec<Frame>> {
+    pub fn recv_batch(&self) -> Result<Vec<Frame>> {
+        let mut guard = lock(&self.receiving);
+        let r = &mut *guard;
         let mut frames = Vec::new();
         loop {
-            while let Some(frame) = self.decoder.next_frame()? {
+            while let Some(frame) = r.decoder.next_frame()? {
                 frames.push(frame);
             }
             if !frames.is_empty() {
                 return Ok(frames);
             }
-            let n = match self.sock.read(&mut self.chunk) {
+            let n = match r.sock.read(&mut r.chunk) {
                 Ok(0) => return Err(CoreError::Disconnected),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(CoreError::io("read from parent", e)),
             };
-            self.decoder.feed(&self.chunk[..n]);
+            r.decoder.feed(&r.chunk[..n]);
         }
     }
 
     /// Buffers a frame for the next [`WorkerLink::flush`].
-    pub fn queue(&mut self, kind: Kind, a: u64, b: u64, body: &[u8]) -> Result<()> {
-        Ok(encode_into(&mut self.out, kind, a, b, body)?)
+    pub fn queue(&self, kind: Kind, a: u64, b: u64, body: &[u8]) -> Result<()> {
+        Ok(encode_into(&mut lock(&self.sending).out, kind, a, b, body)?)
     }
 
-    pub fn flush(&mut self) -> Result<()> {
-        if self.out.is_empty() {
+    pub fn flush(&self) -> Result<()> {
+        let mut s = lock(&self.sending);
+        if s.out.is_empty() {
             return Ok(());
         }
-        let res = self.sock.write_all(&self.out);
-        self.out.clear();
+        let Sending { sock, out, .. } = &mut *s;
+        let res = sock.write_all(out);
+        out.clear();
         res.map_err(|e| match e.kind() {
             std::io::ErrorKind::BrokenPipe => CoreError::Disconnected,
             _ => CoreError::io("write to parent", e),
@@ -97,17 +129,18 @@ impl WorkerLink {
     }
 
     /// Marks `task` as running from now.
-    pub fn begin(&mut self, task: u64) {
+    pub fn begin(&self, task: u64) {
         self.status.mark_start(task);
-        self.started_ns = crate::status::monotonic_ns();
+        lock(&self.sending).started_ns = crate::status::monotonic_ns();
     }
 
-    /// Marks the worker idle and queues the task's answer (`Done` or
-    /// `Failed`) with the time since [`WorkerLink::begin`].
-    pub fn finish(&mut self, kind: Kind, task: u64, body: &[u8]) -> Result<()> {
-        let ran = crate::status::monotonic_ns().saturating_sub(self.started_ns);
+    /// Marks the worker idle and queues the task's answer (`Done`, `Failed`
+    /// or `Retryable`) with the time since [`WorkerLink::begin`].
+    pub fn finish(&self, kind: Kind, task: u64, body: &[u8]) -> Result<()> {
+        let mut s = lock(&self.sending);
+        let ran = crate::status::monotonic_ns().saturating_sub(s.started_ns);
         self.status.mark_idle();
-        self.queue(kind, task, ran, body)
+        Ok(encode_into(&mut s.out, kind, task, ran, body)?)
     }
 
     pub fn status(&self) -> &StatusPage {
@@ -124,7 +157,7 @@ mod tests {
     fn a_link_talks_to_the_other_end() {
         let (parent, child) = UnixStream::pair().unwrap();
         let (page, page_fd) = StatusPage::create().unwrap();
-        let mut link = WorkerLink::from_fds(child.into_raw_fd(), page_fd.into_raw_fd()).unwrap();
+        let link = WorkerLink::from_fds(child.into_raw_fd(), page_fd.into_raw_fd()).unwrap();
 
         let mut bytes = Vec::new();
         Frame::new(Kind::Task, 5, 1, b"args".to_vec())

@@ -11,15 +11,18 @@ use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::completions::Completions;
 use crate::frame::{Frame, Kind};
+use crate::memory::rss_bytes;
 use crate::spawn::WorkerCommand;
 use crate::status::monotonic_ns;
-use crate::task::{BrokenPool, Completion, ExitInfo, Outcome, Submission, TaskOptions};
+use crate::task::{
+    BrokenPool, Completion, ExitInfo, Outcome, Stream, Submission, TaskOptions, WorkerOutput,
+};
 use crate::worker::{EventReceiver, KillReason, WorkerHandle, WorkerId};
 
 /// Work kept queued at each worker, in nanoseconds of measured run time.
@@ -30,12 +33,15 @@ const MAX_WINDOW: usize = 512;
 const MAX_START_FAILURES: u32 = 3;
 /// How often running tasks with a timeout are checked.
 const TIMEOUT_POLL: Duration = Duration::from_millis(20);
+/// How often workers' memory is checked when the pool has `max_memory`.
+const MEMORY_POLL: Duration = Duration::from_millis(100);
 
 pub(crate) enum Event {
     Submit(Submission),
     RegisterFn(u64, Vec<u8>),
     ReleaseFn(u64),
-    Cancel(Vec<u64>),
+    /// Tasks to cancel; `true` also stops those already at a worker.
+    Cancel(Vec<u64>, bool),
     /// Finish every task, then stop the workers and the scheduler.
     Close,
     /// Kill the workers now; unfinished tasks end as cancelled.
@@ -57,6 +63,10 @@ pub struct EngineConfig {
     /// Body of the `Init` frame every worker receives first.
     pub init: Vec<u8>,
     pub max_tasks_per_child: Option<u64>,
+    /// Resident memory a worker may use, in bytes. Over it, a worker is
+    /// killed mid-task (the task fails, or is retried) or, between tasks,
+    /// replaced.
+    pub max_memory: Option<u64>,
 }
 
 struct TaskState {
@@ -121,6 +131,8 @@ pub(crate) struct Scheduler {
     broken: Option<BrokenPool>,
     phase: Phase,
     done: Vec<Completion>,
+    output: Vec<WorkerOutput>,
+    last_memory_check: Instant,
 }
 
 impl Scheduler {
@@ -148,6 +160,8 @@ impl Scheduler {
             broken: None,
             phase: Phase::Running,
             done: Vec::new(),
+            output: Vec::new(),
+            last_memory_check: Instant::now(),
         }
     }
 
@@ -162,8 +176,8 @@ impl Scheduler {
 
     pub(crate) fn run(mut self) {
         loop {
-            let first = if self.has_timed_tasks() {
-                match self.events.recv_timeout(TIMEOUT_POLL) {
+            let first = if let Some(poll) = self.poll_interval() {
+                match self.events.recv_timeout(poll) {
                     Ok(ev) => Some(ev),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -181,6 +195,7 @@ impl Scheduler {
                 self.handle(ev);
             }
             self.check_timeouts();
+            self.check_memory();
             // Spawning successors can make room for more dispatch, and
             // dispatch can retire workers (maxtasksperchild): repeat until
             // neither changes anything. The process cap bounds the loop.
@@ -215,13 +230,7 @@ impl Scheduler {
                 }
                 self.maybe_forget(id);
             }
-            Event::Cancel(ids) => {
-                for id in ids {
-                    if self.tasks.get(&id).is_some_and(|t| t.worker.is_none()) {
-                        self.finish(id, Outcome::Cancelled, 0);
-                    }
-                }
-            }
+            Event::Cancel(ids, stop_running) => self.cancel(ids, stop_running),
             Event::Close => {
                 if self.phase == Phase::Running {
                     self.phase = Phase::Closing;
@@ -277,7 +286,7 @@ impl Scheduler {
                     w.ready = true;
                 }
             }
-            Kind::Done | Kind::Failed => {
+            Kind::Done | Kind::Failed | Kind::Retryable => {
                 let task = frame.a;
                 let Some(w) = self.workers.get_mut(&wid) else {
                     return;
@@ -287,12 +296,37 @@ impl Scheduler {
                     w.inflight.remove(pos);
                 }
                 self.observe_duration(frame.b);
+                if frame.kind == Kind::Retryable && self.retry(task) {
+                    return;
+                }
                 let outcome = if frame.kind == Kind::Done {
                     Outcome::Done(frame.body)
                 } else {
                     Outcome::Failed(frame.body)
                 };
                 self.finish(task, outcome, frame.b);
+            }
+            Kind::Output | Kind::Log => {
+                let Some(w) = self.workers.get(&wid) else {
+                    return;
+                };
+                let stream = match (frame.kind, frame.a) {
+                    (Kind::Log, _) => Stream::Log,
+                    (_, 2) => Stream::Stderr,
+                    _ => Stream::Stdout,
+                };
+                self.output.push(WorkerOutput {
+                    slot: w.slot,
+                    pid: w.pid,
+                    stream,
+                    body: frame.body,
+                });
+            }
+            Kind::Retire => {
+                if let Some(w) = self.workers.get_mut(&wid) {
+                    w.retiring = true;
+                    w.left_over_memory = true;
+                }
             }
             Kind::InitFailed => {
                 self.break_pool(BrokenPool::InitializerFailed(frame.body));
@@ -302,6 +336,44 @@ impl Scheduler {
             Kind::Init | Kind::Func | Kind::Task | Kind::Forget | Kind::Exit => {
                 if let Some(w) = self.workers.get_mut(&wid) {
                     w.kill_as_crashed();
+                }
+            }
+        }
+    }
+
+    /// Charges a failed run of `task` to its retries: requeues it and
+    /// returns true if one was left.
+    fn retry(&mut self, task: u64) -> bool {
+        let Some(t) = self.tasks.get_mut(&task) else {
+            return false;
+        };
+        t.set_holder(None, &mut self.timed_inflight);
+        t.failures += 1;
+        if t.failures > t.options.retries {
+            return false;
+        }
+        self.queue.push_front(task);
+        true
+    }
+
+    fn cancel(&mut self, ids: Vec<u64>, stop_running: bool) {
+        for id in ids {
+            let Some(task) = self.tasks.get(&id) else {
+                continue;
+            };
+            match task.worker {
+                None => self.finish(id, Outcome::Cancelled, 0),
+                Some(_) if !stop_running => {}
+                Some(wid) => {
+                    // Its answer, if one still comes, finds no task and is
+                    // dropped. If it is running now, its worker is killed
+                    // and the other tasks it holds are requeued.
+                    self.finish(id, Outcome::Cancelled, 0);
+                    if let Some(w) = self.workers.get_mut(&wid) {
+                        if w.status.running().is_some_and(|(t, _)| t == id) {
+                            w.kill(KillReason::Cancel(id));
+                        }
+                    }
                 }
             }
         }
@@ -347,13 +419,15 @@ impl Scheduler {
                 return;
             }
         }
-        let blamed = match w.kill_reason {
-            // Killed for a deadline: that task, if its answer did not beat the
-            // kill; whatever else was running then is not at fault.
-            Some(KillReason::Timeout(task)) => held.contains(&task).then_some(task),
+        let blamed = match w.kill_reason.and_then(KillReason::task) {
+            // Killed because of one task: that task, if its answer did not
+            // beat the kill; whatever else was running then is not at fault.
+            Some(task) => held.contains(&task).then_some(task),
+            // It left on its own, over its memory limit: what it held never ran.
+            None if w.left_over_memory => None,
             // Otherwise the task marked as running; if none was marked but
             // the worker had started, the first one it held.
-            _ if started => running
+            None if started => running
                 .filter(|t| held.contains(t))
                 .or_else(|| held.first().copied()),
             _ => None,
@@ -373,18 +447,22 @@ impl Scheduler {
         let Some(t) = self.tasks.get_mut(&task) else {
             return;
         };
-        t.set_holder(None, &mut self.timed_inflight);
+        let timeout = t.options.timeout.unwrap_or_default();
         match w.kill_reason {
             Some(KillReason::Timeout(_)) => {
-                let timeout = t.options.timeout.unwrap_or_default();
                 self.finish(task, Outcome::TimedOut { pid, timeout }, 0);
             }
-            Some(KillReason::Terminate) => self.finish(task, Outcome::Cancelled, 0),
+            Some(KillReason::Terminate | KillReason::Cancel(_)) => {
+                self.finish(task, Outcome::Cancelled, 0);
+            }
+            Some(KillReason::OverMemory { rss, .. }) => {
+                if !self.retry(task) {
+                    let limit = self.config.max_memory.unwrap_or_default();
+                    self.finish(task, Outcome::OverMemory { pid, rss, limit }, 0);
+                }
+            }
             None => {
-                t.failures += 1;
-                if t.failures <= t.options.retries {
-                    self.queue.push_front(task);
-                } else {
+                if !self.retry(task) {
                     self.finish(task, Outcome::Lost(exit), 0);
                 }
             }
@@ -435,6 +513,48 @@ impl Scheduler {
         });
     }
 
+    /// How long the loop may sleep without missing a deadline or a memory
+    /// check; `None` when nothing needs watching.
+    fn poll_interval(&self) -> Option<Duration> {
+        if self.has_timed_tasks() {
+            Some(TIMEOUT_POLL)
+        } else {
+            self.config.max_memory.map(|_| MEMORY_POLL)
+        }
+    }
+
+    /// Kills a worker over `max_memory` that is running a task (the task is
+    /// blamed) and retires one that is idle (nothing fails).
+    fn check_memory(&mut self) {
+        let Some(limit) = self.config.max_memory else {
+            return;
+        };
+        if self.last_memory_check.elapsed() < MEMORY_POLL {
+            return;
+        }
+        self.last_memory_check = Instant::now();
+        let mut retired = false;
+        for w in self.workers.values_mut() {
+            if !w.accepts_work() || !w.ready {
+                continue;
+            }
+            let Some(rss) = rss_bytes(Some(w.pid)).filter(|&rss| rss > limit) else {
+                continue;
+            };
+            match w.status.running() {
+                Some((task, _)) => w.kill(KillReason::OverMemory { task, rss }),
+                None => {
+                    w.retire();
+                    w.flush();
+                    retired = true;
+                }
+            }
+        }
+        if retired {
+            self.publish_pids();
+        }
+    }
+
     fn maybe_forget(&mut self, fn_id: u64) {
         let Some(f) = self.functions.get(&fn_id) else {
             return;
@@ -481,8 +601,22 @@ impl Scheduler {
     fn spawn_one(&mut self) -> crate::error::Result<()> {
         let id = self.next_worker_id;
         self.next_worker_id += 1;
-        let mut w = WorkerHandle::start(id, &self.config.command, &self.events_tx)?;
-        w.queue(&Frame::new(Kind::Init, id, 0, self.config.init.clone()));
+        // The lowest slot no working worker holds.
+        let slot = (0..)
+            .find(|&s| {
+                !self
+                    .workers
+                    .values()
+                    .any(|w| w.slot == s && w.accepts_work())
+            })
+            .unwrap_or_default();
+        let mut w = WorkerHandle::start(id, slot, &self.config.command, &self.events_tx)?;
+        w.queue(&Frame::new(
+            Kind::Init,
+            id,
+            slot as u64,
+            self.config.init.clone(),
+        ));
         w.flush();
         self.workers.insert(id, w);
         Ok(())
@@ -496,11 +630,8 @@ impl Scheduler {
     fn maintain_workers(&mut self) -> bool {
         if self.phase == Phase::Closing && self.tasks.is_empty() {
             for w in self.workers.values_mut() {
-                if !w.retiring {
-                    w.retiring = true;
-                    w.queue(&Frame::new(Kind::Exit, 0, 0, Vec::new()));
-                    w.flush();
-                }
+                w.retire();
+                w.flush();
             }
             self.phase = Phase::Stopping;
         }
@@ -584,8 +715,7 @@ impl Scheduler {
             w.inflight.push_back(task_id);
             w.tasks_sent += 1;
             if limit.is_some_and(|max| w.tasks_sent >= max) {
-                w.retiring = true;
-                w.queue(&Frame::new(Kind::Exit, 0, 0, Vec::new()));
+                w.retire();
                 retired_any = true;
             }
             let wid = w.id;
@@ -602,8 +732,11 @@ impl Scheduler {
     }
 
     fn publish(&mut self) {
-        if !self.done.is_empty() {
-            self.completions.push(std::mem::take(&mut self.done));
+        if !self.done.is_empty() || !self.output.is_empty() {
+            self.completions.push(
+                std::mem::take(&mut self.done),
+                std::mem::take(&mut self.output),
+            );
         }
     }
 

@@ -40,7 +40,11 @@ pub enum Outcome {
     Lost(ExitInfo),
     /// The task ran past its timeout; its worker was killed.
     TimedOut { pid: u32, timeout: Duration },
-    /// Cancelled before it started, or the pool was terminated.
+    /// Its worker went over `max_memory` while running it and was killed
+    /// (and no retry was left). Sizes in bytes.
+    OverMemory { pid: u32, rss: u64, limit: u64 },
+    /// Cancelled (before it started, or stopped while running), or the
+    /// pool was terminated.
     Cancelled,
     /// The pool cannot run tasks: the initializer raised (pickled
     /// exception) or workers could not start.
@@ -61,4 +65,24 @@ pub struct Completion {
     pub outcome: Outcome,
     /// Time the function ran in the worker, in nanoseconds (0 if it did not).
     pub duration_ns: u64,
+}
+
+/// Where a worker's output goes in the parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// A pickled `logging` record.
+    Log,
+}
+
+/// Something a worker wrote: whole lines of text, or one log record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerOutput {
+    /// The worker's slot, `0..workers`; a replacement takes its
+    /// predecessor's slot.
+    pub slot: usize,
+    pub pid: u32,
+    pub stream: Stream,
+    pub body: Vec<u8>,
 }

@@ -28,6 +28,9 @@ const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub(crate) struct WorkerHandle {
     pub(crate) id: WorkerId,
+    /// Its place in the pool, `0..workers`: a replacement takes the slot of
+    /// the worker it replaces, so traces and output tags stay readable.
+    pub(crate) slot: usize,
     pub(crate) pid: u32,
     /// Taken by the reaper thread once the socket has closed.
     child: Option<Child>,
@@ -49,6 +52,9 @@ pub(crate) struct WorkerHandle {
     pub(crate) ready: bool,
     /// Told to exit; gets no more tasks.
     pub(crate) retiring: bool,
+    /// Said it is over its memory limit and exits: the tasks it still
+    /// holds did not run.
+    pub(crate) left_over_memory: bool,
     /// Why the scheduler killed it, if it did.
     pub(crate) kill_reason: Option<KillReason>,
 }
@@ -57,13 +63,30 @@ pub(crate) struct WorkerHandle {
 pub(crate) enum KillReason {
     /// The task with this id passed its deadline.
     Timeout(u64),
+    /// The worker went over `max_memory` (`rss` bytes) while running `task`.
+    OverMemory { task: u64, rss: u64 },
+    /// The task with this id was cancelled while running.
+    Cancel(u64),
     /// The pool is being terminated.
     Terminate,
+}
+
+impl KillReason {
+    /// The one task a kill for this reason is about, if any.
+    pub(crate) fn task(self) -> Option<u64> {
+        match self {
+            KillReason::Timeout(task)
+            | KillReason::OverMemory { task, .. }
+            | KillReason::Cancel(task) => Some(task),
+            KillReason::Terminate => None,
+        }
+    }
 }
 
 impl WorkerHandle {
     pub(crate) fn start(
         id: WorkerId,
+        slot: usize,
         command: &WorkerCommand,
         events: &Sender<Event>,
     ) -> Result<WorkerHandle> {
@@ -86,6 +109,7 @@ impl WorkerHandle {
             .map_err(|e| crate::error::CoreError::io("start writer thread", e))?;
         Ok(WorkerHandle {
             id,
+            slot,
             pid,
             child: Some(spawned.child),
             gone: false,
@@ -98,6 +122,7 @@ impl WorkerHandle {
             tasks_sent: 0,
             ready: false,
             retiring: false,
+            left_over_memory: false,
             kill_reason: None,
         })
     }
@@ -135,13 +160,19 @@ impl WorkerHandle {
         }
     }
 
-    /// Called once the reader has seen the end: reaps the child and joins
-    /// the I/O threads. Returns how the process ended.
     /// Its current task started more than `ns` before `now`.
     pub(crate) fn running_longer_than(&self, ns: u64, now: u64) -> bool {
         self.status
             .running()
             .is_some_and(|(_, started)| now.saturating_sub(started) > ns)
+    }
+
+    /// Tells it to finish what it holds, then exit; it gets no more tasks.
+    pub(crate) fn retire(&mut self) {
+        if !self.retiring {
+            self.retiring = true;
+            self.queue(&Frame::new(crate::frame::Kind::Exit, 0, 0, Vec::new()));
+        }
     }
 
     /// Can take new tasks: not retiring, not killed, not gone.

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use shoal_core::frame::Kind;
 use shoal_core::link::WorkerLink;
 use shoal_core::{
-    BrokenPool, Completion, CoreError, Engine, EngineConfig, Next, Outcome, Submission,
-    TaskOptions, WorkerCommand,
+    BrokenPool, Completion, CoreError, Engine, EngineConfig, Next, Outcome, Stream, Submission,
+    TaskOptions, WorkerCommand, WorkerOutput,
 };
 
 const WORKER_ENV: &str = "SHOAL_TEST_WORKER";
@@ -42,21 +42,21 @@ fn worker_main() {
     if let Ok(ms) = std::env::var(DELAY_ENV) {
         std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
     }
-    let mut link = match WorkerLink::from_inherited() {
+    let link = match WorkerLink::from_inherited() {
         Ok(link) => link,
         Err(e) => {
             eprintln!("test worker: {e}");
             std::process::exit(70);
         }
     };
-    let code = worker_loop(&mut link);
+    let code = worker_loop(&link);
     // `exit` runs no destructors: the socket stays open until the kernel
     // tears the process down, so the parent sees end-of-file only as the
     // process ends (as it would for a real interpreter exiting).
     std::process::exit(code);
 }
 
-fn worker_loop(link: &mut WorkerLink) -> i32 {
+fn worker_loop(link: &WorkerLink) -> i32 {
     let pid = std::process::id();
     let mut functions: HashMap<u64, Vec<u8>> = HashMap::new();
     loop {
@@ -107,17 +107,25 @@ fn worker_loop(link: &mut WorkerLink) -> i32 {
                     link.status().mark_start(task);
                     let started = Instant::now();
                     let result = match functions.get(&fn_id) {
-                        Some(body) => run_task(body, &frame.body),
-                        None => Err(b"unknown function".to_vec()),
+                        Some(body) => run_task(link, body, &frame.body),
+                        None => Err(Raised::Fatal(b"unknown function".to_vec())),
                     };
                     link.status().mark_idle();
                     let ns = started.elapsed().as_nanos() as u64;
                     let queued = match result {
                         Ok(out) => link.queue(Kind::Done, task, ns, &out),
-                        Err(err) => link.queue(Kind::Failed, task, ns, &err),
+                        Err(Raised::Fatal(err)) => link.queue(Kind::Failed, task, ns, &err),
+                        Err(Raised::Retryable(err)) => link.queue(Kind::Retryable, task, ns, &err),
                     };
                     if queued.is_err() {
                         return 71;
+                    }
+                    // "retire" tasks: answer, then leave as a worker over its
+                    // memory limit does.
+                    if frame.body == b"retire" {
+                        let _ = link.queue(Kind::Retire, 0, 0, &[]);
+                        let _ = link.flush();
+                        return 0;
                     }
                 }
                 Kind::Exit => {
@@ -125,7 +133,14 @@ fn worker_loop(link: &mut WorkerLink) -> i32 {
                     return 0;
                 }
                 // The parent sent a worker-to-parent kind.
-                Kind::Ready | Kind::Done | Kind::Failed | Kind::InitFailed => return 72,
+                Kind::Ready
+                | Kind::Done
+                | Kind::Failed
+                | Kind::InitFailed
+                | Kind::Output
+                | Kind::Log
+                | Kind::Retryable
+                | Kind::Retire => return 72,
             }
         }
         if link.flush().is_err() {
@@ -134,8 +149,20 @@ fn worker_loop(link: &mut WorkerLink) -> i32 {
     }
 }
 
+/// How a test task raised: an ordinary error, or one its `retry_on` names.
+enum Raised {
+    Fatal(Vec<u8>),
+    Retryable(Vec<u8>),
+}
+
+impl From<&[u8]> for Raised {
+    fn from(msg: &[u8]) -> Raised {
+        Raised::Fatal(msg.to_vec())
+    }
+}
+
 /// Runs one task: `Ok(result)` or `Err(exception)`.
-fn run_task(function: &[u8], args: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
+fn run_task(link: &WorkerLink, function: &[u8], args: &[u8]) -> Result<Vec<u8>, Raised> {
     match function {
         b"echo" => Ok(args.to_vec()),
         b"upper" => Ok(args.to_ascii_uppercase()),
@@ -144,16 +171,16 @@ fn run_task(function: &[u8], args: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
             Ok(args.to_vec())
         }
         b"crash" => die(),
-        b"fail" => Err(b"failed on purpose".to_vec()),
+        b"fail" => Err(b"failed on purpose"[..].into()),
         b"pid" => Ok(std::process::id().to_string().into_bytes()),
-        b"cmd" => run_cmd(args),
-        _ => Err(b"function body not understood".to_vec()),
+        b"cmd" => run_cmd(link, args),
+        _ => Err(b"function body not understood"[..].into()),
     }
 }
 
 /// `cmd` tasks: `verb:argument`.
-fn run_cmd(args: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
-    let text = std::str::from_utf8(args).map_err(|_| b"args not utf-8".to_vec())?;
+fn run_cmd(link: &WorkerLink, args: &[u8]) -> Result<Vec<u8>, Raised> {
+    let text = std::str::from_utf8(args).map_err(|_| Raised::from(&b"args not utf-8"[..]))?;
     let (verb, rest) = text.split_once(':').unwrap_or((text, ""));
     match verb {
         "echo" => Ok(rest.as_bytes().to_vec()),
@@ -162,7 +189,34 @@ fn run_cmd(args: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
             std::thread::sleep(Duration::from_millis(parse_u64(rest.as_bytes())));
             Ok(rest.as_bytes().to_vec())
         }
-        "fail" => Err(rest.as_bytes().to_vec()),
+        "fail" => Err(rest.as_bytes().into()),
+        // Appends a line per attempt to the file, then raises an error the
+        // task's `retry_on` names.
+        "flaky" => {
+            append_pid(rest);
+            Err(Raised::Retryable(b"flaky failure".to_vec()))
+        }
+        // Writes a line to stdout and one to stderr, then answers.
+        "say" => {
+            link.queue(Kind::Output, 1, 0, format!("{rest}\n").as_bytes())
+                .expect("queue output");
+            link.queue(Kind::Output, 2, 0, format!("err {rest}\n").as_bytes())
+                .expect("queue output");
+            Ok(b"said".to_vec())
+        }
+        // Keeps `MB` megabytes resident for the rest of the process's life.
+        "leak" => {
+            let block = vec![1u8; (parse_u64(rest.as_bytes()) as usize) << 20];
+            std::mem::forget(std::hint::black_box(block));
+            Ok(b"leaked".to_vec())
+        }
+        // Holds `MB` megabytes (touched, so resident) for `ms` milliseconds.
+        "hog" => {
+            let (mb, ms) = rest.split_once(':').unwrap_or((rest, "0"));
+            let block = std::hint::black_box(vec![1u8; (parse_u64(mb.as_bytes()) as usize) << 20]);
+            std::thread::sleep(Duration::from_millis(parse_u64(ms.as_bytes())));
+            Ok(block.len().to_string().into_bytes())
+        }
         // Records this worker's pid in the file, then dies.
         "crash" => {
             std::fs::write(rest, std::process::id().to_string()).expect("write pid file");
@@ -170,14 +224,7 @@ fn run_cmd(args: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
         }
         // Appends a line per attempt to the file, then dies.
         "crashlog" => {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(rest)
-                .expect("open attempt log");
-            writeln!(f, "{}", std::process::id()).expect("append attempt log");
-            drop(f);
+            append_pid(rest);
             die()
         }
         // Dies the first time (creating the marker), succeeds afterwards.
@@ -202,8 +249,19 @@ fn run_cmd(args: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
             std::thread::sleep(Duration::from_millis(200));
             std::process::exit(parse_u64(rest.as_bytes()) as i32)
         }
-        other => Err(format!("unknown verb {other}").into_bytes()),
+        other => Err(format!("unknown verb {other}").as_bytes().into()),
     }
+}
+
+/// Appends this process's pid as a line to the file at `path`.
+fn append_pid(path: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open attempt log");
+    writeln!(f, "{}", std::process::id()).expect("append attempt log");
 }
 
 fn parse_u64(bytes: &[u8]) -> u64 {
@@ -257,6 +315,7 @@ fn config(workers: usize) -> EngineConfig {
         command: worker_command(),
         init: b"init".to_vec(),
         max_tasks_per_child: None,
+        max_memory: None,
     }
 }
 
@@ -349,7 +408,7 @@ fn collect(engine: &Engine, expected: &[u64], within: Duration) -> HashMap<u64, 
         match engine.next_completions(Some(deadline - now)) {
             Next::Batch(batch) => {
                 assert!(!batch.is_empty(), "an empty batch");
-                for c in batch {
+                for c in batch.done {
                     assert!(
                         wanted.contains(&c.task),
                         "completion for unexpected task: {c:?}"
@@ -394,6 +453,30 @@ fn expect_quiet(engine: &Engine, quiet: Duration) {
         Next::TimedOut => {}
         other => panic!("expected no more completions, got {other:?}"),
     }
+}
+
+/// Collects completions of `expected` as [`collect`] does, and every piece
+/// of worker output published up to the last of them, in order.
+fn collect_with_output(
+    engine: &Engine,
+    expected: &[u64],
+    within: Duration,
+) -> (HashMap<u64, Completion>, Vec<WorkerOutput>) {
+    let deadline = Instant::now() + within;
+    let mut got = HashMap::new();
+    let mut output = Vec::new();
+    while got.len() < expected.len() {
+        let now = Instant::now();
+        assert!(now < deadline, "timed out; completed so far: {got:?}");
+        if let Next::Batch(batch) = engine.next_completions(Some(deadline - now)) {
+            output.extend(batch.output);
+            for c in batch.done {
+                assert!(expected.contains(&c.task), "unexpected {c:?}");
+                got.insert(c.task, c);
+            }
+        }
+    }
+    (got, output)
 }
 
 fn done_body(c: &Completion) -> &[u8] {
@@ -855,7 +938,7 @@ fn cancel_queued_tasks() {
     let tasks: Vec<(u64, &str)> = (1..=10).map(|i| (i, "100")).collect();
     pool.submit(submission(SLEEP, &tasks, TaskOptions::default()))
         .unwrap();
-    pool.cancel((6..=10).collect());
+    pool.cancel((6..=10).collect(), false);
     let start = Instant::now();
     let got = collect(&pool, &ids(1..11), LONG);
     for id in 1..=5 {
@@ -872,8 +955,175 @@ fn cancel_queued_tasks() {
         start.elapsed()
     );
     // Cancelling finished or unknown ids is harmless.
-    pool.cancel(vec![1, 6, 12345]);
+    pool.cancel(vec![1, 6, 12345], false);
     expect_quiet(&pool, Duration::from_millis(100));
+}
+
+#[test]
+fn retryable_failures_use_the_retries_then_fail() {
+    let dir = scratch_dir("retryable");
+    let pool = Pool::with_workers(1);
+    let log = dir.join("attempts");
+    let opts = TaskOptions {
+        timeout: None,
+        retries: 2,
+    };
+    let arg = format!("flaky:{}", log.display());
+    pool.submit(submission(CMD, &[(1, arg.as_str())], opts))
+        .unwrap();
+    let got = collect(&pool, &[1], LONG);
+    assert_eq!(got[&1].outcome, Outcome::Failed(b"flaky failure".to_vec()));
+    let attempts = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(attempts.lines().count(), 3, "one run and two retries");
+    // Retrying an exception needs no new worker.
+    let pids: HashSet<&str> = attempts.lines().collect();
+    assert_eq!(pids.len(), 1);
+
+    // Ordinary failures are not retried.
+    let plain = dir.join("plain");
+    pool.submit(submission(CMD, &[(2, "fail:no")], opts))
+        .unwrap();
+    assert_eq!(
+        collect(&pool, &[2], LONG)[&2].outcome,
+        Outcome::Failed(b"no".to_vec())
+    );
+    assert!(!plain.exists());
+}
+
+#[test]
+fn output_arrives_tagged_with_the_slot_before_the_answer() {
+    let pool = Pool::with_workers(1);
+    let pid = pool.worker_pids()[0];
+    pool.submit(submission(CMD, &[(1, "say:hello")], TaskOptions::default()))
+        .unwrap();
+    let (got, output) = collect_with_output(&pool, &[1], LONG);
+    assert_eq!(done_body(&got[&1]), b"said");
+    let expected = [(Stream::Stdout, "hello\n"), (Stream::Stderr, "err hello\n")];
+    assert_eq!(output.len(), 2, "{output:?}");
+    for (out, (stream, text)) in output.iter().zip(expected) {
+        assert_eq!((out.slot, out.pid, out.stream), (0, pid, stream));
+        assert_eq!(out.body, text.as_bytes());
+    }
+
+    // A replacement takes the slot of the worker it replaces.
+    pool.submit(submission(CRASH, &[(2, "")], TaskOptions::default()))
+        .unwrap();
+    collect(&pool, &[2], LONG);
+    pool.submit(submission(CMD, &[(3, "say:again")], TaskOptions::default()))
+        .unwrap();
+    let (_, output) = collect_with_output(&pool, &[3], LONG);
+    assert_eq!(output[0].slot, 0);
+    assert_ne!(output[0].pid, pid);
+}
+
+#[test]
+fn a_worker_that_retires_itself_loses_nothing() {
+    let pool = Pool::with_workers(1);
+    let first = pool.worker_pids()[0];
+    let mut tasks = vec![(1, "retire".to_string())];
+    tasks.extend((2..=20).map(|i| (i, format!("x{i}"))));
+    pool.submit(submission(ECHO, &tasks, TaskOptions::default()))
+        .unwrap();
+    let got = collect(&pool, &ids(1..21), LONG);
+    for (id, body) in &tasks {
+        assert_eq!(done_body(&got[id]), body.as_bytes());
+    }
+    assert!(eventually(LONG, || {
+        let pids = pool.worker_pids();
+        pids.len() == 1 && pids[0] != first
+    }));
+}
+
+fn memory_config(limit_mb: u64) -> EngineConfig {
+    let mut cfg = config(1);
+    cfg.max_memory = Some(limit_mb << 20);
+    cfg
+}
+
+#[test]
+fn a_task_over_max_memory_is_killed_and_blamed() {
+    let pool = Pool::start(memory_config(100));
+    let first = pool.worker_pids()[0];
+    let opts = TaskOptions {
+        timeout: None,
+        retries: 1,
+    };
+    let start = Instant::now();
+    pool.submit(submission(
+        CMD,
+        &[(1, "hog:300:5000"), (2, "echo:fine")],
+        opts,
+    ))
+    .unwrap();
+    let got = collect(&pool, &[1, 2], LONG);
+    // Killed at the first check over the limit, twice (one retry), well
+    // before the five seconds the task would have taken.
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    match got[&1].outcome {
+        Outcome::OverMemory { pid, rss, limit } => {
+            assert_eq!(limit, 100 << 20);
+            assert!(rss > limit);
+            assert_ne!(pid, first, "the retry ran on the replacement");
+        }
+        ref other => panic!("expected OverMemory, got {other:?}"),
+    }
+    assert_eq!(done_body(&got[&2]), b"fine");
+}
+
+#[test]
+fn an_idle_worker_over_max_memory_is_replaced_without_failing_anything() {
+    let pool = Pool::start(memory_config(100));
+    let first = pool.worker_pids()[0];
+    pool.submit(submission(CMD, &[(1, "leak:200")], TaskOptions::default()))
+        .unwrap();
+    assert_eq!(done_body(&collect(&pool, &[1], LONG)[&1]), b"leaked");
+    assert!(eventually(LONG, || {
+        let pids = pool.worker_pids();
+        pids.len() == 1 && pids[0] != first
+    }));
+    pool.submit(submission(PID, &[(2, "")], TaskOptions::default()))
+        .unwrap();
+    assert_ne!(pid_of(&collect(&pool, &[2], LONG)[&2]), first);
+}
+
+#[test]
+fn cancel_stops_a_running_task_and_requeues_the_rest() {
+    let pool = Pool::with_workers(1);
+    let first = pool.worker_pids()[0];
+    pool.submit(submission(
+        SLEEP,
+        &[(1, "10000"), (2, "10"), (3, "10")],
+        TaskOptions::default(),
+    ))
+    .unwrap();
+    assert!(eventually(LONG, || pool.worker_pids() == vec![first]));
+    std::thread::sleep(Duration::from_millis(300)); // task 1 is running
+    let start = Instant::now();
+    pool.cancel(vec![1], true);
+    let got = collect(&pool, &[1, 2, 3], LONG);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(got[&1].outcome, Outcome::Cancelled);
+    assert_eq!(done_body(&got[&2]), b"10");
+    assert_eq!(done_body(&got[&3]), b"10");
+    assert_ne!(pool.worker_pids(), vec![first], "its worker was replaced");
+}
+
+#[test]
+fn cancel_without_stop_running_leaves_a_running_task_alone() {
+    let pool = Pool::with_workers(1);
+    pool.submit(submission(SLEEP, &[(1, "300")], TaskOptions::default()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    pool.cancel(vec![1], false);
+    assert_eq!(done_body(&collect(&pool, &[1], LONG)[&1]), b"300");
 }
 
 #[test]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 
 import pytest
@@ -20,6 +21,37 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 # the parent could import (functions from the test modules and helpers_mod).
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
+
+
+#: Set in the interpreter that runs an ``isolated`` test for real.
+_ISOLATED_CHILD = "SHOAL_ISOLATED_TEST"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Runs a test marked ``isolated`` in a fresh interpreter of its own, so
+    a fault that escapes (a crash, a stuck thread, a leaked child) fails that
+    test alone. The child gets a timeout a little under the test's own."""
+    if pyfuncitem.get_closest_marker("isolated") is None or os.environ.get(_ISOLATED_CHILD):
+        return None
+    marker = pyfuncitem.get_closest_marker("timeout")
+    limit = (marker.args[0] if marker else 120) - 5
+    env = dict(os.environ, **{_ISOLATED_CHILD: "1"})
+    command = [sys.executable, "-m", "pytest", pyfuncitem.nodeid, "-q", "-p", "no:cacheprovider"]
+    try:
+        done = subprocess.run(
+            command,
+            cwd=pyfuncitem.config.rootpath,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=limit,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"isolated test still running after {limit} s (a hang):\n{exc.stdout}")
+    if done.returncode != 0:
+        pytest.fail(f"isolated test failed (exit {done.returncode}):\n{done.stdout}{done.stderr}")
+    return True
 
 
 @pytest.fixture

@@ -314,3 +314,95 @@ def exit_once_then_square(marker, x):
             pass
         os._exit(7)
     return x * x
+
+
+# ---------------------------------------------------------------------------
+# Output, logging, retries and memory (test_output.py, test_options.py)
+# ---------------------------------------------------------------------------
+
+
+def chatty(x):
+    """Prints a line to stdout and one to stderr, then returns x."""
+    import sys
+
+    print(f"out {x}")
+    print(f"err {x}", file=sys.stderr)
+    return x
+
+
+def print_many(worker_tag, lines, width):
+    """Prints ``lines`` long lines quickly, each made of one repeated tag."""
+    for i in range(lines):
+        print(f"{worker_tag}:{i}:" + worker_tag * width)
+    return lines
+
+
+def print_partial(text):
+    print(text, end="")
+    return text
+
+
+def print_from_thread(text):
+    t = threading.Thread(target=print, args=(text,))
+    t.start()
+    t.join()
+    return text
+
+
+def log_record(name, message):
+    import logging
+
+    logging.getLogger(name).info("%s says %d", message, 42)
+    try:
+        raise ValueError("inside")
+    except ValueError:
+        logging.getLogger(name).exception("it failed")
+    return message
+
+
+def print_then_die(text):
+    print(text)
+    os._exit(3)
+
+
+def initializer_that_prints():
+    print("initializer ran")
+
+
+class Flaky(Exception):
+    """Raised by ``fail_until`` until its attempt count is reached."""
+
+
+def fail_until(path, succeed_on, exc=Flaky):
+    """Appends an attempt to ``path``; raises ``exc`` until attempt
+    ``succeed_on``."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    with open(path) as f:
+        attempts = len(f.read().split())
+    if attempts < succeed_on:
+        raise exc(f"attempt {attempts}")
+    return attempts
+
+
+def hold_memory(megabytes, seconds):
+    """Keeps ``megabytes`` resident for ``seconds``."""
+    block = bytearray(megabytes << 20)
+    block[::4096] = b"\x01" * len(block[::4096])  # touch every page
+    time.sleep(seconds)
+    return len(block)
+
+
+_leaked = []
+
+
+def leak_memory_later(megabytes, delay):
+    """Returns at once; ``delay`` seconds later, while the worker is idle,
+    makes ``megabytes`` resident for the rest of its life."""
+
+    def grow():
+        time.sleep(delay)
+        _leaked.append(b"\x01" * (megabytes << 20))  # written, so resident
+
+    threading.Thread(target=grow, daemon=True).start()
+    return os.getpid()

@@ -22,7 +22,7 @@ import helpers_mod as h
 import pytest
 import shoal
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.isolated]
 
 
 def announced_pids(directory):

@@ -23,20 +23,32 @@ class SerializationError(ShoalError):
 
 
 class WorkerLostError(ShoalError):
-    """The worker process running a task died (killed, crashed, exited)."""
+    """The worker process running a task died (killed, crashed, exited).
 
-    def __init__(self, message: str, *, pid: int, exitcode: int | None, signal: int | None):
+    ``reason`` is ``"memory"`` when shoal killed it for going over
+    ``max_memory``, else ``"died"``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pid: int,
+        exitcode: int | None,
+        signal: int | None,
+        reason: str = "died",
+    ):
         super().__init__(message)
         self.pid = pid
         self.exitcode = exitcode
         self.signal = signal
+        self.reason = reason
 
     def __reduce__(self):
-        return (_rebuild_lost, (str(self), self.pid, self.exitcode, self.signal))
+        return (_rebuild_lost, (str(self), self.pid, self.exitcode, self.signal, self.reason))
 
 
-def _rebuild_lost(message, pid, exitcode, signal):
-    return WorkerLostError(message, pid=pid, exitcode=exitcode, signal=signal)
+def _rebuild_lost(message, pid, exitcode, signal, reason="died"):
+    return WorkerLostError(message, pid=pid, exitcode=exitcode, signal=signal, reason=reason)
 
 
 class TaskTimeoutError(ShoalError, TimeoutError):  # the builtin TimeoutError

@@ -14,6 +14,7 @@ from ._errors import (
     WorkerStartError,
     describe_exit,
 )
+from ._memory import format_bytes
 from ._serialize import loads
 
 _DONE = _shoal.OUTCOME_DONE
@@ -46,6 +47,17 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
             exitcode=exitcode,
             signal=signum,
         )
+    if code == _shoal.OUTCOME_OVER_MEMORY:
+        pid, rss, limit = payload
+        return False, WorkerLostError(
+            f"worker process {pid} was killed by shoal while running {what}: its memory "
+            f"({format_bytes(rss)} resident) went over max_memory={format_bytes(limit)}; "
+            "the pool replaced it (raise max_memory, or use less memory per task)",
+            pid=pid,
+            exitcode=None,
+            signal=9,
+            reason="memory",
+        )
     if code == _shoal.OUTCOME_TIMED_OUT:
         pid, seconds = payload
         return False, TaskTimeoutError(
@@ -53,7 +65,7 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
             f"its worker (pid {pid}) was killed and replaced"
         )
     if code == _shoal.OUTCOME_CANCELLED:
-        return False, CancelledError(f"{what} was cancelled (the pool was terminated)")
+        return False, CancelledError(f"{what} was cancelled (pool.cancel() or terminate())")
     if code == _shoal.OUTCOME_INIT_FAILED:
         try:
             cause = _remote_exception(payload)

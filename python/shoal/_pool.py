@@ -16,7 +16,9 @@ from typing import Any, NamedTuple
 
 from . import _shoal
 from ._cpus import cpu_count
+from ._memory import parse_memory
 from ._outcome import decode
+from ._output import deliver, parent_log_level
 from ._results import AsyncResult, IMapIterator, MapResult
 from ._serialize import (
     MODE_CALL,
@@ -53,17 +55,29 @@ class _Options(NamedTuple):
     """Per-task options the engine enforces."""
 
     timeout: float | None  # seconds; the worker is killed and replaced after it
-    retries: int  # re-runs of a task whose worker died
+    retries: int  # re-runs of a task whose worker died (or that raised retry_on)
+    retry_on: tuple  # exception classes that are retried, not failed
 
 
-def _check_options(timeout: Any, retries: Any) -> _Options:
+def _check_options(timeout: Any, retries: Any, retry_on: Any) -> _Options:
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
     ):
         raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be a non-negative int, got {retries!r}")
-    return _Options(None if timeout is None else float(timeout), retries)
+    if isinstance(retry_on, type):
+        retry_on = (retry_on,)
+    if not isinstance(retry_on, tuple) or not all(
+        isinstance(c, type) and issubclass(c, BaseException) for c in retry_on
+    ):
+        raise TypeError(f"retry_on must be an exception class or a tuple of them, got {retry_on!r}")
+    if retry_on and retries == 0:
+        raise ValueError(
+            f"retry_on={retry_on!r} needs retries=N: how many times to re-run a task "
+            "that raises one of them"
+        )
+    return _Options(None if timeout is None else float(timeout), retries, retry_on)
 
 
 def _worker_command() -> tuple[list[str], list[tuple[str, str]]]:
@@ -91,13 +105,16 @@ def _pump(engine, pending: dict) -> None:
         batch = engine.wait_completions(None)
         if batch is None:
             return
-        for task_id, code, payload, duration_ns in batch:
+        done, output = batch
+        if output:
+            deliver(output)  # a task's prints before its result
+        for task_id, code, payload, duration_ns in done:
             sink = pop(task_id, None)
             if sink is not None:
                 sink(task_id, code, payload, duration_ns)
         # Drop references while blocked, so finished results (and the task
         # arguments they hold) can be freed.
-        batch = sink = payload = None
+        batch = done = sink = payload = None
 
 
 _FINAL_STATES = ("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED")
@@ -149,7 +166,15 @@ class _PoolFuture(concurrent.futures.Future):
             return True
         return False
 
+    @property
+    def _tasks(self) -> range:
+        return range(self._task_id, self._task_id + 1)
+
     def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
+        if code == _shoal.OUTCOME_CANCELLED:  # pool.cancel() or terminate()
+            concurrent.futures.Future.cancel(self)
+            self.set_running_or_notify_cancel()
+            return
         ok, value = decode(code, payload, f"task {task_id}")
         if not self.set_running_or_notify_cancel():
             return  # cancelled by the user; the result is dropped
@@ -164,16 +189,20 @@ class _Feed:
     thread: which chunk each task is, and when the function can be released
     (input exhausted and every chunk answered)."""
 
-    def __init__(self, it: IMapIterator, fn_id: int, send: Callable, release: Callable) -> None:
+    def __init__(
+        self, it: IMapIterator, fn_id: int, send: Callable, release: Callable, stop: Callable
+    ) -> None:
         self.it = it
         self._fn_id = fn_id
         self._send = send  # Pool._send with this call's options bound
         self._release = release
+        self._stop = stop  # engine.cancel(ids, stop_running=True)
         self._chunk_of: dict[int, tuple[int, int]] = {}  # task id -> (number, items)
         self._lock = threading.Lock()
         self._outstanding = 0
         self._input_done = False
         self._released = False
+        self.cancelled = False
 
     def submit(self, chunks: list[list], first_id: int) -> bool:
         """Submits chunks as tasks ``first_id, first_id + 1, ...``. False if
@@ -190,7 +219,15 @@ class _Feed:
             with self._lock:
                 self._outstanding -= len(chunks)
             return False
+        if self.cancelled:  # pool.cancel() ran while these were being sent
+            self._stop(list(range(first_id, first_id + len(chunks))), True)
+            return False
         return True
+
+    def cancel(self) -> None:
+        """Stops reading the input and every chunk sent so far."""
+        self.cancelled = True
+        self._stop(list(self._chunk_of), True)
 
     def complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
         number, n_items = self._chunk_of.pop(task_id)
@@ -215,13 +252,23 @@ class _Feed:
 class Pool:
     """A pool of worker processes with ``multiprocessing.Pool``'s API.
 
-    ``processes`` defaults to :func:`shoal.cpu_count`. ``timeout`` (seconds)
-    stops a task that runs longer by killing its worker (the task fails with
-    :class:`shoal.TaskTimeoutError`); ``retries`` re-runs a task whose worker
-    died that many times. Both can also be given per call. Workers are fresh
-    interpreters started by the engine; functions, lambdas and closures are
-    pickled (cloudpickle where plain pickle can't). Leaving a ``with`` block
-    terminates the pool, as in multiprocessing.
+    ``processes`` defaults to :func:`shoal.cpu_count`. Options:
+
+    - ``timeout`` (seconds) stops a task that runs longer by killing its
+      worker (the task fails with :class:`shoal.TaskTimeoutError`);
+    - ``retries`` re-runs a task whose worker died that many times, and
+      ``retry_on`` (exception classes) also re-runs a task that raised one
+      of them; these three can also be given per call;
+    - ``max_memory`` (bytes, or a string such as ``"2GB"``) caps each
+      worker's resident memory: a worker over it after a task is replaced,
+      one over it during a task is killed and the task fails with
+      :class:`shoal.WorkerLostError` (``reason == "memory"``).
+
+    Workers are fresh interpreters started by the engine; functions, lambdas
+    and closures are pickled (cloudpickle where plain pickle can't). What
+    they print, and their ``logging`` records, appear in the parent tagged
+    ``[worker N]``. Leaving a ``with`` block terminates the pool, as in
+    multiprocessing.
     """
 
     def __init__(
@@ -233,8 +280,11 @@ class Pool:
         *,
         timeout: float | None = None,
         retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+        max_memory: int | str | None = None,
     ) -> None:
-        self._options = _check_options(timeout, retries)
+        self._options = _check_options(timeout, retries, retry_on)
+        max_memory = parse_memory(max_memory, "max_memory")
         if processes is None:
             processes = cpu_count()
         if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
@@ -250,7 +300,7 @@ class Pool:
         self._processes = processes
         self._state = _RUN
         self._state_lock = threading.Lock()
-        init = dumps((list(sys.path), initializer, tuple(initargs)))
+        init = dumps((list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level()))
         args, env = _worker_command()
         self._engine = _shoal.Engine(
             processes,
@@ -259,6 +309,7 @@ class Pool:
             env + _worker_env(processes),
             init,
             maxtasksperchild,
+            max_memory,
         )
         self._next_id = 1
         self._id_lock = threading.Lock()
@@ -282,13 +333,15 @@ class Pool:
         if self._state != _RUN:
             raise ValueError("Pool not running")
 
-    def _call_options(self, timeout: Any, retries: Any) -> _Options:
+    def _call_options(self, timeout: Any, retries: Any, retry_on: Any) -> _Options:
         """This call's options: the pool's, overridden where given."""
-        if timeout is None and retries is None:
+        if timeout is None and retries is None and retry_on is None:
             return self._options
+        pool = self._options
         return _check_options(
-            self._options.timeout if timeout is None else timeout,
-            self._options.retries if retries is None else retries,
+            pool.timeout if timeout is None else timeout,
+            pool.retries if retries is None else retries,
+            pool.retry_on if retry_on is None else retry_on,
         )
 
     @staticmethod
@@ -303,23 +356,23 @@ class Pool:
             self._next_id += n
         return first
 
-    def _register(self, func: Callable, mode: int) -> int:
+    def _register(self, func: Callable, mode: int, options: _Options) -> int:
         fn_id = next(self._fn_ids)
-        self._engine.register_function(fn_id, dumps_function(func, mode))
+        self._engine.register_function(fn_id, dumps_function(func, mode, options.retry_on))
         return fn_id
 
-    def _cached_function(self, func: Callable, mode: int) -> int:
+    def _cached_function(self, func: Callable, mode: int, options: _Options) -> int:
         """A function id for ``apply_async``/``submit``, reused across calls
         so a function is pickled and sent once, not per task."""
         try:
-            key = (func, mode)
+            key = (func, mode, options.retry_on)
             fn_id = self._functions.get(key)
         except TypeError:  # unhashable callable
-            return self._register(func, mode)
+            return self._register(func, mode, options)
         if fn_id is not None:
             self._functions.move_to_end(key)
             return fn_id
-        fn_id = self._register(func, mode)
+        fn_id = self._register(func, mode, options)
         self._functions[key] = fn_id
         if len(self._functions) > _FUNCTION_CACHE_SIZE:
             _, old = self._functions.popitem(last=False)
@@ -339,15 +392,11 @@ class Pool:
 
     # ------------------------------------------------------------- apply/submit
     def apply(
-        self,
-        func: Callable,
-        args: Iterable = (),
-        kwds: dict | None = None,
-        *,
-        timeout: float | None = None,
-        retries: int | None = None,
+        self, func: Callable, args: Iterable = (), kwds: dict | None = None, **options
     ) -> Any:
-        return self.apply_async(func, args, kwds, timeout=timeout, retries=retries).get()
+        """``func(*args, **kwds)`` in a worker. Keyword options: ``timeout``,
+        ``retries``, ``retry_on`` (see ``Pool``)."""
+        return self.apply_async(func, args, kwds, **options).get()
 
     def apply_async(
         self,
@@ -359,13 +408,16 @@ class Pool:
         *,
         timeout: float | None = None,
         retries: int | None = None,
+        retry_on: Any = None,
     ) -> AsyncResult:
         self._check_running()
         self._check_callable(func)
-        options = self._call_options(timeout, retries)
-        fn_id = self._cached_function(func, MODE_CALL)
+        options = self._call_options(timeout, retries, retry_on)
+        fn_id = self._cached_function(func, MODE_CALL, options)
         task_id = self._new_ids(1)
-        result = AsyncResult(f"apply({_name(func)})", callback, error_callback)
+        result = AsyncResult(
+            f"apply({_name(func)})", callback, error_callback, tasks=range(task_id, task_id + 1)
+        )
         payload = dumps((tuple(args), dict(kwds or {})))
         self._send_one(fn_id, task_id, payload, result._complete, options)
         return result
@@ -375,7 +427,7 @@ class Pool:
         ``concurrent.futures.Future``."""
         self._check_running()
         self._check_callable(fn)
-        fn_id = self._cached_function(fn, MODE_CALL)
+        fn_id = self._cached_function(fn, MODE_CALL, self._options)
         task_id = self._new_ids(1)
         future = _PoolFuture(self._engine, task_id, self._future_condition)
         self._send_one(fn_id, task_id, dumps((args, kwargs)), future._complete, self._options)
@@ -387,7 +439,7 @@ class Pool:
         """Sends one task (no list: the ``apply_async``/``submit`` path)."""
         self._pending[task_id] = sink
         try:
-            self._engine.submit_one(fn_id, task_id, payload, *options)
+            self._engine.submit_one(fn_id, task_id, payload, options.timeout, options.retries)
         except BaseException:
             self._pending.pop(task_id, None)
             raise
@@ -399,7 +451,7 @@ class Pool:
         ids = range(first_id, first_id + len(payloads))
         self._pending.update(dict.fromkeys(ids, sink))
         try:
-            self._engine.submit(fn_id, first_id, payloads, *options)
+            self._engine.submit(fn_id, first_id, payloads, options.timeout, options.retries)
         except BaseException:
             for task_id in ids:
                 self._pending.pop(task_id, None)
@@ -410,7 +462,8 @@ class Pool:
         self, func: Callable, iterable: Iterable, chunksize: int | None = None, **options
     ) -> list:
         """``[func(x) for x in iterable]`` in the workers, in order.
-        Keyword options: ``timeout``, ``retries`` (per task; see ``Pool``)."""
+        Keyword options: ``timeout``, ``retries``, ``retry_on`` (per task;
+        see ``Pool``)."""
         return self._map_async(func, iterable, chunksize, MODE_MAP, None, None, **options).get()
 
     def map_async(
@@ -444,11 +497,12 @@ class Pool:
         *,
         timeout=None,
         retries=None,
+        retry_on=None,
     ) -> MapResult:
         self._check_running()
         self._check_callable(func)
         self._check_chunksize(chunksize)
-        options = self._call_options(timeout, retries)
+        options = self._call_options(timeout, retries, retry_on)
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         n = len(items)
         if chunksize is None:
@@ -460,7 +514,7 @@ class Pool:
         if not chunks:
             return MapResult(what, 0, 0, callback, error_callback)
         payloads = dumps_many(chunks)
-        fn_id = self._register(func, mode)
+        fn_id = self._register(func, mode, options)
         first = self._new_ids(len(chunks))
         engine = self._engine
 
@@ -485,20 +539,23 @@ class Pool:
         """Lazy ``map`` yielding results as they complete."""
         return self._imap(func, iterable, chunksize, False, **options)
 
-    def _imap(self, func, iterable, chunksize, ordered, *, timeout=None, retries=None):
+    def _imap(
+        self, func, iterable, chunksize, ordered, *, timeout=None, retries=None, retry_on=None
+    ):
         self._check_running()
         self._check_callable(func)
         self._check_chunksize(chunksize)
-        options = self._call_options(timeout, retries)
+        options = self._call_options(timeout, retries, retry_on)
         source = iter(iterable)
-        fn_id = self._register(func, MODE_MAP)
+        fn_id = self._register(func, MODE_MAP, options)
         name = "imap" if ordered else "imap_unordered"
         # Up to 256 chunks ahead keeps every worker's queue full even with
         # chunksize=1; the item bound keeps large automatic chunks in check.
         it = IMapIterator(f"{name}({_name(func)})", ordered, read_ahead=256)
         self._iterators.add(it)
         send = functools.partial(self._send, options=options)
-        feed = _Feed(it, fn_id, send, self._engine.release_function)
+        feed = _Feed(it, fn_id, send, self._engine.release_function, self._engine.cancel)
+        it._feed = feed
         feeder = threading.Thread(
             target=self._feed,
             args=(feed, source, chunksize),
@@ -537,6 +594,31 @@ class Pool:
                     return
         finally:
             feed.input_done()
+
+    # ------------------------------------------------------------ cancellation
+    def cancel(self, *results: Any) -> None:
+        """Stops the tasks behind ``results`` (futures from ``submit``, the
+        results of ``apply_async``/``map_async``/``starmap_async``, ``imap``
+        iterators): tasks not started never run, and running ones are
+        stopped by killing their worker (a new one takes its place; the
+        worker's other queued tasks are run elsewhere). Their results then
+        raise ``concurrent.futures.CancelledError``; an ``imap`` iterator
+        also stops reading its input. Finished tasks are not affected.
+        ``Future.cancel()``, by contrast, only withdraws a task that has not
+        been sent to a worker."""
+        ids: list[int] = []
+        for result in results:
+            if isinstance(result, IMapIterator) and hasattr(result, "_feed"):
+                result._feed.cancel()
+            elif isinstance(result, (_PoolFuture, AsyncResult)):
+                ids.extend(result._tasks)
+            else:
+                raise TypeError(
+                    f"pool.cancel() takes results of this pool (a Future, an "
+                    f"AsyncResult/MapResult or an imap iterator), got {result!r}"
+                )
+        if ids:
+            self._engine.cancel(ids, True)
 
     # ----------------------------------------------------------------- lifecycle
     def worker_pids(self) -> list[int]:

@@ -32,7 +32,10 @@ def _call_back(fn: Callable | None, arg: Any) -> None:
 class AsyncResult:
     """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``."""
 
-    def __init__(self, what: str, callback=None, error_callback=None) -> None:
+    def __init__(
+        self, what: str, callback=None, error_callback=None, tasks: range = range(0)
+    ) -> None:
+        self._tasks = tasks  # the engine's task ids behind this result
         self._event = threading.Event()
         self._what = what
         self._callback = callback
@@ -77,7 +80,7 @@ class MapResult(AsyncResult):
     def __init__(
         self, what, first_task, n_chunks, callback=None, error_callback=None, on_done=None
     ):
-        super().__init__(what, callback, error_callback)
+        super().__init__(what, callback, error_callback, range(first_task, first_task + n_chunks))
         self._first = first_task
         self._chunks: list[Any] = [None] * n_chunks
         self._left = n_chunks

@@ -55,19 +55,21 @@ def dumps_many(objs: list) -> list[bytes]:
     return out
 
 
-def dumps_function(fn: object, mode: int) -> bytes:
-    """A function is pickled by value when it lives in ``__main__`` (a
-    worker's ``__main__`` is not the user's script) or cannot be imported."""
+def dumps_function(fn: object, mode: int, retry_on: tuple = ()) -> bytes:
+    """``(mode, fn, retry_on)`` for the workers. A function is pickled by
+    value when it lives in ``__main__`` (a worker's ``__main__`` is not the
+    user's script) or cannot be imported."""
+    entry = (mode, fn, retry_on)
     module = getattr(fn, "__module__", None)
     if module == "__main__" or module is None:
         import cloudpickle
 
         try:
-            return cloudpickle.dumps((mode, fn), PROTOCOL)
+            return cloudpickle.dumps(entry, PROTOCOL)
         except Exception as exc:
             raise SerializationError(f"cannot send function {fn!r} to the workers: {exc}") from exc
     try:
-        return dumps((mode, fn))
+        return dumps(entry)
     except Exception as exc:
         raise SerializationError(f"cannot send function {fn!r} to the workers: {exc}") from exc
 

@@ -2,7 +2,8 @@
 
 It runs tasks in the order they arrive and answers in batches: replies are
 flushed when no more work is buffered or every few milliseconds, so tiny
-tasks cost no system call each while long tasks report promptly.
+tasks cost no system call each while long tasks report promptly. Its
+``print`` output and ``logging`` records go to the parent (``_output``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from time import perf_counter_ns
 
 # Keep imports light: every worker pays for them at start.
 from . import _shoal
+from ._output import capture_output, forward_logging
 from ._serialize import (
     MODE_MAP,
     MODE_STARMAP,
@@ -24,6 +26,9 @@ from ._serialize import (
 
 FLUSH_EVERY_NS = 2_000_000
 
+#: This worker's slot in its pool, ``0..processes`` (from the Init frame).
+slot = -1
+
 
 def _run(mode: int, fn, payload: bytes):
     args = loads(payload)
@@ -33,25 +38,31 @@ def _run(mode: int, fn, payload: bytes):
     return fn(*a, **kw)
 
 
-def _initialise(link, body: bytes) -> bool:
+def _initialise(link, body: bytes) -> int | None:
+    """Runs the pool's set-up; returns the memory limit (0 for none), or
+    None if the initializer raised."""
     try:
-        sys_path, initializer, initargs = loads(body)
+        sys_path, initializer, initargs, max_memory, log_level = loads(body)
         sys.path[:] = sys_path
+        if log_level is not None:
+            forward_logging(link, log_level)
         if initializer is not None:
             initializer(*initargs)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         link.send(_shoal.KIND_INIT_FAILED, 0, 0, dumps_exception(exc))
         link.flush()
-        return False
+        return None
     link.send(_shoal.KIND_READY, os.getpid(), 0, b"")
     link.flush()
-    return True
+    return max_memory or 0
 
 
-def serve(link) -> int:
-    functions: dict[int, tuple[int, object] | BaseException] = {}
+def serve(link, stdout, stderr) -> int:
+    global slot
+    functions: dict[int, tuple[int, object, tuple] | BaseException] = {}
     begin, done, failed = link.begin, link.done, link.failed
     kind_task = _shoal.KIND_TASK
+    max_memory = 0
     last_flush = perf_counter_ns()
     while True:
         try:
@@ -63,7 +74,7 @@ def serve(link) -> int:
                 entry = functions.get(b)
                 begin(a)
                 try:
-                    mode, fn = entry  # TypeError if unknown or failed to load
+                    mode, fn, _retry_on = entry  # TypeError if unknown or failed to load
                     if mode == MODE_MAP:
                         result = [fn(x) for x in loads(body)]
                     else:
@@ -74,7 +85,8 @@ def serve(link) -> int:
                         error = LookupError(f"shoal internal error: unknown function id {b}")
                     elif isinstance(entry, BaseException):
                         error = entry  # the function itself failed to unpickle
-                    failed(a, dumps_exception(error))
+                    retryable = isinstance(entry, tuple) and isinstance(error, entry[2])
+                    failed(a, dumps_exception(error), retryable)
                 else:
                     try:
                         out = dumps(result)
@@ -82,6 +94,14 @@ def serve(link) -> int:
                         failed(a, dumps_exception(unpicklable_result_error(result, mode, why)))
                     else:
                         done(a, out)
+                stdout.end_line()
+                stderr.end_line()
+                if max_memory and (link.rss() or 0) > max_memory:
+                    # Over the limit after this task: leave, and let a fresh
+                    # worker run the rest of what this one holds.
+                    link.send(_shoal.KIND_RETIRE, 0, 0, b"")
+                    link.flush()
+                    return 0
                 now = perf_counter_ns()
                 if now - last_flush > FLUSH_EVERY_NS:
                     link.flush()
@@ -94,7 +114,9 @@ def serve(link) -> int:
             elif kind == _shoal.KIND_FORGET:
                 functions.pop(a, None)
             elif kind == _shoal.KIND_INIT:
-                if not _initialise(link, body):
+                slot = b
+                max_memory = _initialise(link, body)
+                if max_memory is None:
                     return 1
             elif kind == _shoal.KIND_EXIT:
                 link.flush()
@@ -114,7 +136,12 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    return serve(link)
+    stdout, stderr = capture_output(link)
+    try:
+        return serve(link, stdout, stderr)
+    finally:
+        stdout.end_line()
+        stderr.end_line()
 
 
 if __name__ == "__main__":

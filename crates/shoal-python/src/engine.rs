@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use shoal_core::{
-    BrokenPool, Completion, Engine, EngineConfig, Next, Outcome, Submission, TaskOptions,
-    WorkerCommand,
+    BrokenPool, Completion, Engine, EngineConfig, Next, Outcome, Stream, Submission, TaskOptions,
+    WorkerCommand, WorkerOutput,
 };
 
 use crate::blocking::{seconds, wait_interruptibly};
@@ -20,6 +20,12 @@ const TIMED_OUT: u8 = 3;
 const CANCELLED: u8 = 4;
 const INIT_FAILED: u8 = 5;
 const CANNOT_START: u8 = 6;
+const OVER_MEMORY: u8 = 7;
+
+/// Where a worker's output goes, exported as `STREAM_*` constants.
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const LOG: u8 = 3;
 
 pub(crate) fn add_outcome_codes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OUTCOME_DONE", DONE)?;
@@ -29,6 +35,10 @@ pub(crate) fn add_outcome_codes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OUTCOME_CANCELLED", CANCELLED)?;
     m.add("OUTCOME_INIT_FAILED", INIT_FAILED)?;
     m.add("OUTCOME_CANNOT_START", CANNOT_START)?;
+    m.add("OUTCOME_OVER_MEMORY", OVER_MEMORY)?;
+    m.add("STREAM_STDOUT", STDOUT)?;
+    m.add("STREAM_STDERR", STDERR)?;
+    m.add("STREAM_LOG", LOG)?;
     Ok(())
 }
 
@@ -40,7 +50,8 @@ pub(crate) struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (workers, program, args, env, init, max_tasks_per_child=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python constructor
+    #[pyo3(signature = (workers, program, args, env, init, max_tasks_per_child=None, max_memory=None))]
     fn new(
         py: Python<'_>,
         workers: usize,
@@ -49,12 +60,14 @@ impl PyEngine {
         env: Vec<(String, String)>,
         init: Vec<u8>,
         max_tasks_per_child: Option<u64>,
+        max_memory: Option<u64>,
     ) -> PyResult<Self> {
         let config = EngineConfig {
             workers,
             command: WorkerCommand { program, args, env },
             init,
             max_tasks_per_child,
+            max_memory,
         };
         let inner = py.detach(|| Engine::start(config)).map_err(to_py)?;
         Ok(PyEngine { inner })
@@ -101,19 +114,23 @@ impl PyEngine {
         self.send(fn_id, vec![(task_id, payload.to_vec())], timeout, retries)
     }
 
-    fn cancel(&self, task_ids: Vec<u64>) {
-        self.inner.cancel(task_ids);
+    /// Cancels tasks; `stop_running` also stops those a worker already has
+    /// (a running one by killing its worker).
+    #[pyo3(signature = (task_ids, stop_running=false))]
+    fn cancel(&self, task_ids: Vec<u64>, stop_running: bool) {
+        self.inner.cancel(task_ids, stop_running);
     }
 
-    /// Completed tasks as `(task_id, code, payload, duration_ns)` tuples;
-    /// `[]` if `timeout` passed first; `None` once the engine has stopped
-    /// and everything was taken.
+    /// `(completions, output)`: completed tasks as `(task_id, code,
+    /// payload, duration_ns)` and workers' output as `(slot, pid, stream,
+    /// bytes)`, output first in time; both empty if `timeout` passed first;
+    /// `None` once the engine has stopped and everything was taken.
     #[pyo3(signature = (timeout=None))]
     fn wait_completions<'py>(
         &self,
         py: Python<'py>,
         timeout: Option<f64>,
-    ) -> PyResult<Option<Bound<'py, PyList>>> {
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let timeout = seconds(timeout)?;
         let next = wait_interruptibly(py, timeout, |slice| {
             match self.inner.next_completions(Some(slice)) {
@@ -121,18 +138,24 @@ impl PyEngine {
                 other => Some(other),
             }
         })?;
-        match next {
-            None => Ok(Some(PyList::empty(py))),
-            Some(Next::Finished) => Ok(None),
-            Some(Next::TimedOut) => Ok(Some(PyList::empty(py))),
-            Some(Next::Batch(batch)) => {
-                let items = batch
-                    .into_iter()
-                    .map(|c| completion_tuple(py, c))
-                    .collect::<PyResult<Vec<_>>>()?;
-                Ok(Some(PyList::new(py, items)?))
-            }
-        }
+        let batch = match next {
+            Some(Next::Finished) => return Ok(None),
+            None | Some(Next::TimedOut) => Default::default(),
+            Some(Next::Batch(batch)) => batch,
+        };
+        let done = batch
+            .done
+            .into_iter()
+            .map(|c| completion_tuple(py, c))
+            .collect::<PyResult<Vec<_>>>()?;
+        let output = batch
+            .output
+            .into_iter()
+            .map(|o| output_tuple(py, o))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Some(
+            (PyList::new(py, done)?, PyList::new(py, output)?).into_pyobject(py)?,
+        ))
     }
 
     fn worker_pids(&self) -> Vec<u32> {
@@ -193,6 +216,9 @@ fn completion_tuple(py: Python<'_>, c: Completion) -> PyResult<Bound<'_, PyTuple
             TIMED_OUT,
             (pid, timeout.as_secs_f64()).into_pyobject(py)?.into_any(),
         ),
+        Outcome::OverMemory { pid, rss, limit } => {
+            (OVER_MEMORY, (pid, rss, limit).into_pyobject(py)?.into_any())
+        }
         Outcome::Cancelled => (CANCELLED, py.None().into_bound(py)),
         Outcome::Broken(BrokenPool::InitializerFailed(body)) => {
             (INIT_FAILED, PyBytes::new(py, &body).into_any())
@@ -202,4 +228,13 @@ fn completion_tuple(py: Python<'_>, c: Completion) -> PyResult<Bound<'_, PyTuple
         }
     };
     (c.task, code, payload, c.duration_ns).into_pyobject(py)
+}
+
+fn output_tuple(py: Python<'_>, o: WorkerOutput) -> PyResult<Bound<'_, PyTuple>> {
+    let stream = match o.stream {
+        Stream::Stdout => STDOUT,
+        Stream::Stderr => STDERR,
+        Stream::Log => LOG,
+    };
+    (o.slot, o.pid, stream, PyBytes::new(py, &o.body)).into_pyobject(py)
 }

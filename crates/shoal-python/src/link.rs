@@ -19,6 +19,9 @@ pub(crate) fn add_frame_kinds(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("KIND_DONE", Kind::Done),
         ("KIND_FAILED", Kind::Failed),
         ("KIND_INIT_FAILED", Kind::InitFailed),
+        ("KIND_OUTPUT", Kind::Output),
+        ("KIND_LOG", Kind::Log),
+        ("KIND_RETIRE", Kind::Retire),
     ] {
         m.add(name, kind as u8)?;
     }
@@ -39,7 +42,9 @@ fn kind_from(byte: u8) -> PyResult<Kind> {
 /// A received frame as Python sees it: `(kind, a, b, body)`.
 type FrameTuple<'py> = (u8, u64, u64, Bound<'py, PyBytes>);
 
-#[pyclass(unsendable, name = "Link", module = "shoal._shoal")]
+/// Thread-safe: user code may print from its own threads while the main
+/// thread waits in `recv`.
+#[pyclass(frozen, name = "Link", module = "shoal._shoal")]
 pub(crate) struct PyLink {
     inner: WorkerLink,
 }
@@ -56,8 +61,8 @@ impl PyLink {
 
     /// Blocks (GIL released) for the next frames: `[(kind, a, b, body)]`.
     /// Raises EOFError when the parent has gone.
-    fn recv<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<FrameTuple<'py>>> {
-        let inner = &mut self.inner;
+    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Vec<FrameTuple<'py>>> {
+        let inner = &self.inner;
         let frames = py.detach(|| inner.recv_batch()).map_err(to_py)?;
         Ok(frames
             .into_iter()
@@ -66,32 +71,42 @@ impl PyLink {
     }
 
     /// Queues a reply; it leaves with `flush()`.
-    fn send(&mut self, kind: u8, a: u64, b: u64, body: &[u8]) -> PyResult<()> {
+    fn send(&self, kind: u8, a: u64, b: u64, body: &[u8]) -> PyResult<()> {
         self.inner
             .queue(kind_from(kind)?, a, b, body)
             .map_err(to_py)
     }
 
-    fn flush(&mut self, py: Python<'_>) -> PyResult<()> {
-        let inner = &mut self.inner;
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = &self.inner;
         py.detach(|| inner.flush()).map_err(to_py)
     }
 
     /// Marks `task_id` as running (the engine reads this if the worker
     /// dies or the task's deadline passes).
-    fn begin(&mut self, task_id: u64) {
+    fn begin(&self, task_id: u64) {
         self.inner.begin(task_id);
     }
 
     /// Marks the worker idle and queues the task's result.
-    fn done(&mut self, task_id: u64, body: &[u8]) -> PyResult<()> {
+    fn done(&self, task_id: u64, body: &[u8]) -> PyResult<()> {
         self.inner.finish(Kind::Done, task_id, body).map_err(to_py)
     }
 
-    /// Marks the worker idle and queues the task's pickled exception.
-    fn failed(&mut self, task_id: u64, body: &[u8]) -> PyResult<()> {
-        self.inner
-            .finish(Kind::Failed, task_id, body)
-            .map_err(to_py)
+    /// Marks the worker idle and queues the task's pickled exception;
+    /// `retryable` if the task's `retry_on` names it.
+    #[pyo3(signature = (task_id, body, retryable=false))]
+    fn failed(&self, task_id: u64, body: &[u8], retryable: bool) -> PyResult<()> {
+        let kind = if retryable {
+            Kind::Retryable
+        } else {
+            Kind::Failed
+        };
+        self.inner.finish(kind, task_id, body).map_err(to_py)
+    }
+
+    /// This process's resident memory in bytes (None if unknown).
+    fn rss(&self) -> Option<u64> {
+        shoal_core::memory::rss_bytes(None)
     }
 }

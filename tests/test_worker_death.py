@@ -300,7 +300,7 @@ def test_no_leaks_creating_and_closing_pools():
         {"fds": 10**9, "threads": 10**9, "os_threads": 10**9, "children": 0}, 5
     )
 
-    for i in range(20):
+    for i in range(40):
         mode = i % 3
         if mode == 0:
             p = shoal.Pool(2)

@@ -13,13 +13,13 @@ use crate::completions::Completions;
 pub use crate::completions::{Batch, Next};
 use crate::error::{CoreError, Result};
 use crate::frame::MAX_BODY;
-use crate::scheduler::{EngineConfig, Event, Scheduler};
+use crate::scheduler::{EngineConfig, Event, Roster, Scheduler};
 use crate::task::Submission;
 
 pub struct Engine {
     events: Sender<Event>,
     completions: Arc<Completions>,
-    pids: Arc<Mutex<Vec<u32>>>,
+    roster: Arc<Mutex<Roster>>,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -38,10 +38,10 @@ impl Engine {
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let completions = Arc::new(Completions::default());
-        let pids = Arc::new(Mutex::new(Vec::new()));
+        let roster = Arc::new(Mutex::new(Roster::default()));
         let (started_tx, started_rx) = crossbeam_channel::bounded(1);
         let mut scheduler =
-            Scheduler::new(config, tx.clone(), rx, completions.clone(), pids.clone());
+            Scheduler::new(config, tx.clone(), rx, completions.clone(), roster.clone());
         // Workers are spawned from the scheduler thread: PR_SET_PDEATHSIG
         // fires when the *thread* that forked exits, and this one lives as
         // long as the pool.
@@ -73,7 +73,7 @@ impl Engine {
         Ok(Engine {
             events: tx,
             completions,
-            pids,
+            roster,
             closed: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
         })
@@ -125,8 +125,26 @@ impl Engine {
         self.completions.wait(timeout.map(|t| Instant::now() + t))
     }
 
+    /// Every worker process this engine has run (up to the last 10,000
+    /// ended ones), in the order they started.
+    pub fn workers(&self) -> Vec<crate::task::WorkerRecord> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.send(Event::Workers(tx)).is_ok() {
+            if let Ok(records) = rx.recv() {
+                return records;
+            }
+        }
+        // The scheduler has stopped (or is stopping): wait for its last word.
+        self.join(None);
+        self.roster().at_stop.clone().unwrap_or_default()
+    }
+
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.pids.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.roster().pids.clone()
+    }
+
+    fn roster(&self) -> std::sync::MutexGuard<'_, Roster> {
+        self.roster.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// No new submissions; workers exit once every task has finished.

@@ -36,7 +36,8 @@ pub enum Kind {
     Exit = 5,
     /// Worker is initialised; `a` = its pid.
     Ready = 16,
-    /// `a` = task id, `b` = run time in ns; body = pickled result.
+    /// `a` = task id, `b` = run time in ns; body = pickled result, then a
+    /// [`crate::timing::RunTiming`] (as for `Failed` and `Retryable`).
     Done = 17,
     /// `a` = task id, `b` = run time in ns; body = pickled exception.
     Failed = 18,
@@ -109,16 +110,31 @@ pub fn encode_into(
     b: u64,
     body: &[u8],
 ) -> Result<(), FrameError> {
-    let len = u32::try_from(body.len()).map_err(|_| FrameError::TooLarge {
-        len: body.len() as u64,
+    encode_parts_into(out, kind, a, b, &[body])
+}
+
+/// Appends one frame whose body is `parts` joined, without joining them
+/// first.
+pub fn encode_parts_into(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    a: u64,
+    b: u64,
+    parts: &[&[u8]],
+) -> Result<(), FrameError> {
+    let body_len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(body_len).map_err(|_| FrameError::TooLarge {
+        len: body_len as u64,
         max: MAX_BODY as u64,
     })?;
-    out.reserve(HEADER_LEN + body.len());
+    out.reserve(HEADER_LEN + body_len);
     out.extend_from_slice(&len.to_le_bytes());
     out.push(kind as u8);
     out.extend_from_slice(&a.to_le_bytes());
     out.extend_from_slice(&b.to_le_bytes());
-    out.extend_from_slice(body);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! - [`worker`] / [`spawn`]: one worker process and its I/O threads.
 //! - [`frame`]: the wire format. [`link`]: the worker's side of it.
 //! - [`status`]: the shared page that says which task a worker runs.
+//!   [`timing`]: how a task's run went, as its worker measured it.
 //! - [`cpus`]: how many cores this process may use. [`memory`]: how much
 //!   memory a process holds.
 
@@ -20,6 +21,7 @@ mod scheduler;
 pub mod spawn;
 pub mod status;
 pub mod task;
+pub mod timing;
 mod worker;
 
 pub use engine::{Batch, Engine, Next};
@@ -27,5 +29,7 @@ pub use error::{CoreError, FrameError, Result};
 pub use scheduler::EngineConfig;
 pub use spawn::WorkerCommand;
 pub use task::{
-    BrokenPool, Completion, ExitInfo, Outcome, Stream, Submission, TaskOptions, WorkerOutput,
+    BrokenPool, Completion, ExitInfo, Outcome, RunInfo, Stream, Submission, TaskOptions,
+    WorkerOutput, WorkerRecord,
 };
+pub use timing::RunTiming;

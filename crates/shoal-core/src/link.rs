@@ -11,9 +11,13 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{CoreError, Result};
-use crate::frame::{encode_into, Decoder, Frame, Kind};
+use crate::frame::{encode_into, encode_parts_into, Decoder, Frame, Kind};
 use crate::spawn::{WORKER_SOCKET_FD, WORKER_STATUS_FD};
-use crate::status::StatusPage;
+use crate::status::{monotonic_ns, StatusPage};
+use crate::timing::{process_cpu_ns, RunTiming};
+
+/// How stale the CPU time sent with answers may get.
+const CPU_REFRESH_NS: u64 = 10_000_000;
 
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -28,6 +32,9 @@ struct Sending {
     out: Vec<u8>,
     /// When the current task started (`CLOCK_MONOTONIC` ns).
     started_ns: u64,
+    /// The process's CPU time, and when it was read.
+    cpu_ns: u64,
+    cpu_read_at_ns: u64,
 }
 
 pub struct WorkerLink {
@@ -81,6 +88,8 @@ impl WorkerLink {
                 sock,
                 out: Vec::new(),
                 started_ns: 0,
+                cpu_ns: 0,
+                cpu_read_at_ns: 0,
             }),
             status,
         })
@@ -131,16 +140,42 @@ impl WorkerLink {
     /// Marks `task` as running from now.
     pub fn begin(&self, task: u64) {
         self.status.mark_start(task);
-        lock(&self.sending).started_ns = crate::status::monotonic_ns();
+        lock(&self.sending).started_ns = monotonic_ns();
     }
 
     /// Marks the worker idle and queues the task's answer (`Done`, `Failed`
-    /// or `Retryable`) with the time since [`WorkerLink::begin`].
-    pub fn finish(&self, kind: Kind, task: u64, body: &[u8]) -> Result<()> {
+    /// or `Retryable`) with the time since [`WorkerLink::begin`] and its
+    /// [`RunTiming`]; `deser_ns` and `result_ser_ns` are what the caller
+    /// measured of that time.
+    pub fn finish(
+        &self,
+        kind: Kind,
+        task: u64,
+        body: &[u8],
+        deser_ns: u64,
+        result_ser_ns: u64,
+    ) -> Result<()> {
         let mut s = lock(&self.sending);
-        let ran = crate::status::monotonic_ns().saturating_sub(s.started_ns);
+        let now = monotonic_ns();
         self.status.mark_idle();
-        Ok(encode_into(&mut s.out, kind, task, ran, body)?)
+        if now.saturating_sub(s.cpu_read_at_ns) > CPU_REFRESH_NS {
+            s.cpu_ns = process_cpu_ns();
+            s.cpu_read_at_ns = now;
+        }
+        let timing = RunTiming {
+            start_ns: s.started_ns,
+            deser_ns,
+            result_ser_ns,
+            cpu_ns: s.cpu_ns,
+        };
+        let ran = now.saturating_sub(s.started_ns);
+        Ok(encode_parts_into(
+            &mut s.out,
+            kind,
+            task,
+            ran,
+            &[body, &timing.to_bytes()],
+        )?)
     }
 
     pub fn status(&self) -> &StatusPage {

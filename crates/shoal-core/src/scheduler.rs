@@ -21,8 +21,10 @@ use crate::memory::rss_bytes;
 use crate::spawn::WorkerCommand;
 use crate::status::monotonic_ns;
 use crate::task::{
-    BrokenPool, Completion, ExitInfo, Outcome, Stream, Submission, TaskOptions, WorkerOutput,
+    BrokenPool, Completion, ExitInfo, Outcome, RunInfo, Stream, Submission, TaskOptions,
+    WorkerOutput, WorkerRecord,
 };
+use crate::timing::RunTiming;
 use crate::worker::{EventReceiver, KillReason, WorkerHandle, WorkerId};
 
 /// Work kept queued at each worker, in nanoseconds of measured run time.
@@ -35,6 +37,9 @@ const MAX_START_FAILURES: u32 = 3;
 const TIMEOUT_POLL: Duration = Duration::from_millis(20);
 /// How often workers' memory is checked when the pool has `max_memory`.
 const MEMORY_POLL: Duration = Duration::from_millis(100);
+/// Ended workers remembered for traces (a pool recycling workers after
+/// every task must not grow without bound).
+const MAX_ENDED_RECORDS: usize = 10_000;
 
 pub(crate) enum Event {
     Submit(Submission),
@@ -54,6 +59,18 @@ pub(crate) enum Event {
     BadStream(WorkerId),
     /// A gone worker's process has been waited for.
     Reaped(WorkerId, Option<ExitStatus>),
+    /// Every worker this engine has run, alive or ended, for traces.
+    Workers(Sender<Vec<WorkerRecord>>),
+}
+
+/// What the scheduler publishes about its workers for the engine's
+/// callers to read without asking it.
+#[derive(Default)]
+pub(crate) struct Roster {
+    /// Current workers' pids, sorted.
+    pub(crate) pids: Vec<u32>,
+    /// Every worker's record, stored once the scheduler has stopped.
+    pub(crate) at_stop: Option<Vec<WorkerRecord>>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,7 +133,7 @@ pub(crate) struct Scheduler {
     events_tx: Sender<Event>,
     events: EventReceiver,
     completions: Arc<Completions>,
-    pids: Arc<std::sync::Mutex<Vec<u32>>>,
+    roster: Arc<std::sync::Mutex<Roster>>,
     workers: HashMap<WorkerId, WorkerHandle>,
     next_worker_id: WorkerId,
     queue: VecDeque<u64>,
@@ -133,6 +150,7 @@ pub(crate) struct Scheduler {
     done: Vec<Completion>,
     output: Vec<WorkerOutput>,
     last_memory_check: Instant,
+    ended: VecDeque<WorkerRecord>,
 }
 
 impl Scheduler {
@@ -141,14 +159,14 @@ impl Scheduler {
         events_tx: Sender<Event>,
         events: EventReceiver,
         completions: Arc<Completions>,
-        pids: Arc<std::sync::Mutex<Vec<u32>>>,
+        roster: Arc<std::sync::Mutex<Roster>>,
     ) -> Scheduler {
         Scheduler {
             config,
             events_tx,
             events,
             completions,
-            pids,
+            roster,
             workers: HashMap::new(),
             next_worker_id: 1,
             queue: VecDeque::new(),
@@ -162,6 +180,7 @@ impl Scheduler {
             done: Vec::new(),
             output: Vec::new(),
             last_memory_check: Instant::now(),
+            ended: VecDeque::new(),
         }
     }
 
@@ -208,7 +227,18 @@ impl Scheduler {
                 break;
             }
         }
+        self.roster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .at_stop = Some(self.worker_records());
         self.completions.finish();
+    }
+
+    fn worker_records(&self) -> Vec<WorkerRecord> {
+        let mut all: Vec<WorkerRecord> = self.ended.iter().copied().collect();
+        all.extend(self.workers.values().map(|w| w.record(None)));
+        all.sort_by_key(|r| r.started_ns);
+        all
     }
 
     fn handle(&mut self, ev: Event) {
@@ -250,6 +280,9 @@ impl Scheduler {
                 self.on_gone(wid);
             }
             Event::Reaped(wid, status) => self.on_reaped(wid, status),
+            Event::Workers(reply) => {
+                let _ = reply.send(self.worker_records());
+            }
         }
     }
 
@@ -271,7 +304,7 @@ impl Scheduler {
             // A function that was never registered reaches the worker as an
             // unknown id, and the worker fails the task saying so.
             if let Some(broken) = self.broken.clone() {
-                self.finish(id, Outcome::Broken(broken), 0);
+                self.finish(id, Outcome::Broken(broken));
             } else {
                 self.queue.push_back(id);
             }
@@ -287,7 +320,7 @@ impl Scheduler {
                 }
             }
             Kind::Done | Kind::Failed | Kind::Retryable => {
-                let task = frame.a;
+                let (task, mut body) = (frame.a, frame.body);
                 let Some(w) = self.workers.get_mut(&wid) else {
                     return;
                 };
@@ -295,16 +328,23 @@ impl Scheduler {
                 if let Some(pos) = w.inflight.iter().position(|&t| t == task) {
                     w.inflight.remove(pos);
                 }
+                let timing = RunTiming::split_from(&mut body).unwrap_or_default();
+                w.cpu_ns = w.cpu_ns.max(timing.cpu_ns);
+                let run = RunInfo {
+                    slot: w.slot,
+                    pid: w.pid,
+                    timing,
+                };
                 self.observe_duration(frame.b);
                 if frame.kind == Kind::Retryable && self.retry(task) {
                     return;
                 }
                 let outcome = if frame.kind == Kind::Done {
-                    Outcome::Done(frame.body)
+                    Outcome::Done(body)
                 } else {
-                    Outcome::Failed(frame.body)
+                    Outcome::Failed(body)
                 };
-                self.finish(task, outcome, frame.b);
+                self.finish_ran(task, outcome, frame.b, run);
             }
             Kind::Output | Kind::Log => {
                 let Some(w) = self.workers.get(&wid) else {
@@ -362,13 +402,13 @@ impl Scheduler {
                 continue;
             };
             match task.worker {
-                None => self.finish(id, Outcome::Cancelled, 0),
+                None => self.finish(id, Outcome::Cancelled),
                 Some(_) if !stop_running => {}
                 Some(wid) => {
                     // Its answer, if one still comes, finds no task and is
                     // dropped. If it is running now, its worker is killed
                     // and the other tasks it holds are requeued.
-                    self.finish(id, Outcome::Cancelled, 0);
+                    self.finish(id, Outcome::Cancelled);
                     if let Some(w) = self.workers.get_mut(&wid) {
                         if w.status.running().is_some_and(|(t, _)| t == id) {
                             w.kill(KillReason::Cancel(id));
@@ -401,6 +441,10 @@ impl Scheduler {
             return;
         };
         w.join_threads();
+        if self.ended.len() == MAX_ENDED_RECORDS {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(w.record(Some(monotonic_ns())));
         let running = w.status.running().map(|(task, _)| task);
         let pid = w.pid;
         let held: Vec<u64> = w.inflight.drain(..).collect();
@@ -450,20 +494,20 @@ impl Scheduler {
         let timeout = t.options.timeout.unwrap_or_default();
         match w.kill_reason {
             Some(KillReason::Timeout(_)) => {
-                self.finish(task, Outcome::TimedOut { pid, timeout }, 0);
+                self.finish(task, Outcome::TimedOut { pid, timeout });
             }
             Some(KillReason::Terminate | KillReason::Cancel(_)) => {
-                self.finish(task, Outcome::Cancelled, 0);
+                self.finish(task, Outcome::Cancelled);
             }
             Some(KillReason::OverMemory { rss, .. }) => {
                 if !self.retry(task) {
                     let limit = self.config.max_memory.unwrap_or_default();
-                    self.finish(task, Outcome::OverMemory { pid, rss, limit }, 0);
+                    self.finish(task, Outcome::OverMemory { pid, rss, limit });
                 }
             }
             None => {
                 if !self.retry(task) {
-                    self.finish(task, Outcome::Lost(exit), 0);
+                    self.finish(task, Outcome::Lost(exit));
                 }
             }
         }
@@ -476,7 +520,7 @@ impl Scheduler {
         self.broken = Some(why.clone());
         let ids: Vec<u64> = self.tasks.keys().copied().collect();
         for id in ids {
-            self.finish(id, Outcome::Broken(why.clone()), 0);
+            self.finish(id, Outcome::Broken(why.clone()));
         }
         self.queue.clear();
         for w in self.workers.values_mut() {
@@ -487,7 +531,7 @@ impl Scheduler {
     fn terminate(&mut self) {
         let ids: Vec<u64> = self.tasks.keys().copied().collect();
         for id in ids {
-            self.finish(id, Outcome::Cancelled, 0);
+            self.finish(id, Outcome::Cancelled);
         }
         self.queue.clear();
         for w in self.workers.values_mut() {
@@ -496,8 +540,17 @@ impl Scheduler {
         self.phase = Phase::Stopping;
     }
 
-    /// Records a task's end and forgets it.
-    fn finish(&mut self, id: u64, outcome: Outcome, duration_ns: u64) {
+    /// Records the end of a task no worker answered for, and forgets it.
+    fn finish(&mut self, id: u64, outcome: Outcome) {
+        self.record_end(id, outcome, 0, None);
+    }
+
+    /// Records the end of a task its worker answered for, and forgets it.
+    fn finish_ran(&mut self, id: u64, outcome: Outcome, duration_ns: u64, run: RunInfo) {
+        self.record_end(id, outcome, duration_ns, Some(run));
+    }
+
+    fn record_end(&mut self, id: u64, outcome: Outcome, duration_ns: u64, run: Option<RunInfo>) {
         let Some(mut task) = self.tasks.remove(&id) else {
             return;
         };
@@ -510,6 +563,7 @@ impl Scheduler {
             task: id,
             outcome,
             duration_ns,
+            run,
         });
     }
 
@@ -748,7 +802,7 @@ impl Scheduler {
             .map(|w| w.pid)
             .collect();
         pids.sort_unstable();
-        *self.pids.lock().unwrap_or_else(|e| e.into_inner()) = pids;
+        self.roster.lock().unwrap_or_else(|e| e.into_inner()).pids = pids;
     }
 }
 

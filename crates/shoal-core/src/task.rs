@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::timing::RunTiming;
+
 /// A batch of tasks that share a function and options, as one `map` makes.
 #[derive(Debug, Clone)]
 pub struct Submission {
@@ -65,6 +67,28 @@ pub struct Completion {
     pub outcome: Outcome,
     /// Time the function ran in the worker, in nanoseconds (0 if it did not).
     pub duration_ns: u64,
+    /// Where and how it ran, if a worker answered for it.
+    pub run: Option<RunInfo>,
+}
+
+/// The worker that answered for a task, and what it measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunInfo {
+    pub slot: usize,
+    pub pid: u32,
+    pub timing: RunTiming,
+}
+
+/// One worker process of a pool, alive or ended, for traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerRecord {
+    pub slot: usize,
+    pub pid: u32,
+    /// `CLOCK_MONOTONIC` ns when it was started, and when it was reaped.
+    pub started_ns: u64,
+    pub ended_ns: Option<u64>,
+    /// CPU time it had used by its last answer, ns.
+    pub cpu_ns: u64,
 }
 
 /// Where a worker's output goes in the parent.

@@ -57,6 +57,10 @@ pub(crate) struct WorkerHandle {
     pub(crate) left_over_memory: bool,
     /// Why the scheduler killed it, if it did.
     pub(crate) kill_reason: Option<KillReason>,
+    /// `CLOCK_MONOTONIC` ns when it was started.
+    pub(crate) started_ns: u64,
+    /// CPU time it reported with its last answer, ns.
+    pub(crate) cpu_ns: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +128,8 @@ impl WorkerHandle {
             retiring: false,
             left_over_memory: false,
             kill_reason: None,
+            started_ns: crate::status::monotonic_ns(),
+            cpu_ns: 0,
         })
     }
 
@@ -172,6 +178,17 @@ impl WorkerHandle {
         if !self.retiring {
             self.retiring = true;
             self.queue(&Frame::new(crate::frame::Kind::Exit, 0, 0, Vec::new()));
+        }
+    }
+
+    /// This worker as traces describe it; `ended_ns` if it has been reaped.
+    pub(crate) fn record(&self, ended_ns: Option<u64>) -> crate::task::WorkerRecord {
+        crate::task::WorkerRecord {
+            slot: self.slot,
+            pid: self.pid,
+            started_ns: self.started_ns,
+            ended_ns,
+            cpu_ns: self.cpu_ns,
         }
     }
 

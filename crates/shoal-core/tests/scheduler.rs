@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use shoal_core::frame::Kind;
 use shoal_core::link::WorkerLink;
+use shoal_core::status::monotonic_ns;
 use shoal_core::{
     BrokenPool, Completion, CoreError, Engine, EngineConfig, Next, Outcome, Stream, Submission,
     TaskOptions, WorkerCommand, WorkerOutput,
@@ -104,19 +105,18 @@ fn worker_loop(link: &WorkerLink) -> i32 {
                 }
                 Kind::Task => {
                     let (task, fn_id) = (frame.a, frame.b);
-                    link.status().mark_start(task);
-                    let started = Instant::now();
+                    link.begin(task);
                     let result = match functions.get(&fn_id) {
                         Some(body) => run_task(link, body, &frame.body),
                         None => Err(Raised::Fatal(b"unknown function".to_vec())),
                     };
-                    link.status().mark_idle();
-                    let ns = started.elapsed().as_nanos() as u64;
-                    let queued = match result {
-                        Ok(out) => link.queue(Kind::Done, task, ns, &out),
-                        Err(Raised::Fatal(err)) => link.queue(Kind::Failed, task, ns, &err),
-                        Err(Raised::Retryable(err)) => link.queue(Kind::Retryable, task, ns, &err),
+                    let (kind, body) = match result {
+                        Ok(out) => (Kind::Done, out),
+                        Err(Raised::Fatal(err)) => (Kind::Failed, err),
+                        Err(Raised::Retryable(err)) => (Kind::Retryable, err),
                     };
+                    // The fake worker spends no time on (de)serialisation.
+                    let queued = link.finish(kind, task, &body, 0, 0);
                     if queued.is_err() {
                         return 71;
                     }
@@ -1124,6 +1124,50 @@ fn cancel_without_stop_running_leaves_a_running_task_alone() {
     std::thread::sleep(Duration::from_millis(100));
     pool.cancel(vec![1], false);
     assert_eq!(done_body(&collect(&pool, &[1], LONG)[&1]), b"300");
+}
+
+#[test]
+fn completions_say_where_and_when_each_task_ran() {
+    let pool = Pool::with_workers(2);
+    let pids = pool.worker_pids();
+    let before = monotonic_ns();
+    let tasks: Vec<(u64, &str)> = (1..=20).map(|i| (i, "5")).collect();
+    pool.submit(submission(SLEEP, &tasks, TaskOptions::default()))
+        .unwrap();
+    let got = collect(&pool, &ids(1..21), LONG);
+    let after = monotonic_ns();
+    let mut slots = HashSet::new();
+    for c in got.values() {
+        let run = c.run.expect("a worker answered");
+        slots.insert(run.slot);
+        assert!(pids.contains(&run.pid), "{run:?}");
+        assert!(c.duration_ns >= 5_000_000);
+        assert!(run.timing.start_ns >= before, "{run:?}");
+        assert!(run.timing.start_ns + c.duration_ns <= after, "{run:?}");
+    }
+    assert_eq!(slots, HashSet::from([0, 1]));
+
+    // A task no worker answered for has no run; the dead worker stays in
+    // the records, ended, and its replacement has its slot.
+    pool.submit(submission(CMD, &[(21, "pid")], TaskOptions::default()))
+        .unwrap();
+    let answered_pid = pid_of(&collect(&pool, &[21], LONG)[&21]);
+    pool.submit(submission(CRASH, &[(22, "")], TaskOptions::default()))
+        .unwrap();
+    let lost = &collect(&pool, &[22], LONG)[&22];
+    assert!(matches!(lost.outcome, Outcome::Lost(_)));
+    assert_eq!(lost.run, None);
+    assert!(eventually(LONG, || pool.workers().len() == 3));
+    let records = pool.workers();
+    let dead = records.iter().find(|r| r.ended_ns.is_some()).unwrap();
+    let newest = records.last().unwrap();
+    assert_eq!(newest.slot, dead.slot);
+    assert!(pids.contains(&dead.pid));
+    let answered = records.iter().find(|r| r.pid == answered_pid).unwrap();
+    assert!(
+        answered.cpu_ns > 0,
+        "CPU time comes with answers: {answered:?}"
+    );
 }
 
 #[test]

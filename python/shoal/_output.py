@@ -64,6 +64,11 @@ class LineWriter(io.TextIOBase):
         self._send(lines)
         return len(text)
 
+    @property
+    def pending(self) -> bool:
+        """A partial line is waiting for its newline."""
+        return bool(self._partial)
+
     def end_line(self) -> None:
         """Sends a partial line as a line of its own (at a task's end)."""
         with self._lock:

@@ -19,6 +19,8 @@ from ._cpus import cpu_count
 from ._memory import parse_memory
 from ._outcome import decode
 from ._output import deliver, parent_log_level
+from ._progress import Progress, check_progress
+from ._recorder import TraceRecorder
 from ._results import AsyncResult, IMapIterator, MapResult
 from ._serialize import (
     MODE_CALL,
@@ -96,7 +98,7 @@ def _worker_env(processes: int) -> list[tuple[str, str]]:
     return [(var, per_worker) for var in _THREAD_VARS if var not in os.environ]
 
 
-def _pump(engine, pending: dict) -> None:
+def _pump(engine, pending: dict, recorder: TraceRecorder | None) -> None:
     """The result thread: takes completions from the engine and hands each
     to the object waiting for it. Holds no reference to the Pool, so an
     abandoned pool can be collected."""
@@ -108,7 +110,9 @@ def _pump(engine, pending: dict) -> None:
         done, output = batch
         if output:
             deliver(output)  # a task's prints before its result
-        for task_id, code, payload, duration_ns in done:
+        if recorder is not None:
+            recorder.completed(done)
+        for task_id, code, payload, duration_ns, _run in done:
             sink = pop(task_id, None)
             if sink is not None:
                 sink(task_id, code, payload, duration_ns)
@@ -190,13 +194,20 @@ class _Feed:
     (input exhausted and every chunk answered)."""
 
     def __init__(
-        self, it: IMapIterator, fn_id: int, send: Callable, release: Callable, stop: Callable
+        self,
+        it: IMapIterator,
+        fn_id: int,
+        send: Callable,
+        release: Callable,
+        stop: Callable,
+        progress: Progress | None,
     ) -> None:
         self.it = it
         self._fn_id = fn_id
-        self._send = send  # Pool._send with this call's options bound
+        self._send = send  # Pool._send with this call's options and trace bound
         self._release = release
         self._stop = stop  # engine.cancel(ids, stop_running=True)
+        self._progress = progress
         self._chunk_of: dict[int, tuple[int, int]] = {}  # task id -> (number, items)
         self._lock = threading.Lock()
         self._outstanding = 0
@@ -212,7 +223,11 @@ class _Feed:
         with self._lock:
             self._outstanding += len(chunks)
         try:
-            self._send(self._fn_id, first_id, dumps_many(chunks), self.complete)
+            started = time.perf_counter_ns()
+            payloads = dumps_many(chunks)
+            ser_ns = time.perf_counter_ns() - started
+            sizes = [len(chunk) for chunk in chunks]
+            self._send(self._fn_id, first_id, payloads, self.complete, items=sizes, ser_ns=ser_ns)
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable item
             for k in range(len(chunks)):
                 self.it._fail_chunk(*self._chunk_of.pop(first_id + k), exc)
@@ -231,6 +246,8 @@ class _Feed:
 
     def complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
         number, n_items = self._chunk_of.pop(task_id)
+        if self._progress is not None:
+            self._progress.advance(n_items)
         self.it._complete_chunk(number, n_items, code, payload, duration_ns)
         with self._lock:
             self._outstanding -= 1
@@ -247,6 +264,8 @@ class _Feed:
             self._released = self._released or release
         if release:
             self._release(self._fn_id)
+            if self._progress is not None:
+                self._progress.close()
 
 
 class Pool:
@@ -262,7 +281,11 @@ class Pool:
     - ``max_memory`` (bytes, or a string such as ``"2GB"``) caps each
       worker's resident memory: a worker over it after a task is replaced,
       one over it during a task is killed and the task fails with
-      :class:`shoal.WorkerLostError` (``reason == "memory"``).
+      :class:`shoal.WorkerLostError` (``reason == "memory"``);
+    - ``progress`` (``True`` or ``"always"``) and ``on_progress(done,
+      total)`` report how far each map-family call has got; also per call;
+    - ``trace=True`` records every task (where and when it ran, its sizes
+      and where its time went) for :meth:`trace` and :func:`shoal.report`.
 
     Workers are fresh interpreters started by the engine; functions, lambdas
     and closures are pickled (cloudpickle where plain pickle can't). What
@@ -282,9 +305,14 @@ class Pool:
         retries: int = 0,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
         max_memory: int | str | None = None,
+        progress: bool | str = False,
+        on_progress: Callable[[int, int | None], Any] | None = None,
+        trace: bool = False,
     ) -> None:
         self._options = _check_options(timeout, retries, retry_on)
         max_memory = parse_memory(max_memory, "max_memory")
+        check_progress(progress, on_progress)
+        self._progress = (progress, on_progress)
         if processes is None:
             processes = cpu_count()
         if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
@@ -300,6 +328,8 @@ class Pool:
         self._processes = processes
         self._state = _RUN
         self._state_lock = threading.Lock()
+        # The trace's clock starts before the workers do.
+        self._recorder = TraceRecorder("process", processes) if trace else None
         init = dumps((list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level()))
         args, env = _worker_command()
         self._engine = _shoal.Engine(
@@ -310,6 +340,7 @@ class Pool:
             init,
             maxtasksperchild,
             max_memory,
+            bool(trace),
         )
         self._next_id = 1
         self._id_lock = threading.Lock()
@@ -321,7 +352,7 @@ class Pool:
         self._iterators: weakref.WeakSet = weakref.WeakSet()
         self._pump = threading.Thread(
             target=_pump,
-            args=(self._engine, self._pending),
+            args=(self._engine, self._pending, self._recorder),
             name="shoal-results",
             daemon=True,
         )
@@ -343,6 +374,24 @@ class Pool:
             pool.retries if retries is None else retries,
             pool.retry_on if retry_on is None else retry_on,
         )
+
+    def _call_progress(
+        self, what: str, total: int | None, progress: Any, on_progress: Any
+    ) -> Progress | None:
+        """This call's progress report, or None if nobody asked for one."""
+        pool_progress, pool_callback = self._progress
+        progress = pool_progress if progress is None else progress
+        on_progress = pool_callback if on_progress is None else on_progress
+        check_progress(progress, on_progress)
+        if not progress and on_progress is None:
+            return None
+        return Progress(what, total, progress, on_progress)
+
+    def _trace_call(self, method: str, func: Callable, chunksize: int | None) -> int | None:
+        """Starts a call's trace record; None when not tracing."""
+        if self._recorder is None:
+            return None
+        return self._recorder.call(method, _qualified_name(func), chunksize)
 
     @staticmethod
     def _check_callable(func: Any) -> None:
@@ -418,8 +467,11 @@ class Pool:
         result = AsyncResult(
             f"apply({_name(func)})", callback, error_callback, tasks=range(task_id, task_id + 1)
         )
+        call = self._trace_call("apply", func, None)
+        started = time.perf_counter_ns()
         payload = dumps((tuple(args), dict(kwds or {})))
-        self._send_one(fn_id, task_id, payload, result._complete, options)
+        ser_ns = time.perf_counter_ns() - started
+        self._send_one(fn_id, task_id, payload, result._complete, options, call, ser_ns)
         return result
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
@@ -430,13 +482,26 @@ class Pool:
         fn_id = self._cached_function(fn, MODE_CALL, self._options)
         task_id = self._new_ids(1)
         future = _PoolFuture(self._engine, task_id, self._future_condition)
-        self._send_one(fn_id, task_id, dumps((args, kwargs)), future._complete, self._options)
+        call = self._trace_call("submit", fn, None)
+        started = time.perf_counter_ns()
+        payload = dumps((args, kwargs))
+        ser_ns = time.perf_counter_ns() - started
+        self._send_one(fn_id, task_id, payload, future._complete, self._options, call, ser_ns)
         return future
 
     def _send_one(
-        self, fn_id: int, task_id: int, payload: bytes, sink: Callable, options: _Options
+        self,
+        fn_id: int,
+        task_id: int,
+        payload: bytes,
+        sink: Callable,
+        options: _Options,
+        call: int | None,
+        ser_ns: int,
     ) -> None:
         """Sends one task (no list: the ``apply_async``/``submit`` path)."""
+        if call is not None:
+            self._recorder.sent(call, task_id, [1], [len(payload)], ser_ns)
         self._pending[task_id] = sink
         try:
             self._engine.submit_one(fn_id, task_id, payload, options.timeout, options.retries)
@@ -445,9 +510,23 @@ class Pool:
             raise
 
     def _send(
-        self, fn_id: int, first_id: int, payloads: list[bytes], sink: Callable, options: _Options
+        self,
+        fn_id: int,
+        first_id: int,
+        payloads: list[bytes],
+        sink: Callable,
+        *,
+        options: _Options,
+        call: int | None,
+        items: list[int],
+        ser_ns: int,
     ) -> None:
-        """Sends tasks ``first_id, first_id + 1, ...``, each answered to ``sink``."""
+        """Sends tasks ``first_id, first_id + 1, ...``, each answered to
+        ``sink``; ``items`` per task and ``ser_ns`` (their pickling) go to
+        the trace of ``call``."""
+        if call is not None:
+            sizes = [len(p) for p in payloads]
+            self._recorder.sent(call, first_id, items, sizes, ser_ns)
         ids = range(first_id, first_id + len(payloads))
         self._pending.update(dict.fromkeys(ids, sink))
         try:
@@ -498,6 +577,8 @@ class Pool:
         timeout=None,
         retries=None,
         retry_on=None,
+        progress=None,
+        on_progress=None,
     ) -> MapResult:
         self._check_running()
         self._check_callable(func)
@@ -510,20 +591,39 @@ class Pool:
         if not isinstance(items, list):
             items = list(items)
         chunks = [items[i : i + chunksize] for i in range(0, n, chunksize)]
-        what = f"{'starmap' if mode == MODE_STARMAP else 'map'}({_name(func)})"
+        method = "starmap" if mode == MODE_STARMAP else "map"
+        what = f"{method}({_name(func)})"
+        progress = self._call_progress(what, n, progress, on_progress)
         if not chunks:
+            if progress is not None:
+                progress.close()
             return MapResult(what, 0, 0, callback, error_callback)
+        started = time.perf_counter_ns()
         payloads = dumps_many(chunks)
+        ser_ns = time.perf_counter_ns() - started
         fn_id = self._register(func, mode, options)
         first = self._new_ids(len(chunks))
         engine = self._engine
+        sizes = [len(chunk) for chunk in chunks]
 
         def done() -> None:
             engine.release_function(fn_id)
+            if progress is not None:
+                progress.close()
 
         result = MapResult(what, first, len(chunks), callback, error_callback, on_done=done)
+        sink = result._complete
+        if progress is not None:
+
+            def sink(task_id, code, payload, duration_ns, _complete=result._complete):
+                progress.advance(sizes[task_id - first])
+                _complete(task_id, code, payload, duration_ns)
+
+        call = self._trace_call(method, func, chunksize)
         try:
-            self._send(fn_id, first, payloads, result._complete, options)
+            self._send(
+                fn_id, first, payloads, sink, options=options, call=call, items=sizes, ser_ns=ser_ns
+            )
         except BaseException:
             done()
             raise
@@ -540,21 +640,36 @@ class Pool:
         return self._imap(func, iterable, chunksize, False, **options)
 
     def _imap(
-        self, func, iterable, chunksize, ordered, *, timeout=None, retries=None, retry_on=None
+        self,
+        func,
+        iterable,
+        chunksize,
+        ordered,
+        *,
+        timeout=None,
+        retries=None,
+        retry_on=None,
+        progress=None,
+        on_progress=None,
     ):
         self._check_running()
         self._check_callable(func)
         self._check_chunksize(chunksize)
         options = self._call_options(timeout, retries, retry_on)
+        total = len(iterable) if hasattr(iterable, "__len__") else None
         source = iter(iterable)
         fn_id = self._register(func, MODE_MAP, options)
         name = "imap" if ordered else "imap_unordered"
+        what = f"{name}({_name(func)})"
+        progress = self._call_progress(what, total, progress, on_progress)
         # Up to 256 chunks ahead keeps every worker's queue full even with
         # chunksize=1; the item bound keeps large automatic chunks in check.
-        it = IMapIterator(f"{name}({_name(func)})", ordered, read_ahead=256)
+        it = IMapIterator(what, ordered, read_ahead=256)
         self._iterators.add(it)
-        send = functools.partial(self._send, options=options)
-        feed = _Feed(it, fn_id, send, self._engine.release_function, self._engine.cancel)
+        call = self._trace_call(name, func, chunksize)
+        send = functools.partial(self._send, options=options, call=call)
+        engine = self._engine
+        feed = _Feed(it, fn_id, send, engine.release_function, engine.cancel, progress)
         it._feed = feed
         feeder = threading.Thread(
             target=self._feed,
@@ -594,6 +709,18 @@ class Pool:
                     return
         finally:
             feed.input_done()
+
+    # ----------------------------------------------------------------- tracing
+    def trace(self):
+        """What this pool has run so far, as a :class:`shoal.Trace`: every
+        call and task, where and when each task ran, its sizes, and where
+        its time went. Needs ``Pool(trace=True)``; works after the pool is
+        closed or terminated too."""
+        if self._recorder is None:
+            raise ValueError("this pool does not record a trace; create it with trace=True")
+        from ._trace import Trace
+
+        return Trace.from_dict(self._recorder.build(self._engine.workers()))
 
     # ------------------------------------------------------------ cancellation
     def cancel(self, *results: Any) -> None:
@@ -682,3 +809,11 @@ def _auto_imap_chunk(item_ns: float) -> int:
 
 def _name(func: Callable) -> str:
     return getattr(func, "__qualname__", None) or type(func).__name__
+
+
+def _qualified_name(func: Callable) -> str:
+    """``module.qualname`` of a function, as traces name it."""
+    target = func.func if isinstance(func, functools.partial) else func
+    module = getattr(target, "__module__", None)
+    name = _name(target)
+    return f"{module}.{name}" if module else name

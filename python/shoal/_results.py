@@ -17,13 +17,13 @@ from typing import Any
 from ._outcome import decode
 
 
-def _call_back(fn: Callable | None, arg: Any) -> None:
+def call_back(fn: Callable | None, *args: Any) -> None:
     """Runs a user callback on the result thread; a raising callback is
     reported, never allowed to stop result delivery."""
     if fn is None:
         return
     try:
-        fn(arg)
+        fn(*args)
     except Exception:  # noqa: BLE001
         print("shoal: exception in a result callback:", file=sys.stderr)
         traceback.print_exc()
@@ -65,7 +65,7 @@ class AsyncResult:
         self._success, self._value = success, value
         # As multiprocessing: the callback runs before the result is ready,
         # so `r.wait(); use(what_the_callback_stored)` is safe.
-        _call_back(self._callback if success else self._error_callback, value)
+        call_back(self._callback if success else self._error_callback, value)
         self._event.set()
 
     # Engine completion for the single task.

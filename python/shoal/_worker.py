@@ -30,8 +30,7 @@ FLUSH_EVERY_NS = 2_000_000
 slot = -1
 
 
-def _run(mode: int, fn, payload: bytes):
-    args = loads(payload)
+def _run(mode: int, fn, args):
     if mode == MODE_STARMAP:
         return [fn(*a) for a in args]
     a, kw = args
@@ -73,12 +72,16 @@ def serve(link, stdout, stderr) -> int:
             if kind == kind_task:
                 entry = functions.get(b)
                 begin(a)
+                t0 = t1 = perf_counter_ns()
                 try:
                     mode, fn, _retry_on = entry  # TypeError if unknown or failed to load
-                    if mode == MODE_MAP:
-                        result = [fn(x) for x in loads(body)]
+                    args = loads(body)
+                    t1 = perf_counter_ns()
+                    if mode == MODE_MAP:  # the common case, without a call
+                        result = [fn(x) for x in args]
                     else:
-                        result = _run(mode, fn, body)
+                        result = _run(mode, fn, args)
+                    args = None
                 except BaseException as raised:  # noqa: BLE001 - sent to the parent
                     error = raised
                     if entry is None:
@@ -86,16 +89,20 @@ def serve(link, stdout, stderr) -> int:
                     elif isinstance(entry, BaseException):
                         error = entry  # the function itself failed to unpickle
                     retryable = isinstance(entry, tuple) and isinstance(error, entry[2])
-                    failed(a, dumps_exception(error), retryable)
+                    args = None
+                    failed(a, dumps_exception(error), retryable, t1 - t0)
                 else:
+                    t2 = perf_counter_ns()
                     try:
                         out = dumps(result)
                     except Exception as why:  # noqa: BLE001
-                        failed(a, dumps_exception(unpicklable_result_error(result, mode, why)))
+                        error = unpicklable_result_error(result, mode, why)
+                        failed(a, dumps_exception(error), False, t1 - t0)
                     else:
-                        done(a, out)
-                stdout.end_line()
-                stderr.end_line()
+                        done(a, out, t1 - t0, perf_counter_ns() - t2)
+                if stdout.pending or stderr.pending:
+                    stdout.end_line()
+                    stderr.end_line()
                 if max_memory and (link.rss() or 0) > max_memory:
                     # Over the limit after this task: leave, and let a fresh
                     # worker run the rest of what this one holds.

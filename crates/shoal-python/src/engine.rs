@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use shoal_core::{
-    BrokenPool, Completion, Engine, EngineConfig, Next, Outcome, Stream, Submission, TaskOptions,
-    WorkerCommand, WorkerOutput,
+    BrokenPool, Completion, Engine, EngineConfig, Next, Outcome, RunInfo, Stream, Submission,
+    TaskOptions, WorkerCommand, WorkerOutput,
 };
 
 use crate::blocking::{seconds, wait_interruptibly};
@@ -45,13 +45,17 @@ pub(crate) fn add_outcome_codes(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyclass(frozen, name = "Engine", module = "shoal._shoal")]
 pub(crate) struct PyEngine {
     inner: Engine,
+    /// Completions carry where and how each task ran (for traces).
+    trace: bool,
 }
 
 #[pymethods]
 impl PyEngine {
     #[new]
     #[allow(clippy::too_many_arguments)] // mirrors the Python constructor
-    #[pyo3(signature = (workers, program, args, env, init, max_tasks_per_child=None, max_memory=None))]
+    #[pyo3(signature = (
+        workers, program, args, env, init, max_tasks_per_child=None, max_memory=None, trace=false
+    ))]
     fn new(
         py: Python<'_>,
         workers: usize,
@@ -61,6 +65,7 @@ impl PyEngine {
         init: Vec<u8>,
         max_tasks_per_child: Option<u64>,
         max_memory: Option<u64>,
+        trace: bool,
     ) -> PyResult<Self> {
         let config = EngineConfig {
             workers,
@@ -70,7 +75,7 @@ impl PyEngine {
             max_memory,
         };
         let inner = py.detach(|| Engine::start(config)).map_err(to_py)?;
-        Ok(PyEngine { inner })
+        Ok(PyEngine { inner, trace })
     }
 
     fn register_function(&self, fn_id: u64, body: &[u8]) -> PyResult<()> {
@@ -122,9 +127,11 @@ impl PyEngine {
     }
 
     /// `(completions, output)`: completed tasks as `(task_id, code,
-    /// payload, duration_ns)` and workers' output as `(slot, pid, stream,
-    /// bytes)`, output first in time; both empty if `timeout` passed first;
-    /// `None` once the engine has stopped and everything was taken.
+    /// payload, duration_ns, run)` and workers' output as `(slot, pid,
+    /// stream, bytes)`, output first in time; both empty if `timeout`
+    /// passed first; `None` once the engine has stopped and everything was
+    /// taken. `run` is `(slot, pid, start_ns, deser_ns, result_ser_ns)` if
+    /// the engine traces and a worker answered, else `None`.
     #[pyo3(signature = (timeout=None))]
     fn wait_completions<'py>(
         &self,
@@ -146,7 +153,7 @@ impl PyEngine {
         let done = batch
             .done
             .into_iter()
-            .map(|c| completion_tuple(py, c))
+            .map(|c| completion_tuple(py, c, self.trace))
             .collect::<PyResult<Vec<_>>>()?;
         let output = batch
             .output
@@ -160,6 +167,15 @@ impl PyEngine {
 
     fn worker_pids(&self) -> Vec<u32> {
         self.inner.worker_pids()
+    }
+
+    /// Every worker process the engine has run: `(slot, pid, started_ns,
+    /// ended_ns or None, cpu_ns)`, in the order they started.
+    fn workers(&self, py: Python<'_>) -> Vec<(usize, u32, u64, Option<u64>, u64)> {
+        py.detach(|| self.inner.workers())
+            .into_iter()
+            .map(|r| (r.slot, r.pid, r.started_ns, r.ended_ns, r.cpu_ns))
+            .collect()
     }
 
     fn close(&self) {
@@ -207,7 +223,14 @@ fn exit_tuple(py: Python<'_>, e: shoal_core::ExitInfo) -> PyResult<Bound<'_, PyT
     (e.pid, e.code, e.signal).into_pyobject(py)
 }
 
-fn completion_tuple(py: Python<'_>, c: Completion) -> PyResult<Bound<'_, PyTuple>> {
+fn run_tuple(py: Python<'_>, run: RunInfo) -> PyResult<Bound<'_, PyAny>> {
+    let t = run.timing;
+    Ok((run.slot, run.pid, t.start_ns, t.deser_ns, t.result_ser_ns)
+        .into_pyobject(py)?
+        .into_any())
+}
+
+fn completion_tuple(py: Python<'_>, c: Completion, trace: bool) -> PyResult<Bound<'_, PyTuple>> {
     let (code, payload): (u8, Bound<'_, PyAny>) = match c.outcome {
         Outcome::Done(body) => (DONE, PyBytes::new(py, &body).into_any()),
         Outcome::Failed(body) => (FAILED, PyBytes::new(py, &body).into_any()),
@@ -227,7 +250,11 @@ fn completion_tuple(py: Python<'_>, c: Completion) -> PyResult<Bound<'_, PyTuple
             (CANNOT_START, exit_tuple(py, exit)?.into_any())
         }
     };
-    (c.task, code, payload, c.duration_ns).into_pyobject(py)
+    let run = match c.run {
+        Some(run) if trace => run_tuple(py, run)?,
+        _ => py.None().into_bound(py),
+    };
+    (c.task, code, payload, c.duration_ns, run).into_pyobject(py)
 }
 
 fn output_tuple(py: Python<'_>, o: WorkerOutput) -> PyResult<Bound<'_, PyTuple>> {

@@ -88,21 +88,27 @@ impl PyLink {
         self.inner.begin(task_id);
     }
 
-    /// Marks the worker idle and queues the task's result.
-    fn done(&self, task_id: u64, body: &[u8]) -> PyResult<()> {
-        self.inner.finish(Kind::Done, task_id, body).map_err(to_py)
+    /// Marks the worker idle and queues the task's result, with the time
+    /// spent unpickling its arguments and pickling the result.
+    #[pyo3(signature = (task_id, body, deser_ns=0, result_ser_ns=0))]
+    fn done(&self, task_id: u64, body: &[u8], deser_ns: u64, result_ser_ns: u64) -> PyResult<()> {
+        self.inner
+            .finish(Kind::Done, task_id, body, deser_ns, result_ser_ns)
+            .map_err(to_py)
     }
 
     /// Marks the worker idle and queues the task's pickled exception;
     /// `retryable` if the task's `retry_on` names it.
-    #[pyo3(signature = (task_id, body, retryable=false))]
-    fn failed(&self, task_id: u64, body: &[u8], retryable: bool) -> PyResult<()> {
+    #[pyo3(signature = (task_id, body, retryable=false, deser_ns=0))]
+    fn failed(&self, task_id: u64, body: &[u8], retryable: bool, deser_ns: u64) -> PyResult<()> {
         let kind = if retryable {
             Kind::Retryable
         } else {
             Kind::Failed
         };
-        self.inner.finish(kind, task_id, body).map_err(to_py)
+        self.inner
+            .finish(kind, task_id, body, deser_ns, 0)
+            .map_err(to_py)
     }
 
     /// This process's resident memory in bytes (None if unknown).

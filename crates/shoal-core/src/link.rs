@@ -13,8 +13,8 @@ use std::sync::{Mutex, MutexGuard};
 use crate::error::{CoreError, Result};
 use crate::frame::{encode_into, encode_parts_into, Decoder, Frame, Kind};
 use crate::spawn::{WORKER_SOCKET_FD, WORKER_STATUS_FD};
-use crate::status::{monotonic_ns, StatusPage};
-use crate::timing::{process_cpu_ns, RunTiming};
+use crate::status::StatusPage;
+use crate::timing::{monotonic_ns, process_cpu_ns, RunTiming};
 
 /// How stale the CPU time sent with answers may get.
 const CPU_REFRESH_NS: u64 = 10_000_000;

@@ -19,11 +19,11 @@ use crate::completions::Completions;
 use crate::frame::{Frame, Kind};
 use crate::memory::rss_bytes;
 use crate::spawn::WorkerCommand;
-use crate::status::monotonic_ns;
 use crate::task::{
     BrokenPool, Completion, ExitInfo, Outcome, RunInfo, Stream, Submission, TaskOptions,
     WorkerOutput, WorkerRecord,
 };
+use crate::timing::monotonic_ns;
 use crate::timing::RunTiming;
 use crate::worker::{EventReceiver, KillReason, WorkerHandle, WorkerId};
 

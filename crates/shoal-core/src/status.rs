@@ -13,6 +13,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{CoreError, Result};
+use crate::timing::monotonic_ns;
 
 #[repr(C)]
 struct Slot {
@@ -122,19 +123,6 @@ impl Drop for StatusPage {
             libc::munmap(self.ptr.as_ptr().cast(), PAGE);
         }
     }
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

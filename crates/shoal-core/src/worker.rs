@@ -128,7 +128,7 @@ impl WorkerHandle {
             retiring: false,
             left_over_memory: false,
             kill_reason: None,
-            started_ns: crate::status::monotonic_ns(),
+            started_ns: crate::timing::monotonic_ns(),
             cpu_ns: 0,
         })
     }

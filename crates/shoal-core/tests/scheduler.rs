@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use shoal_core::frame::Kind;
 use shoal_core::link::WorkerLink;
-use shoal_core::status::monotonic_ns;
+use shoal_core::timing::monotonic_ns;
 use shoal_core::{
     BrokenPool, Completion, CoreError, Engine, EngineConfig, Next, Outcome, Stream, Submission,
     TaskOptions, WorkerCommand, WorkerOutput,
@@ -204,11 +204,15 @@ fn run_cmd(link: &WorkerLink, args: &[u8]) -> Result<Vec<u8>, Raised> {
                 .expect("queue output");
             Ok(b"said".to_vec())
         }
-        // Keeps `MB` megabytes resident for the rest of the process's life.
-        "leak" => {
-            let block = vec![1u8; (parse_u64(rest.as_bytes()) as usize) << 20];
-            std::mem::forget(std::hint::black_box(block));
-            Ok(b"leaked".to_vec())
+        // Answers at once; 100 ms later, while the worker is idle, makes
+        // `MB` megabytes resident for the rest of the process's life.
+        "leak-later" => {
+            let mb = parse_u64(rest.as_bytes()) as usize;
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                std::mem::forget(std::hint::black_box(vec![1u8; mb << 20]));
+            });
+            Ok(b"leaking".to_vec())
         }
         // Holds `MB` megabytes (touched, so resident) for `ms` milliseconds.
         "hog" => {
@@ -1078,9 +1082,13 @@ fn a_task_over_max_memory_is_killed_and_blamed() {
 fn an_idle_worker_over_max_memory_is_replaced_without_failing_anything() {
     let pool = Pool::start(memory_config(100));
     let first = pool.worker_pids()[0];
-    pool.submit(submission(CMD, &[(1, "leak:200")], TaskOptions::default()))
-        .unwrap();
-    assert_eq!(done_body(&collect(&pool, &[1], LONG)[&1]), b"leaked");
+    pool.submit(submission(
+        CMD,
+        &[(1, "leak-later:200")],
+        TaskOptions::default(),
+    ))
+    .unwrap();
+    assert_eq!(done_body(&collect(&pool, &[1], LONG)[&1]), b"leaking");
     assert!(eventually(LONG, || {
         let pids = pool.worker_pids();
         pids.len() == 1 && pids[0] != first

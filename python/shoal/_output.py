@@ -30,7 +30,7 @@ class LineWriter(io.TextIOBase):
         self._link = link
         self._stream = stream
         self._name = name
-        self._partial = ""
+        self._partial = ""  # text after the last newline; read by the worker loop
         # User code may print from several threads.
         self._lock = _thread.allocate_lock()
 
@@ -63,11 +63,6 @@ class LineWriter(io.TextIOBase):
             lines, self._partial = self._partial + head + "\n", tail
         self._send(lines)
         return len(text)
-
-    @property
-    def pending(self) -> bool:
-        """A partial line is waiting for its newline."""
-        return bool(self._partial)
 
     def end_line(self) -> None:
         """Sends a partial line as a line of its own (at a task's end)."""

@@ -100,7 +100,7 @@ def serve(link, stdout, stderr) -> int:
                         failed(a, dumps_exception(error), False, t1 - t0)
                     else:
                         done(a, out, t1 - t0, perf_counter_ns() - t2)
-                if stdout.pending or stderr.pending:
+                if stdout._partial or stderr._partial:  # attributes: cheaper than a property
                     stdout.end_line()
                     stderr.end_line()
                 if max_memory and (link.rss() or 0) > max_memory:

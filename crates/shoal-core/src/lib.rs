@@ -13,6 +13,9 @@ pub mod cpus;
 pub mod engine;
 pub mod error;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod link;
 mod scheduler;
 pub mod spawn;

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install test test-rust test-python lint bench bench-quick demo clean
+.PHONY: install test test-rust test-python lint fuzz bench bench-quick demo clean
 
 ## Build the Rust engine and install shoal (editable) with test and bench extras.
 install:
@@ -20,9 +20,19 @@ test-python:
 ## Formatting and lints, as CI checks them.
 lint: install
 	cargo fmt --all --check
+	cargo fmt --manifest-path crates/shoal-core/fuzz/Cargo.toml --check
 	cargo clippy --locked --all-targets -- -D warnings
 	$(PYTHON) -m ruff check python tests benches
 	$(PYTHON) -m ruff format --check python tests benches
+
+## Fuzz the frame decoder for FUZZ_SECONDS (needs `cargo install cargo-fuzz`).
+## cargo-fuzz passes nightly-only flags (sanitizers, coverage); RUSTC_BOOTSTRAP
+## lets the stable compiler take them. New inputs go to the ignored corpus/.
+FUZZ_SECONDS ?= 60
+fuzz:
+	mkdir -p crates/shoal-core/fuzz/corpus/decoder
+	cd crates/shoal-core/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decoder \
+		corpus/decoder seeds/decoder -- -max_total_time=$(FUZZ_SECONDS)
 
 ## shoal side by side with multiprocessing, concurrent.futures, joblib and mpire.
 bench: install

@@ -6,7 +6,10 @@ use std::io;
 /// A frame that could not be decoded or encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    #[error("unknown frame kind {0}")]
+    #[error(
+        "unknown frame kind {0}: the stream is corrupt, or its two ends run \
+         different versions of shoal"
+    )]
     UnknownKind(u8),
     #[error("frame body of {len} bytes is larger than the limit of {max} bytes")]
     TooLarge { len: u64, max: u64 },

@@ -7,9 +7,22 @@
 //! ```
 //!
 //! `a` and `b` carry the ids a kind needs (task id, function id, a duration)
-//! so the body stays an opaque pickle. The decoder treats its input as
-//! untrusted: a bad frame is an error, never a panic, and it never allocates
-//! more than the bytes that actually arrived plus one read buffer.
+//! so the body stays an opaque pickle.
+//!
+//! The decoder treats its input as untrusted (`make fuzz` fuzzes it against
+//! this contract, written out in `src/fuzzing.rs`):
+//!
+//! - A bad frame is a [`FrameError`], never a panic. An unknown kind byte is
+//!   refused as soon as it arrives, without waiting for the rest of the header.
+//! - An error sticks: once [`Decoder::next_frame`] has returned one, it returns
+//!   the same error on every later call, whatever is fed, so nothing is
+//!   decoded from a stream after it went wrong.
+//! - Memory follows the bytes that arrived, never a length a header declares.
+//!   The buffer's capacity is at most `4 * pending() + SPARE_CAPACITY` bytes,
+//!   with `pending()` as it was right after the last [`Decoder::feed`] (twice
+//!   what the buffer holds, and frames already taken are at most half of
+//!   that); [`Decoder::next_frame`] never grows it. Each frame's body is one
+//!   allocation of exactly its length, made once all of it has arrived.
 
 use crate::error::FrameError;
 
@@ -18,6 +31,14 @@ pub const HEADER_LEN: usize = 4 + 1 + 8 + 8;
 
 /// The largest body a frame may carry. Bigger payloads belong in shared memory.
 pub const MAX_BODY: usize = u32::MAX as usize;
+
+/// Buffer space a [`Decoder`] may keep beyond its bound, so a
+/// link that reads 256 KiB at a time does not reallocate on every read, while
+/// one that has passed a large frame gives the space back.
+pub const SPARE_CAPACITY: usize = 1 << 20;
+
+/// Offset of the kind byte in the header.
+const KIND_AT: usize = 4;
 
 /// What a frame means. Parent-to-worker kinds are below 16, worker-to-parent
 /// kinds from 16 up, so a frame sent the wrong way is caught at once.
@@ -153,13 +174,17 @@ impl Decoder {
 
     /// Appends received bytes.
     pub fn feed(&mut self, data: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > (1 << 20) && self.start * 2 > self.buf.len() {
-            // Reclaim consumed space so a long-lived link does not grow forever.
+        // Drop the frames already taken once they are at least half the
+        // buffer: the bytes moved are never more than the bytes dropped, so
+        // feeding stays linear however the caller interleaves its calls.
+        if self.start > 0 && self.start >= self.pending() {
             self.buf.drain(..self.start);
             self.start = 0;
+        }
+        let needed = self.buf.len() + data.len();
+        if self.buf.capacity() > 2 * needed + SPARE_CAPACITY {
+            // Give back what a large frame left behind.
+            self.buf.shrink_to(needed);
         }
         self.buf.extend_from_slice(data);
     }
@@ -169,20 +194,29 @@ impl Decoder {
         self.buf.len() - self.start
     }
 
+    /// Bytes of memory the buffer holds (see the bound in the module docs).
+    pub fn buffered_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let avail = &self.buf[self.start..];
+        let Some(&kind_byte) = avail.get(KIND_AT) else {
+            return Ok(None);
+        };
+        let kind = Kind::from_u8(kind_byte)?;
         if avail.len() < HEADER_LEN {
             return Ok(None);
         }
         let len = u32::from_le_bytes(read_array(&avail[0..4])) as usize;
-        let kind = Kind::from_u8(avail[4])?;
         let a = u64::from_le_bytes(read_array(&avail[5..13]));
         let b = u64::from_le_bytes(read_array(&avail[13..21]));
-        if avail.len() < HEADER_LEN + len {
+        // `get` rather than `HEADER_LEN + len`: no sum to overflow on 32 bits.
+        let Some(body) = avail[HEADER_LEN..].get(..len) else {
             return Ok(None);
-        }
-        let body = avail[HEADER_LEN..HEADER_LEN + len].to_vec();
+        };
+        let body = body.to_vec();
         self.start += HEADER_LEN + len;
         Ok(Some(Frame { kind, a, b, body }))
     }
@@ -244,12 +278,49 @@ mod tests {
     }
 
     #[test]
-    fn unknown_kind_is_an_error() {
-        let mut bytes = encoded(&[Frame::new(Kind::Task, 1, 1, vec![1])]);
+    fn unknown_kind_is_an_error_that_sticks() {
+        let mut bytes = encoded(&[
+            Frame::new(Kind::Task, 1, 1, vec![1]),
+            Frame::new(Kind::Task, 2, 1, vec![2]),
+        ]);
         bytes[4] = 99;
         let mut d = Decoder::new();
         d.feed(&bytes);
         assert_eq!(d.next_frame(), Err(FrameError::UnknownKind(99)));
+        // The next frame is well formed, but a stream that went wrong once
+        // is not trusted again.
+        d.feed(&bytes);
+        assert_eq!(d.next_frame(), Err(FrameError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn unknown_kind_is_refused_before_the_header_is_complete() {
+        let mut d = Decoder::new();
+        d.feed(&[0, 0, 0, 0]);
+        assert_eq!(d.next_frame(), Ok(None));
+        d.feed(&[200]);
+        assert_eq!(d.next_frame(), Err(FrameError::UnknownKind(200)));
+    }
+
+    #[test]
+    fn a_large_frame_leaves_no_large_buffer_behind() {
+        let big = encoded(&[Frame::new(Kind::Done, 1, 1, vec![7; 8 << 20])]);
+        let small = encoded(&[Frame::new(Kind::Done, 2, 1, vec![1; 100])]);
+        let mut d = Decoder::new();
+        for piece in big.chunks(256 * 1024) {
+            d.feed(piece);
+        }
+        assert_eq!(d.next_frame().unwrap().unwrap().body.len(), 8 << 20);
+        assert!(d.buffered_capacity() >= 8 << 20);
+        d.feed(&small[..50]);
+        assert!(
+            d.buffered_capacity() <= 4 * d.pending() + SPARE_CAPACITY,
+            "kept {} bytes for {} pending",
+            d.buffered_capacity(),
+            d.pending()
+        );
+        d.feed(&small[50..]);
+        assert_eq!(d.next_frame().unwrap().unwrap().a, 2);
     }
 
     #[test]
@@ -268,7 +339,7 @@ mod tests {
         let mut d = Decoder::new();
         d.feed(&bytes);
         assert_eq!(d.next_frame(), Ok(None));
-        assert!(d.buf.capacity() < 1024);
+        assert!(d.buffered_capacity() < 1024);
     }
 
     #[test]

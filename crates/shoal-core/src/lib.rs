@@ -15,6 +15,9 @@ pub mod cpus;
 pub mod engine;
 pub mod error;
 pub mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod link;
 pub mod memory;
 mod scheduler;

@@ -31,6 +31,9 @@ _EXPORTS = {
     "WorkerInitError": "_errors",
     "WorkerLostError": "_errors",
     "WorkerStartError": "_errors",
+    "Trace": "_trace",
+    "TraceFormatError": "_trace",
+    "report": "_report",
 }
 
 __all__ = [
@@ -44,11 +47,14 @@ __all__ = [
     "ShoalError",
     "TaskTimeoutError",
     "TimeoutError",
+    "Trace",
+    "TraceFormatError",
     "WorkerInitError",
     "WorkerLostError",
     "WorkerStartError",
     "cpu_count",
     "cpu_report",
+    "report",
 ]
 
 
@@ -78,4 +84,6 @@ if TYPE_CHECKING:
         WorkerStartError,
     )
     from ._pool import Pool
+    from ._report import report
     from ._results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004
+    from ._trace import Trace, TraceFormatError

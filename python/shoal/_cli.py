@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from ._cli_measure import add_commands
 
 
 def _pi_chunk(start: int, stop: int, n: int) -> float:
@@ -53,9 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--steps", type=int, default=4_000_000, help="pi steps (default 4e6)")
     p_demo.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     p_demo.set_defaults(run=demo)
+    add_commands(sub)  # report, bench, info
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        code = args.run(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # `shoal info | head`: the reader left early; not a failure (as ruff).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         return 130
 

@@ -1,0 +1,31 @@
+"""Numbers as people read them: durations, sizes, shares."""
+
+from __future__ import annotations
+
+
+def seconds(s: float) -> str:
+    """'0 s', '80 µs', '45 ms', '1.23 s', '612 s'."""
+    if s == 0:
+        return "0 s"
+    if s < 1e-3:
+        return f"{s * 1e6:.3g} µs"
+    if s < 1:
+        return f"{s * 1e3:.3g} ms"
+    if s < 100:
+        return f"{s:.3g} s"
+    return f"{s:.0f} s"
+
+
+def size(n: float) -> str:
+    """'512 B', '48.2 kB', '480 MB' (decimal units)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+def percent(fraction: float) -> str:
+    """'35%', '0.4%'."""
+    value = fraction * 100
+    return f"{value:.2g}%" if value < 10 else f"{value:.0f}%"

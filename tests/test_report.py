@@ -228,7 +228,7 @@ def test_chromium_shows_the_timeline(tmp_path):
         rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
         # Rows where the call's colour spans a long stretch: timeline lanes,
         # not the legend's small swatch.
-        rows = [y for y in range(height) if sum(pixels[x, y] == rgb for x in range(width)) > 60]
+        rows = [y for y in range(height) if sum(pixels[x, y] == rgb for x in range(width)) > 40]
         lane_bands = bands(rows)
         assert len(lane_bands) == lanes, (colour, lane_bands)
         assert all(last - first >= 15 for first, last in lane_bands)  # a lane is 20 px tall

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html.parser
 import os
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -164,6 +165,21 @@ def test_odd_traces_still_render():
     unfinished = Page(render(shoal.Trace.from_dict(data)))
     assert len(unfinished.find("rect", class_="task")) == 3
     assert len(unfinished.find("rect", class_="failed")) == 1
+
+
+def test_a_real_pool_with_one_long_task_gets_imbalance_advice():
+    import helpers_mod as h
+
+    with shoal.Pool(2, trace=True) as pool:
+        pool.starmap(h.sleep_and_return, [(0, 0.4), (1, 0.02), (2, 0.02), (3, 0.02)], chunksize=1)
+    trace = pool.trace()
+    page = Page(render(trace))
+    assert len(page.find("rect", class_="lane")) == 2
+    assert len(page.find("rect", class_="task")) == 4
+    text = " ".join(page.text)
+    assert "starmap(helpers_mod.sleep_and_return): workers sat idle for " in text
+    assert re.search(r"the longest ran (4\d\d ms|\d\.\d+ s)", text)  # slept 0.4 s
+    assert "dynamic schedule" in text
 
 
 def test_report_writes_a_file_from_a_trace_or_its_path(tmp_path):

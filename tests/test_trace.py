@@ -163,6 +163,20 @@ def test_a_json_list_is_not_a_trace():
         shoal.Trace.from_dict([1, 2])
 
 
+def test_a_trace_taken_mid_run_has_pending_tasks():
+    import helpers_mod as h
+
+    with shoal.Pool(1, trace=True) as pool:
+        results = [pool.apply_async(h.sleep_and_return, (i, 0.2)) for i in range(2)]
+        during = pool.trace()
+        assert [r.get(timeout=30) for r in results] == [0, 1]
+        after = pool.trace()
+    assert [t.outcome for t in during.tasks] == ["pending", "pending"]
+    assert during.summary().outcomes == {"pending": 2}
+    assert [t.outcome for t in after.tasks] == ["ok", "ok"]
+    assert after.summary().run_total >= 0.4
+
+
 # ------------------------------------------------------------------ numbers
 
 

@@ -42,6 +42,7 @@ _OUTCOME_WORDS = {
     "lost": "lost with a worker",
     "timeout": "timed out",
     "cancelled": "cancelled",
+    "pending": "still running when the trace was taken",
 }
 
 

@@ -126,7 +126,7 @@ def _timeline(trace: Trace, s: TraceSummary, colours: dict[int, str]) -> str:
     )
     if len(labels) > MAX_LISTED:
         legend += f"<span>and {len(labels) - MAX_LISTED} more</span>"
-    if any(o != "ok" for o in s.outcomes):
+    if any(o not in ("ok", "pending") for o in s.outcomes):
         legend += '<span><i class="swatch" style="background:#555"></i>hatched: failed</span>'
     return (
         "<h2>Timeline</h2>\n"

@@ -49,7 +49,7 @@ class Block:
 
     @property
     def failed(self) -> int:
-        return sum(iv.task.outcome != "ok" for iv in self.intervals)
+        return sum(iv.task.outcome not in ("ok", "pending") for iv in self.intervals)
 
 
 def blocks(intervals: list[Interval], scale: float) -> list[Block]:

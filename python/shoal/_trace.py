@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 FORMAT = "shoal-trace"
 VERSION = 1
-OUTCOMES = ("ok", "error", "lost", "timeout", "cancelled")
+#: "pending": not finished when the trace was taken (pool.trace() mid-run).
+OUTCOMES = ("ok", "error", "lost", "timeout", "cancelled", "pending")
 POOL_KINDS = ("process", "thread")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 
 import helpers_mod as h
 import pytest
@@ -67,6 +68,7 @@ def test_failed_lost_and_cancelled_tasks_are_recorded():
         with pytest.raises(shoal.WorkerLostError):
             p.apply(h.exit_process, (3,))
         r = p.apply_async(h.sleep_and_return, (1, 30))
+        time.sleep(0.5)  # running, so cancelling it replaces its worker
         p.cancel(r)
         with pytest.raises(Exception, match="cancelled"):
             r.get(timeout=10)

@@ -20,16 +20,34 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_demo_computes_pi_and_reports_a_speed_up():
-    out = run_cli("demo", "--steps", "64000", "--rounds", "1")
+def test_demo_measures_every_lesson_and_writes_the_timelines(tmp_path):
+    page = tmp_path / "demo.html"
+    out = run_cli("demo", "--scale", "0.05", "--rounds", "1", "--html", str(page))
     assert out.returncode == 0, out.stderr
-    values = re.findall(r"^(serial|Pool)\s+(3\.14159\d+)", out.stdout, re.M)
-    assert [name for name, _ in values] == ["serial", "Pool"]
-    assert all(abs(float(v) - 3.141592653589793) < 1e-9 for _, v in values)
-    assert re.search(r"speed-up with \d+ workers: \d+\.\d\dx", out.stdout)
+    for title in (
+        "The GIL: pure-Python CPU work",
+        "Waiting for I/O",
+        "Compiled code that releases the GIL",
+        "pi by the midpoint rule",
+        "Mandelbrot: static against dynamic schedules",
+        "Tiny tasks and chunking",
+    ):
+        assert title in out.stdout
+    # Every variant has a time and a speed-up; the baseline is x1.00.
+    rows = re.findall(r"^  (\S.*?)\s+(\d+\.\d{3}) s\s+x\s*(\d+\.\d\d)$", out.stdout, re.M)
+    assert len(rows) >= 14
+    assert [r for r in rows if r[0] == "serial"] and all(
+        r[2] == "1.00" for r in rows if r[0] == "serial"
+    )
+    pi = re.search(r"pi = (3\.\d{12})", out.stdout)
+    assert pi and abs(float(pi.group(1)) - 3.141592653589793) < 1e-6
+    html = page.read_text()
+    assert html.count("<svg") >= 5, "a timeline per traced run"
+    assert "Mandelbrot" in html
 
 
 def test_usage_errors_exit_with_2():
     assert run_cli().returncode == 2
     assert run_cli("no-such-command").returncode == 2
-    assert run_cli("demo", "--steps", "many").returncode == 2
+    assert run_cli("demo", "--rounds", "many").returncode == 2
+    assert run_cli("demo", "--scale", "0").returncode == 2

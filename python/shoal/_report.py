@@ -31,7 +31,7 @@ MAX_LISTED = 30
 BAR_WIDTH = 960
 BAR_HEIGHT = 26
 
-_CSS = """
+CSS = """
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d1f;
        margin: 24px auto; max-width: 1000px; padding: 0 16px; }
 h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; }
@@ -80,7 +80,7 @@ def render(trace: Trace) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
         f"<title>shoal report: {esc(trace.host)}, {esc(trace.created)}</title>\n"
-        f"<style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+        f"<style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
 
 

@@ -96,10 +96,11 @@ def _worker_env(processes: int) -> list[tuple[str, str]]:
     return [(var, per_worker) for var in _THREAD_VARS if var not in os.environ]
 
 
-def _pump(engine, pending: dict) -> None:
+def _pump(engine, pending: dict, translate: Callable | None) -> None:
     """The result thread: takes completions from the engine and hands each
-    to the object waiting for it. Holds no reference to the Pool, so an
-    abandoned pool can be collected."""
+    to the object waiting for it (after ``translate(task_id, code,
+    payload)``, if given). Holds no reference to the Pool, so an abandoned
+    pool can be collected."""
     pop = pending.pop
     while True:
         batch = engine.wait_completions(None)
@@ -109,6 +110,8 @@ def _pump(engine, pending: dict) -> None:
         if output:
             deliver(output)  # a task's prints before its result
         for task_id, code, payload, duration_ns in done:
+            if translate is not None:
+                code, payload = translate(task_id, code, payload)
             sink = pop(task_id, None)
             if sink is not None:
                 sink(task_id, code, payload, duration_ns)
@@ -212,7 +215,7 @@ class _Feed:
         with self._lock:
             self._outstanding += len(chunks)
         try:
-            self._send(self._fn_id, first_id, dumps_many(chunks), self.complete)
+            self._send(self._fn_id, first_id, chunks, self.complete)
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable item
             for k in range(len(chunks)):
                 self.it._fail_chunk(*self._chunk_of.pop(first_id + k), exc)
@@ -271,6 +274,12 @@ class Pool:
     multiprocessing.
     """
 
+    #: How arguments and functions travel to the workers: pickled. (A
+    #: ThreadPool hands them over by reference instead.)
+    _dumps = staticmethod(dumps)
+    _dumps_many = staticmethod(dumps_many)
+    _dumps_function = staticmethod(dumps_function)
+
     def __init__(
         self,
         processes: int | None = None,
@@ -297,12 +306,10 @@ class Pool:
             raise ValueError(
                 f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}"
             )
-        self._processes = processes
-        self._state = _RUN
-        self._state_lock = threading.Lock()
-        init = dumps((list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level()))
+        setup = (sys.path, initializer, tuple(initargs), max_memory, parent_log_level(), processes)
+        init = dumps(setup)
         args, env = _worker_command()
-        self._engine = _shoal.Engine(
+        engine = _shoal.Engine(
             processes,
             sys.executable,
             args,
@@ -311,6 +318,15 @@ class Pool:
             maxtasksperchild,
             max_memory,
         )
+        self._start(processes, engine)
+
+    def _start(self, workers: int, engine, translate: Callable | None = None) -> None:
+        """Every pool's state around its started engine, and its result thread."""
+        self._processes = workers  # multiprocessing's name; threads in a ThreadPool
+        self._state = _RUN
+        self._state_lock = threading.Lock()
+        self._engine = engine
+        self._release_function = engine.release_function
         self._next_id = 1
         self._id_lock = threading.Lock()
         self._fn_ids = itertools.count(1)
@@ -321,7 +337,7 @@ class Pool:
         self._iterators: weakref.WeakSet = weakref.WeakSet()
         self._pump = threading.Thread(
             target=_pump,
-            args=(self._engine, self._pending),
+            args=(self._engine, self._pending, translate),
             name="shoal-results",
             daemon=True,
         )
@@ -358,7 +374,7 @@ class Pool:
 
     def _register(self, func: Callable, mode: int, options: _Options) -> int:
         fn_id = next(self._fn_ids)
-        self._engine.register_function(fn_id, dumps_function(func, mode, options.retry_on))
+        self._engine.register_function(fn_id, self._dumps_function(func, mode, options.retry_on))
         return fn_id
 
     def _cached_function(self, func: Callable, mode: int, options: _Options) -> int:
@@ -376,7 +392,7 @@ class Pool:
         self._functions[key] = fn_id
         if len(self._functions) > _FUNCTION_CACHE_SIZE:
             _, old = self._functions.popitem(last=False)
-            self._engine.release_function(old)
+            self._release_function(old)
         return fn_id
 
     @staticmethod
@@ -418,8 +434,7 @@ class Pool:
         result = AsyncResult(
             f"apply({_name(func)})", callback, error_callback, tasks=range(task_id, task_id + 1)
         )
-        payload = dumps((tuple(args), dict(kwds or {})))
-        self._send_one(fn_id, task_id, payload, result._complete, options)
+        self._send_one(fn_id, task_id, (tuple(args), dict(kwds or {})), result._complete, options)
         return result
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
@@ -430,13 +445,15 @@ class Pool:
         fn_id = self._cached_function(fn, MODE_CALL, self._options)
         task_id = self._new_ids(1)
         future = _PoolFuture(self._engine, task_id, self._future_condition)
-        self._send_one(fn_id, task_id, dumps((args, kwargs)), future._complete, self._options)
+        self._send_one(fn_id, task_id, (args, kwargs), future._complete, self._options)
         return future
 
     def _send_one(
-        self, fn_id: int, task_id: int, payload: bytes, sink: Callable, options: _Options
+        self, fn_id: int, task_id: int, args: tuple, sink: Callable, options: _Options
     ) -> None:
-        """Sends one task (no list: the ``apply_async``/``submit`` path)."""
+        """Sends one task (no list: the ``apply_async``/``submit`` path);
+        ``args`` is ``(args, kwargs)``."""
+        payload = self._dumps(args)
         self._pending[task_id] = sink
         try:
             self._engine.submit_one(fn_id, task_id, payload, options.timeout, options.retries)
@@ -445,9 +462,11 @@ class Pool:
             raise
 
     def _send(
-        self, fn_id: int, first_id: int, payloads: list[bytes], sink: Callable, options: _Options
+        self, fn_id: int, first_id: int, chunks: list[list], sink: Callable, options: _Options
     ) -> None:
-        """Sends tasks ``first_id, first_id + 1, ...``, each answered to ``sink``."""
+        """Sends ``chunks`` as tasks ``first_id, first_id + 1, ...``, each
+        answered to ``sink``."""
+        payloads = self._dumps_many(chunks)
         ids = range(first_id, first_id + len(payloads))
         self._pending.update(dict.fromkeys(ids, sink))
         try:
@@ -513,17 +532,16 @@ class Pool:
         what = f"{'starmap' if mode == MODE_STARMAP else 'map'}({_name(func)})"
         if not chunks:
             return MapResult(what, 0, 0, callback, error_callback)
-        payloads = dumps_many(chunks)
         fn_id = self._register(func, mode, options)
         first = self._new_ids(len(chunks))
-        engine = self._engine
+        release = self._release_function
 
         def done() -> None:
-            engine.release_function(fn_id)
+            release(fn_id)
 
         result = MapResult(what, first, len(chunks), callback, error_callback, on_done=done)
         try:
-            self._send(fn_id, first, payloads, result._complete, options)
+            self._send(fn_id, first, chunks, result._complete, options)
         except BaseException:
             done()
             raise
@@ -554,7 +572,7 @@ class Pool:
         it = IMapIterator(f"{name}({_name(func)})", ordered, read_ahead=256)
         self._iterators.add(it)
         send = functools.partial(self._send, options=options)
-        feed = _Feed(it, fn_id, send, self._engine.release_function, self._engine.cancel)
+        feed = _Feed(it, fn_id, send, self._release_function, self._engine.cancel)
         it._feed = feed
         feeder = threading.Thread(
             target=self._feed,

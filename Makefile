@@ -21,8 +21,8 @@ test-python:
 lint: install
 	cargo fmt --all --check
 	cargo clippy --locked --all-targets -- -D warnings
-	$(PYTHON) -m ruff check python tests benches
-	$(PYTHON) -m ruff format --check python tests benches
+	$(PYTHON) -m ruff check python tests benches examples
+	$(PYTHON) -m ruff format --check python tests benches examples
 
 ## shoal side by side with multiprocessing, concurrent.futures, joblib and mpire.
 bench: install

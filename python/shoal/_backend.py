@@ -76,7 +76,7 @@ def check_backend(backend) -> None:
         backend._check_running()
     elif backend not in BACKENDS:
         raise ValueError(
-            f"backend must be one of {', '.join(map(repr, BACKENDS))} or a shoal.Pool / "
+            f"backend must be one of {', '.join(repr(b) for b in BACKENDS)} or a shoal.Pool / "
             f"shoal.ThreadPool to run on, got {backend!r}"
         )
 
@@ -207,6 +207,7 @@ def run(
         return choice, probe.head, run_rest(processes, probe.stop)
 
 
+# In this module `map` names this function: the builtin is not used here.
 def map(  # noqa: A001 - shoal.map, as the builtin, on a pool
     func: Callable, iterable: Iterable, *, backend="auto", workers: int | None = None
 ) -> list:

@@ -141,11 +141,11 @@ impl WorkerHandle {
         let read_sock = dup(&sock)?;
         let events = events.clone();
         let reader = std::thread::Builder::new()
-            .name(format!("shoal-read-{slot}"))
+            .name(format!("shoal-read-{pid}"))
             .spawn(move || read_loop(id, read_sock, events))
             .map_err(|e| crate::error::CoreError::io("start reader thread", e))?;
         let writer = std::thread::Builder::new()
-            .name(format!("shoal-write-{slot}"))
+            .name(format!("shoal-write-{pid}"))
             .spawn(move || write_loop(sock, rx))
             .map_err(|e| crate::error::CoreError::io("start writer thread", e))?;
         Ok(WorkerHandle {

@@ -462,10 +462,3 @@ def log_call_busy(path_and_item):
         os.close(fd)
     busy_python(3_000)
     return item
-
-
-def thread_cpu_of(func, arg):
-    """CPU seconds this thread spent in ``func(arg)``."""
-    began = time.thread_time()
-    func(arg)
-    return time.thread_time() - began

@@ -3,25 +3,31 @@ and ``parallel_reduce``, and the measured choice behind ``backend="auto"``.
 
 Threads win when the function waits (I/O, sleeps) or releases the GIL
 (numpy, compiled kernels); processes win for pure-Python CPU work. ``auto``
-runs the first items on threads -- every thread busy, chunks growing until
-each runs about a millisecond, for about 30 ms -- and measures how many
-cores the threads kept busy: the CPU time of each call's own thread,
-summed, over the time the probe's calls spanned. Far below one core, the
-function mostly waits, and threads overlap the waits; about as many cores
-as threads (up to the cores there are), it runs in parallel on threads;
-about one core, the GIL serialises it, and the rest of the items go to
-processes. The probe's items are real work: their results are kept, and
-nothing runs twice.
+runs the first items on threads -- every thread kept busy, chunks growing
+until each runs about a millisecond -- and measures, over 30 ms, on how
+many cores the threads ran (their CPU time, summed), and on how many they
+ran or were ready to run (adding the time they waited for a core that
+other programs held; a thread waiting for the GIL or for I/O is not ready
+to run). Ready on far below one core, the function mostly waits, and
+threads overlap the waits; running on about as many cores as there are
+threads (up to the cores there are), it runs in parallel on threads; else
+the GIL serialises it, and the rest of the items go to processes. The
+probe's items are real work: their results are kept, and nothing runs
+twice. What is measured is what the machine gives now: while other
+programs keep its cores busy, threads that release the GIL get less than
+a core each, and auto picks processes (which get no more).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from time import perf_counter, thread_time
+from time import perf_counter
 
 from ._cpus import cpu_count
 
@@ -32,7 +38,8 @@ PROBE_SECONDS = 0.03
 #: Probe chunks grow until each runs this long, so that the engine's own
 #: per-task work does not blur the measure.
 PROBE_TASK_SECONDS = 0.001
-#: Below this many cores busy on threads, the function mostly waits.
+#: Threads ready to run on fewer cores than this mostly wait (the GIL
+#: keeps one of them running, so it never looks like waiting).
 WAITING_BELOW = 0.5
 #: Threads that keep this share of the cores they could use run in parallel.
 PARALLEL_SHARE = 0.75
@@ -44,7 +51,7 @@ class BackendChoice:
 
     backend: str  # "threads" or "processes"
     reason: str
-    #: Cores the probe's threads kept busy between them (auto only).
+    #: Cores the probe's threads ran on between them (auto only).
     cores_used: float | None = None
     #: Items run during the measurement, and how long it took (auto only).
     probe_items: int = 0
@@ -88,72 +95,117 @@ def check_workers(workers) -> None:
         raise ValueError(f"workers must be a positive int or None, got {workers!r}")
 
 
-def decide(cpu: float, elapsed: float, threads: int, cores: int) -> tuple[str, str, float]:
-    """``(backend, reason, cores_used)`` from the probe's measures: its
-    calls used ``cpu`` seconds of their threads' CPU within ``elapsed``
-    seconds, while ``threads`` threads had calls to run, on a machine where
-    this process may use ``cores``."""
-    used = cpu / elapsed if elapsed > 0 else 0.0
+def decide(used: float, wanted: float, threads: int, cores: int) -> tuple[str, str]:
+    """``(backend, reason)`` from the probe's measures: its ``threads``
+    threads ran on ``used`` cores between them, and ran or were ready to run
+    on ``wanted`` (ready: waiting for a core that other programs held, not
+    for the GIL or for I/O); this process may use ``cores``."""
     could = min(threads, cores)
-    measured = f"{threads} thread{'s' * (threads > 1)} kept {used:.2f} cores busy"
+    measured = f"on {threads} thread{'s' * (threads > 1)} it used {used:.2f} cores"
     if cores < 2:
-        return "threads", f"one core: processes cannot run Python in parallel ({measured})", used
-    if used < WAITING_BELOW:
-        return "threads", f"{measured}: it mostly waits, and threads overlap the waits", used
+        return "threads", f"one core: processes cannot run Python in parallel ({measured})"
+    if wanted < WAITING_BELOW:
+        return "threads", f"{measured}: it mostly waits, and threads overlap the waits"
     if used >= PARALLEL_SHARE * could:
-        return "threads", f"{measured} of {could}: it runs in parallel on threads", used
-    return "processes", f"{measured} of {could}: the GIL serialises it", used
+        return "threads", f"{measured} of {could}: it runs in parallel on threads"
+    return "processes", f"{measured} of {could}: the GIL serialises it"
+
+
+def _ran_and_queued(thread: threading.Thread) -> tuple[float, float]:
+    """Seconds ``thread`` has run, and has waited ready to run while other
+    programs held the cores (Linux's scheduler statistics; 0 where they are
+    missing). A thread waiting for the GIL or for I/O is not ready to run."""
+    ran = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    try:
+        fd = os.open(f"/proc/self/task/{thread.native_id}/schedstat", os.O_RDONLY)
+    except OSError:
+        return ran, 0.0
+    try:
+        queued = int(os.read(fd, 128).split()[1]) / 1e9
+    finally:
+        os.close(fd)
+    return ran, queued
+
+
+def _sample(workers: dict) -> dict:
+    return {t: _ran_and_queued(t) for t in list(workers.values()) if t.is_alive()}
 
 
 def _timed(task: Callable, start: int, stop: int):
-    began, cpu = perf_counter(), thread_time()
-    value = task(start, stop)
-    return value, thread_time() - cpu, began, perf_counter()
+    began = perf_counter()
+    return task(start, stop), perf_counter() - began
 
 
 class _Probe:
     """Runs ``task(start, stop)`` over the first items on a ThreadPool's
-    threads, keeping every thread busy, with chunks doubling until each
-    runs :data:`PROBE_TASK_SECONDS`; after :data:`PROBE_SECONDS` it lets
-    the chunks sent finish. Then ``head`` holds each chunk's ``(start,
-    stop, value)`` in order, ``stop`` is the first item not run, and
-    ``cpu``, ``busy`` and ``elapsed`` are the measures :func:`decide` takes."""
+    threads and measures them. Two calls per thread are kept sent (so that
+    a thread never waits for its next one), with chunks doubling until each
+    runs :data:`PROBE_TASK_SECONDS`, for :data:`PROBE_SECONDS` from the
+    moment every thread has started. Then ``stop`` is the first item not
+    sent, and ``used`` and ``wanted`` the cores the threads ran on, and ran
+    or were ready to run on, in that time. The calls still running finish
+    on the threads; :meth:`finish` collects every call's ``(start, stop,
+    value)``, in order."""
 
     def __init__(self, pool, threads: int, n: int, task: Callable[[int, int], object]) -> None:
-        answers: queue.SimpleQueue = queue.SimpleQueue()
-        put = answers.put
-        self.head: list[tuple[int, int, object]] = []
-        self.stop, self.cpu = 0, 0.0
-        first = last = None
-        in_flight, size = 0, 1
+        self._answers: queue.SimpleQueue = queue.SimpleQueue()
+        self._head: list[tuple[int, int, object]] = []
+        self._in_flight = 0
+        self.stop = 0
+        workers = pool._handoff.threads
+        size = 1
         began = perf_counter()
-        while True:
-            measuring = perf_counter() - began < PROBE_SECONDS or not self.head
-            while measuring and in_flight < threads and self.stop < n:
-                start, self.stop = self.stop, min(self.stop + size, n)
-                pool.apply_async(
-                    _timed,
-                    (task, start, self.stop),
-                    callback=lambda value, s=start, e=self.stop: put((s, e, True, value)),
-                    error_callback=lambda exc, s=start, e=self.stop: put((s, e, False, exc)),
-                )
-                in_flight += 1
-            if in_flight == 0:
+        t0, sample0 = began, {}
+        while self._in_flight or self.stop < n:
+            while self._in_flight < 2 * threads and self.stop < n:
+                self._send(pool, task, size, n)
+            if not sample0 and len(workers) == threads:
+                t0, sample0 = perf_counter(), _sample(workers)
+            if sample0 and perf_counter() - t0 >= PROBE_SECONDS:
                 break
-            start, stop, ok, value = answers.get()
-            in_flight -= 1
-            if not ok:
-                raise value
-            value, cpu, task_began, task_ended = value
-            self.head.append((start, stop, value))
-            self.cpu += cpu
-            first = task_began if first is None else min(first, task_began)
-            last = task_ended if last is None else max(last, task_ended)
-            if task_ended - task_began < PROBE_TASK_SECONDS:
+            try:
+                wall = self._take(timeout=PROBE_SECONDS / 10)
+            except queue.Empty:
+                continue
+            if wall < PROBE_TASK_SECONDS:
                 size *= 2
-        self.head.sort(key=lambda chunk: chunk[0])
-        self.elapsed = (last - first) if self.head else 0.0
         self.seconds = perf_counter() - began
+        spanned = perf_counter() - t0
+        sample1 = _sample(workers)
+        ran = queued = 0.0
+        for thread, (ran0, queued0) in sample0.items():
+            ran1, queued1 = sample1.get(thread, (ran0, queued0))
+            ran, queued = ran + ran1 - ran0, queued + queued1 - queued0
+        self.used = ran / spanned if sample0 else 0.0
+        self.wanted = (ran + queued) / spanned if sample0 else 0.0
+
+    def _send(self, pool, task: Callable, size: int, n: int) -> None:
+        start, self.stop = self.stop, min(self.stop + size, n)
+        put, stop = self._answers.put, self.stop
+        pool.apply_async(
+            _timed,
+            (task, start, stop),
+            callback=lambda value: put((start, stop, True, value)),
+            error_callback=lambda exc: put((start, stop, False, exc)),
+        )
+        self._in_flight += 1
+
+    def _take(self, timeout: float | None = None) -> float:
+        """Takes one answer; returns how long the call ran."""
+        start, stop, ok, value = self._answers.get(timeout=timeout)
+        self._in_flight -= 1
+        if not ok:
+            raise value
+        value, wall = value
+        self._head.append((start, stop, value))
+        return wall
+
+    def finish(self) -> list[tuple[int, int, object]]:
+        """Every probe call's ``(start, stop, value)``, in order, once all
+        have answered."""
+        while self._in_flight:
+            self._take()
+        return sorted(self._head, key=lambda chunk: chunk[0])
 
 
 @contextlib.contextmanager
@@ -196,15 +248,17 @@ def run(
     with ThreadPool(threads) as pool:
         probe = _Probe(pool, threads, n, probe_task)
         if probe.stop >= n:
-            kind, reason, used = "threads", f"all {n} items ran while measuring", None
+            kind, reason = "threads", f"all {n} items were sent while measuring"
         else:
-            busy = min(threads, n)
-            kind, reason, used = decide(probe.cpu, probe.elapsed, busy, cpu_count())
-        choice = _record(BackendChoice(kind, reason, used, probe.stop, probe.seconds))
+            kind, reason = decide(probe.used, probe.wanted, min(threads, n), cpu_count())
+        choice = _record(BackendChoice(kind, reason, probe.used, probe.stop, probe.seconds))
         if kind == "threads":
-            return choice, probe.head, run_rest(pool, probe.stop)
-    with _pool("processes", workers) as processes:
-        return choice, probe.head, run_rest(processes, probe.stop)
+            rest = run_rest(pool, probe.stop)
+        else:
+            # The probe's last calls finish on the threads meanwhile.
+            with _pool("processes", workers) as processes:
+                rest = run_rest(processes, probe.stop)
+        return choice, probe.finish(), rest
 
 
 # In this module `map` names this function: the builtin is not used here.

@@ -80,6 +80,7 @@ def _serve(link, handoff, workers: int, initializer, initargs: tuple) -> None:
                     last_flush = now
             elif kind == _shoal.KIND_INIT:
                 _identity.set_thread(b, workers)
+                handoff.threads[b] = threading.current_thread()
                 if not _initialise(link, initializer, initargs):
                     return
             elif kind == _shoal.KIND_EXIT:

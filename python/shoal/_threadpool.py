@@ -4,6 +4,7 @@ driven by the same Rust scheduler."""
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterable
 
 from . import _shoal, _thread_worker
@@ -29,6 +30,8 @@ class Handoff:
         self.functions: dict[int, tuple] = {}  # fn id -> (mode, fn, retry_on)
         self.tasks: dict[int, tuple] = {}  # task id -> ((mode, fn, retry_on), args)
         self.results: dict[int, object] = {}  # task id -> value or exception
+        #: The thread serving each slot (a replacement takes over its slot).
+        self.threads: dict[int, threading.Thread] = {}
 
     def put(self, fn_id: int, first_id: int, args: list) -> None:
         entry = self.functions[fn_id]

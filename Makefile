@@ -22,8 +22,8 @@ lint: install
 	cargo fmt --all --check
 	cargo fmt --manifest-path crates/shoal-core/fuzz/Cargo.toml --check
 	cargo clippy --locked --all-targets -- -D warnings
-	$(PYTHON) -m ruff check python tests benches
-	$(PYTHON) -m ruff format --check python tests benches
+	$(PYTHON) -m ruff check python tests benches examples
+	$(PYTHON) -m ruff format --check python tests benches examples
 
 ## Fuzz the frame decoder for FUZZ_SECONDS (needs `cargo install cargo-fuzz`).
 ## cargo-fuzz passes nightly-only flags (sanitizers, coverage); RUSTC_BOOTSTRAP

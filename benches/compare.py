@@ -1,16 +1,19 @@
-"""Side-by-side benchmark of shoal against other Python process pools.
+"""Side-by-side benchmark of shoal against other Python process and thread pools.
 
 Compares ``shoal.Pool`` with ``multiprocessing.Pool``,
 ``concurrent.futures.ProcessPoolExecutor``, joblib (loky backend) and mpire,
-all with 2 worker processes, in one run, and prints a table of per-call
-times, per-task costs and ratios (peer time / shoal time).
+all with 2 worker processes, and ``shoal.ThreadPool`` with
+``concurrent.futures.ThreadPoolExecutor`` and ``multiprocessing.pool.ThreadPool``,
+in one run, and prints a table of per-call times, per-task costs and ratios
+(peer time / shoal time).
 
 Usage::
 
     python benches/compare.py [--quick] [--only NAME,...] [--rounds N] [--json out.json]
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
-startup) and/or library names (shoal, mp, ppe, joblib, mpire); shoal is always
+startup, sleep, numpy, mandelbrot, auto) and/or library names (shoal, mp, ppe,
+joblib, mpire, tpe, mp-threads); shoal is always
 run because every ratio is relative to it. ``--quick`` divides the sizes by 10
 (CI smoke test, well under a minute).
 
@@ -29,8 +32,20 @@ pickle them by reference):
                 (serial, shoal, mp, ..., serial, shoal, mp, ...) because CPU
                 speed drifts; medians are reported.
 5. startup      Pool construction to the first result of apply(inc, (1,)).
+6. sleep        8 tasks that each time.sleep(0.5) on 8 threads: shoal.ThreadPool,
+                ThreadPoolExecutor, multiprocessing's ThreadPool, serial.
+7. numpy        16 x np.sort of 2 million floats (releases the GIL) on 2
+                threads, the same libraries; speed-up over serial.
+8. mandelbrot   the workshops' 500 x 400 Mandelbrot, at most 1,000 iterations,
+                with parallel_for over rows on 2 processes: dynamic (goal) and
+                static (contiguous blocks: the imbalance is the lesson), and
+                multiprocessing's map(chunksize=1); speed-up over serial.
+9. auto         shoal.map with backend "threads", "processes" and "auto" on
+                sleeps (8 workers), the numpy sorts and pure-Python pi chunks
+                (2 workers); each call starts its own pool. auto must pick
+                the right backend and be within 10% of the faster one.
 
-For workloads 1-4 every pool is created and warmed with a tiny map before the
+For workloads 1-4 and 6-8 every pool is created and warmed with a tiny map before the
 clock starts, so start-up cost is excluded; each (library, variant) gets a
 fresh pool per round and all workloads interleave their rounds.
 """
@@ -39,12 +54,14 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import functools
 import gc
 import importlib
 import importlib.metadata
 import json
 import math
 import multiprocessing
+import multiprocessing.pool
 import os
 import pickle
 import platform
@@ -52,7 +69,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +125,17 @@ RUN_ERRORS = (
 )
 
 WORKERS = 2
-WORKLOADS = ("trivial-map", "chunksize-1", "submit", "pi", "startup")
+WORKLOADS = (
+    "trivial-map",
+    "chunksize-1",
+    "submit",
+    "pi",
+    "startup",
+    "sleep",
+    "numpy",
+    "mandelbrot",
+    "auto",
+)
 LIB_ALIASES = {
     "shoal": "shoal",
     "serial": "serial",
@@ -120,6 +147,9 @@ LIB_ALIASES = {
     "joblib": "joblib",
     "loky": "joblib",
     "mpire": "mpire",
+    "tpe": "tpe",
+    "threadpoolexecutor": "tpe",
+    "mp-threads": "mp-threads",
 }
 LIB_LABELS = {
     "serial": "serial",
@@ -128,8 +158,10 @@ LIB_LABELS = {
     "ppe": "ProcessPoolExecutor",
     "joblib": "joblib(loky)",
     "mpire": "mpire",
+    "tpe": "ThreadPoolExecutor",
+    "mp-threads": "multiprocessing ThreadPool",
 }
-LIB_ORDER = ("serial", "shoal", "mp", "ppe", "joblib", "mpire")
+LIB_ORDER = ("serial", "shoal", "mp", "ppe", "joblib", "mpire", "tpe", "mp-threads")
 
 
 # --------------------------------------------------------------------------
@@ -140,7 +172,7 @@ LIB_ORDER = ("serial", "shoal", "mp", "ppe", "joblib", "mpire")
 class Serial:
     key = "serial"
 
-    def start(self):
+    def start(self, workers=WORKERS):
         return None
 
     def stop(self, pool):
@@ -150,12 +182,12 @@ class Serial:
 class ShoalLib:
     key = "shoal"
 
-    def create(self):
-        return shoal.Pool(WORKERS)
+    def create(self, workers=WORKERS):
+        return shoal.Pool(workers)
 
-    def start(self):
-        pool = self.create()
-        pool.map(inc, range(4 * WORKERS))
+    def start(self, workers=WORKERS):
+        pool = self.create(workers)
+        pool.map(inc, range(4 * workers))
         return pool
 
     def stop(self, pool):
@@ -166,12 +198,12 @@ class ShoalLib:
 class MpLib:
     key = "mp"
 
-    def create(self):
-        return multiprocessing.Pool(WORKERS)
+    def create(self, workers=WORKERS):
+        return multiprocessing.Pool(workers)
 
-    def start(self):
-        pool = self.create()
-        pool.map(inc, range(4 * WORKERS))
+    def start(self, workers=WORKERS):
+        pool = self.create(workers)
+        pool.map(inc, range(4 * workers))
         return pool
 
     def stop(self, pool):
@@ -182,12 +214,12 @@ class MpLib:
 class PpeLib:
     key = "ppe"
 
-    def create(self):
-        return ProcessPoolExecutor(WORKERS)
+    def create(self, workers=WORKERS):
+        return ProcessPoolExecutor(workers)
 
-    def start(self):
-        ex = self.create()
-        list(ex.map(inc, range(4 * WORKERS)))
+    def start(self, workers=WORKERS):
+        ex = self.create(workers)
+        list(ex.map(inc, range(4 * workers)))
         return ex
 
     def stop(self, ex):
@@ -199,12 +231,12 @@ class JoblibLib:
 
     key = "joblib"
 
-    def create(self):
-        return Parallel(n_jobs=WORKERS, backend="loky")
+    def create(self, workers=WORKERS):
+        return Parallel(n_jobs=workers, backend="loky")
 
-    def start(self):
-        par = self.create()
-        par(delayed(inc)(i) for i in range(4 * WORKERS))
+    def start(self, workers=WORKERS):
+        par = self.create(workers)
+        par(delayed(inc)(i) for i in range(4 * workers))
         return par
 
     def stop(self, par):
@@ -220,20 +252,49 @@ class JoblibLib:
 class MpireLib:
     key = "mpire"
 
-    def create(self, keep_alive=True):
-        return WorkerPool(n_jobs=WORKERS, keep_alive=keep_alive)
+    def create(self, keep_alive=True, workers=WORKERS):
+        return WorkerPool(n_jobs=workers, keep_alive=keep_alive)
 
-    def start(self):
-        pool = self.create()
-        pool.map(inc, range(4 * WORKERS))
+    def start(self, workers=WORKERS):
+        pool = self.create(workers=workers)
+        pool.map(inc, range(4 * workers))
         return pool
 
     def stop(self, pool):
         pool.terminate()
 
 
+class ShoalThreadLib(ShoalLib):
+    key = "shoal-threads"
+
+    def create(self, workers=WORKERS):
+        return shoal.ThreadPool(workers)
+
+
+class TpeLib(PpeLib):
+    key = "tpe"
+
+    def create(self, workers=WORKERS):
+        return ThreadPoolExecutor(workers)
+
+
+class MpThreadLib(MpLib):
+    key = "mp-threads"
+
+    def create(self, workers=WORKERS):
+        return multiprocessing.pool.ThreadPool(workers)
+
+
 def available_libs():
-    libs = {"serial": Serial(), "shoal": ShoalLib(), "mp": MpLib(), "ppe": PpeLib()}
+    libs = {
+        "serial": Serial(),
+        "shoal": ShoalLib(),
+        "shoal-threads": ShoalThreadLib(),
+        "mp": MpLib(),
+        "mp-threads": MpThreadLib(),
+        "ppe": PpeLib(),
+        "tpe": TpeLib(),
+    }
     if joblib is not None:
         libs["joblib"] = JoblibLib()
     else:
@@ -261,6 +322,9 @@ class Case:
     ref: str | None = None  # variant of the shoal case this one is compared with
     goal: str | None = None  # only on shoal cases
     note: str = ""
+    workers: int = WORKERS
+    adapter: str | None = None  # the library adapter that starts its pool, if not `lib`
+    limit: float | None = None  # seconds, for goals that are a time limit
     times: list[float] = field(default_factory=list)
     speedups: list[float] = field(default_factory=list)  # pi: per-round serial/lib
     error: str | None = None
@@ -527,6 +591,196 @@ def startup_cases():
     ]
 
 
+def thread_pool_cases(workload, func, items, workers, check, goal, note="", limit=None):
+    """serial, then shoal.ThreadPool, ThreadPoolExecutor and multiprocessing's
+    ThreadPool, each ``map(func, items)`` with ``workers`` threads."""
+    n = len(items)
+    variant = f"map, {workers} threads"
+    return [
+        Case(workload, "serial", "loop", n, lambda _: [func(x) for x in items], check),
+        Case(
+            workload,
+            "shoal",
+            f"ThreadPool {variant}",
+            n,
+            lambda p: p.map(func, items),
+            check,
+            ref="map",
+            goal=goal,
+            note=note,
+            workers=workers,
+            adapter="shoal-threads",
+            limit=limit,
+        ),
+        Case(
+            workload,
+            "tpe",
+            variant,
+            n,
+            lambda ex: list(ex.map(func, items)),
+            check,
+            ref="map",
+            workers=workers,
+        ),
+        Case(
+            workload,
+            "mp-threads",
+            variant,
+            n,
+            lambda p: p.map(func, items),
+            check,
+            ref="map",
+            workers=workers,
+        ),
+    ]
+
+
+def sleep_cases(seconds):
+    items = [seconds] * 8
+
+    def check(res):
+        if list(res) != items:
+            raise AssertionError(f"wrong result {res!r}")
+
+    return thread_pool_cases(
+        "sleep",
+        workloads.sleep_for,
+        items,
+        8,
+        check,
+        "sleep",
+        note=f"sleep: 8 tasks that each sleep {seconds} s",
+        limit=1.2 * seconds,
+    )
+
+
+def numpy_cases(ntasks):
+    items = list(range(ntasks))
+    expected = None
+
+    def check(res):
+        nonlocal expected
+        expected = expected or [workloads.sort_big(k) for k in items]
+        if list(res) != expected:
+            raise AssertionError("wrong sort results")
+
+    return thread_pool_cases(
+        "numpy",
+        workloads.sort_big,
+        items,
+        2,
+        check,
+        "numpy",
+        note=f"numpy: {ntasks} x np.sort of 2 million floats (releases the GIL)",
+    )
+
+
+def mandelbrot_cases(width, height, max_iter):
+    row = functools.partial(workloads.mandelbrot_row, width=width, height=height, max_iter=max_iter)
+    expected = None
+
+    def check(res):
+        nonlocal expected
+        expected = expected or [row(x) for x in range(width)]
+        if list(res) != expected:
+            raise AssertionError("wrong Mandelbrot rows")
+
+    def loop(schedule):
+        return lambda p: shoal.parallel_for(width, row, schedule=schedule, backend=p).values
+
+    w = "mandelbrot"
+    note = (
+        f"mandelbrot: {width} x {height} points, at most {max_iter} iterations, "
+        "parallel_for over rows on 2 processes"
+    )
+    return [
+        Case(w, "serial", "loop", width, lambda _: [row(x) for x in range(width)], check),
+        Case(
+            w,
+            "shoal",
+            "parallel_for dynamic",
+            width,
+            loop("dynamic"),
+            check,
+            ref="parallel_for dynamic",
+            goal="mandelbrot",
+            note=note,
+        ),
+        Case(
+            w,
+            "shoal",
+            "parallel_for static",
+            width,
+            loop("static"),
+            check,
+            ref="parallel_for static",
+        ),
+        Case(
+            w,
+            "mp",
+            "map(cs=1)",
+            width,
+            lambda p: p.map(row, range(width), chunksize=1),
+            check,
+            ref="parallel_for dynamic",
+        ),
+    ]
+
+
+def auto_cases(sleep_seconds, sort_tasks, pi_steps):
+    """shoal.map on each workload with backend threads, processes and auto;
+    each call starts its own pool, so start-up is in all three."""
+    workloads_ = [
+        ("auto:sleep", workloads.sleep_for, [sleep_seconds] * 8, 8, "threads"),
+        ("auto:numpy", workloads.sort_big, list(range(sort_tasks)), 2, "threads"),
+        (
+            "auto:python",
+            workloads.pi_chunk_of,
+            workloads.pi_chunks(pi_steps, 64),
+            2,
+            "processes",
+        ),
+    ]
+    cases = []
+    expected = {}  # workload -> the serial results, computed once
+    for w, func, items, workers, expected_backend in workloads_:
+
+        def check(res, w=w, func=func, items=items, expected_backend=expected_backend):
+            if w not in expected:
+                expected[w] = [func(x) for x in items]
+            values, choice = res
+            if values != expected[w]:
+                raise AssertionError("wrong results")
+            if "asked for" not in choice.reason and choice.backend != expected_backend:
+                raise AssertionError(f"auto chose {choice}")
+
+        for backend in ("threads", "processes", "auto"):
+
+            def run(_, func=func, items=items, backend=backend, workers=workers):
+                values = shoal.map(func, items, backend=backend, workers=workers)
+                return values, shoal.last_choice()
+
+            cases.append(
+                Case(
+                    w,
+                    "shoal",
+                    f"map backend={backend!r}",
+                    len(items),
+                    run,
+                    check,
+                    ref=f"map backend={backend!r}",
+                    goal="auto" if backend == "auto" else None,
+                    note=(
+                        f"{w}: shoal.map with {workers} workers; auto must pick "
+                        f"{expected_backend} and be within 10% of the faster explicit backend"
+                    ),
+                    workers=workers,
+                    adapter="serial",  # shoal.map starts its own pools
+                )
+            )
+    return cases
+
+
 # --------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------
@@ -541,7 +795,7 @@ def guard(timeout):
 def time_case(case, lib, timeout):
     """One timed run of a workload case on a fresh, warmed pool."""
     guard(timeout)
-    pool = lib.start()
+    pool = lib.start(case.workers)
     try:
         gc.collect()
         t0 = time.perf_counter()
@@ -578,7 +832,7 @@ def run_rounds(cases, libs, rounds, timeout, timer):
             if case.error is not None:
                 continue
             try:
-                t = timer(case, libs[case.lib], timeout)
+                t = timer(case, libs[case.adapter or case.lib], timeout)
             except RUN_ERRORS as exc:  # keep going; report at the end
                 case.error = f"{type(exc).__name__}: {exc}"
                 print(f"  !! {case.workload} / {case.label}: {case.error}", flush=True)
@@ -620,6 +874,11 @@ def summarize(cases):
         if c.lib == "shoal" and c.times:
             shoal_by_variant[(c.workload, c.ref)] = median(c.times) / c.ntasks
     mp_map = {c.workload: median(c.times) for c in cases if c.lib == "mp" and c.times}
+    explicit = {}  # auto workloads: the faster of the explicit backends
+    for c in cases:
+        if c.workload.startswith("auto:") and c.goal is None and c.times:
+            t = median(c.times)
+            explicit[c.workload] = min(t, explicit.get(c.workload, t))
     serial = {c.workload: median(c.times) for c in cases if c.lib == "serial" and c.times}
 
     rows = []
@@ -635,7 +894,7 @@ def summarize(cases):
         vs_serial = None
         if c.lib != "serial" and t is not None and c.workload in serial:
             vs_serial = median(c.speedups) if c.speedups else serial[c.workload] / t
-        goal_text, goal_met = goal_check(c, t, per_task, vs_serial, mp_map)
+        goal_text, goal_met = goal_check(c, t, per_task, vs_serial, mp_map, explicit)
         rows.append(
             {
                 "workload": c.workload,
@@ -657,7 +916,7 @@ def summarize(cases):
     return rows
 
 
-def goal_check(c, t, per_task, vs_serial, mp_map):
+def goal_check(c, t, per_task, vs_serial, mp_map, explicit):
     if c.goal is None or t is None:
         return None, None
     if c.goal == "trivial-map":
@@ -673,6 +932,17 @@ def goal_check(c, t, per_task, vs_serial, mp_map):
         return ">= 1.90x serial", vs_serial is not None and vs_serial >= 1.90
     if c.goal == "startup":
         return "<= 50 ms", t <= 0.050
+    if c.goal == "sleep":
+        return f"<= {c.limit:g} s", t <= c.limit
+    if c.goal == "numpy":
+        return ">= 1.80x serial", vs_serial is not None and vs_serial >= 1.80
+    if c.goal == "mandelbrot":
+        return ">= 1.90x serial", vs_serial is not None and vs_serial >= 1.90
+    if c.goal == "auto":
+        best = explicit.get(c.workload)
+        if best is None:
+            return "<= 1.10x best explicit", None
+        return f"<= 1.10x best explicit ({fmt_time(best)})", t <= 1.10 * best
     return None, None
 
 
@@ -812,7 +1082,7 @@ def parse_args(argv=None):
         else:
             ap.error(f"--only: unknown name {name!r}")
     args.workloads = workloads or list(WORKLOADS)
-    args.lib_keys = set(lib_keys or LIB_ORDER) | {"shoal", "serial"}
+    args.lib_keys = set(lib_keys or LIB_ORDER) | {"shoal", "shoal-threads", "serial"}
     return args
 
 
@@ -824,6 +1094,9 @@ def main(argv=None):
     pi_steps = 20_000_000 // scale
     pi_nchunks = 64
     startup_repeats = 3 if args.quick else 7
+    sleep_seconds = 0.05 if args.quick else 0.5
+    sort_tasks = 4 if args.quick else 16
+    mandelbrot_size = (100, 80, 200) if args.quick else (500, 400, 1000)
 
     libs = {k: v for k, v in available_libs().items() if k in args.lib_keys}
     info = versions()
@@ -853,9 +1126,17 @@ def main(argv=None):
             cases = submit_cases(n_calls, n_ppe_submit)
         elif w == "pi":
             cases = pi_cases(pi_steps, pi_nchunks)
-        else:
+        elif w == "startup":
             cases = startup_cases()
-        cases = [c for c in cases if c.lib in libs]
+        elif w == "sleep":
+            cases = sleep_cases(sleep_seconds)
+        elif w == "numpy":
+            cases = numpy_cases(sort_tasks)
+        elif w == "mandelbrot":
+            cases = mandelbrot_cases(*mandelbrot_size)
+        else:
+            cases = auto_cases(sleep_seconds, sort_tasks, pi_steps)
+        cases = [c for c in cases if c.lib in libs and (c.adapter or c.lib) in libs]
         print(f"\n== {w}", flush=True)
         if w == "startup":
             run_rounds(cases, libs, startup_repeats, args.timeout, time_startup)

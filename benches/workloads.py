@@ -40,3 +40,57 @@ def pi_chunks(steps, nchunks):
     """Split ``steps`` midpoint-rule steps into ``nchunks`` (start, stop, n) ranges."""
     bounds = [steps * k // nchunks for k in range(nchunks + 1)]
     return [(bounds[k], bounds[k + 1], steps) for k in range(nchunks)]
+
+
+def sleep_for(seconds):
+    """An I/O-like wait: releases the GIL and uses no CPU."""
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+_SORT_INPUT = []
+
+
+def sort_big(k):
+    """numpy work that releases the GIL: sort a copy of 2 million floats
+    (the input is made once per process)."""
+    import numpy as np
+
+    if not _SORT_INPUT:
+        _SORT_INPUT.append(np.random.default_rng(0).random(2_000_000))
+    return float(np.sort(_SORT_INPUT[0])[k % 1000])
+
+
+MANDELBROT_RE = (-2.0, 1.0)
+MANDELBROT_IM = (-1.2, 1.2)
+
+
+def mandelbrot_row(x, width, height, max_iter):
+    """Iteration counts along row ``x`` of the workshops' Mandelbrot picture:
+    the real part is fixed by the row, the imaginary part runs across it.
+    Rows through the set's body cost ``max_iter`` iterations per point,
+    rows at the edge a few: the work is unevenly spread."""
+    re0, re1 = MANDELBROT_RE
+    im0, im1 = MANDELBROT_IM
+    cr = re0 + (re1 - re0) * x / width
+    counts = []
+    for y in range(height):
+        ci = im0 + (im1 - im0) * y / height
+        zr = zi = 0.0
+        n = 0
+        while n < max_iter:
+            zr2, zi2 = zr * zr, zi * zi
+            if zr2 + zi2 > 4.0:
+                break
+            zi = 2.0 * zr * zi + ci
+            zr = zr2 - zi2 + cr
+            n += 1
+        counts.append(n)
+    return counts
+
+
+def pi_chunk_of(bounds):
+    """``pi_chunk(*bounds)``, for ``map`` over the chunks of ``pi_chunks``."""
+    return pi_chunk(*bounds)

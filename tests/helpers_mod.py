@@ -406,3 +406,59 @@ def leak_memory_later(megabytes, delay):
 
     threading.Thread(target=grow, daemon=True).start()
     return os.getpid()
+
+
+# --- loops (tests/test_loops.py, tests/test_backend.py) ---------------------
+
+
+def index_and_worker(i):
+    """A loop body that says which worker ran index ``i``."""
+    import shoal
+
+    return i, shoal.worker_id(), shoal.num_workers()
+
+
+def sleep_index_ms(i):
+    """An iteration that costs ``i`` milliseconds: later ones are slower."""
+    time.sleep(i / 1000)
+    return i
+
+
+def reduce_term(i):
+    return (i * 7919) % 23 + 1
+
+
+def busy_python(n):
+    """Pure-Python CPU work: holds the GIL throughout."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def busy_python_index(i):
+    return busy_python(2_000) + i
+
+
+def digest_rounds(rounds):
+    """CPU work that releases the GIL: hashlib does, on large inputs."""
+    import hashlib
+
+    data = b"shoal" * 200_000
+    digest = b""
+    for _ in range(rounds):
+        digest = hashlib.sha256(data + digest).digest()
+    return digest.hex()
+
+
+def log_call_busy(path_and_item):
+    """Appends the item to a file (one line per call, from any process),
+    works a little, and returns it."""
+    path, item = path_and_item
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"{item}\n".encode())
+    finally:
+        os.close(fd)
+    busy_python(3_000)
+    return item

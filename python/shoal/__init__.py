@@ -17,6 +17,15 @@ __version__ = "0.1.0"
 # public name -> submodule that defines it
 _EXPORTS = {
     "Pool": "_pool",
+    "ThreadPool": "_threadpool",
+    "worker_id": "_identity",
+    "num_workers": "_identity",
+    "parallel_for": "_loops",
+    "parallel_reduce": "_loops",
+    "LoopResult": "_loops",
+    "map": "_backend",
+    "BackendChoice": "_backend",
+    "last_choice": "_backend",
     "AsyncResult": "_results",
     "IMapIterator": "_results",
     "MapResult": "_results",
@@ -36,16 +45,20 @@ _EXPORTS = {
     "report": "_report",
 }
 
+# `map` is left out: `from shoal import *` must not replace the builtin.
 __all__ = [
     "AsyncResult",
+    "BackendChoice",
     "CpuReport",
     "IMapIterator",
+    "LoopResult",
     "MapResult",
     "Pool",
     "RemoteTraceback",
     "SerializationError",
     "ShoalError",
     "TaskTimeoutError",
+    "ThreadPool",
     "TimeoutError",
     "Trace",
     "TraceFormatError",
@@ -54,7 +67,12 @@ __all__ = [
     "WorkerStartError",
     "cpu_count",
     "cpu_report",
+    "last_choice",
+    "num_workers",
+    "parallel_for",
+    "parallel_reduce",
     "report",
+    "worker_id",
 ]
 
 
@@ -73,6 +91,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from ._backend import BackendChoice, last_choice
+    from ._backend import map as map  # noqa: A004 - re-exported, not in __all__
     from ._cpus import CpuReport, cpu_count, cpu_report
     from ._errors import (
         RemoteTraceback,
@@ -83,7 +103,10 @@ if TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
+    from ._identity import num_workers, worker_id
+    from ._loops import LoopResult, parallel_for, parallel_reduce
     from ._pool import Pool
     from ._report import report
     from ._results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004
+    from ._threadpool import ThreadPool
     from ._trace import Trace, TraceFormatError

@@ -26,13 +26,13 @@ class WorkerLostError(ShoalError):
     """The worker process running a task died (killed, crashed, exited).
 
     ``reason`` is ``"memory"`` when shoal killed it for going over
-    ``max_memory``, else ``"died"``."""
+    ``max_memory``, else ``"died"``. ``pid`` is None for a thread worker."""
 
     def __init__(
         self,
         message: str,
         *,
-        pid: int,
+        pid: int | None,
         exitcode: int | None,
         signal: int | None,
         reason: str = "died",

@@ -20,6 +20,11 @@ from ._serialize import loads
 _DONE = _shoal.OUTCOME_DONE
 _FAILED = _shoal.OUTCOME_FAILED
 
+#: A thread worker's answers: the payload is the value itself, or the
+#: exception itself (nothing was pickled; see ``_threadpool``).
+VALUE = -1
+RAISED = -2
+
 
 def _remote_exception(payload: bytes) -> BaseException:
     exc, tb = loads(payload)
@@ -32,6 +37,10 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
     in messages, e.g. ``"items 0-99 of map(f)"``."""
     if code == _DONE:
         return True, loads(payload)
+    if code == VALUE:
+        return True, payload
+    if code == RAISED:
+        return False, payload
     if code == _FAILED:
         try:
             return False, _remote_exception(payload)
@@ -39,6 +48,13 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
             return False, exc
     if code == _shoal.OUTCOME_LOST:
         pid, exitcode, signum = payload
+        if pid is None:
+            return False, WorkerLostError(
+                f"the worker thread running {what} ended unexpectedly; the pool replaced it",
+                pid=None,
+                exitcode=None,
+                signal=None,
+            )
         how = describe_exit(exitcode, signum)
         return False, WorkerLostError(
             f"worker process {pid} {how} while running {what}; "
@@ -60,6 +76,12 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
         )
     if code == _shoal.OUTCOME_TIMED_OUT:
         pid, seconds = payload
+        if pid is None:
+            return False, TaskTimeoutError(
+                f"{what} ran longer than its timeout of {seconds:g} s; a thread cannot be "
+                "stopped, so its worker thread was abandoned (it runs on until the function "
+                "returns, and its result is dropped) and a new thread took its place"
+            )
         return False, TaskTimeoutError(
             f"{what} ran longer than its timeout of {seconds:g} s; "
             f"its worker (pid {pid}) was killed and replaced"
@@ -79,6 +101,10 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
         return False, err
     if code == _shoal.OUTCOME_CANNOT_START:
         pid, exitcode, signum = payload
+        if pid is None:
+            return False, WorkerStartError(
+                "worker threads end before they are ready; see the error printed above"
+            )
         return False, WorkerStartError(
             f"worker processes exit before they are ready (the last, pid {pid}, "
             f"{describe_exit(exitcode, signum)}); see its error output above"

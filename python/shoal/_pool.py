@@ -98,10 +98,13 @@ def _worker_env(processes: int) -> list[tuple[str, str]]:
     return [(var, per_worker) for var in _THREAD_VARS if var not in os.environ]
 
 
-def _pump(engine, pending: dict, recorder: TraceRecorder | None) -> None:
+def _pump(
+    engine, pending: dict, recorder: TraceRecorder | None, translate: Callable | None
+) -> None:
     """The result thread: takes completions from the engine and hands each
-    to the object waiting for it. Holds no reference to the Pool, so an
-    abandoned pool can be collected."""
+    to the object waiting for it (after ``translate(task_id, code,
+    payload)``, if given). Holds no reference to the Pool, so an abandoned
+    pool can be collected."""
     pop = pending.pop
     while True:
         batch = engine.wait_completions(None)
@@ -113,6 +116,8 @@ def _pump(engine, pending: dict, recorder: TraceRecorder | None) -> None:
         if recorder is not None:
             recorder.completed(done)
         for task_id, code, payload, duration_ns, _run in done:
+            if translate is not None:
+                code, payload = translate(task_id, code, payload)
             sink = pop(task_id, None)
             if sink is not None:
                 sink(task_id, code, payload, duration_ns)
@@ -223,11 +228,7 @@ class _Feed:
         with self._lock:
             self._outstanding += len(chunks)
         try:
-            started = time.perf_counter_ns()
-            payloads = dumps_many(chunks)
-            ser_ns = time.perf_counter_ns() - started
-            sizes = [len(chunk) for chunk in chunks]
-            self._send(self._fn_id, first_id, payloads, self.complete, items=sizes, ser_ns=ser_ns)
+            self._send(self._fn_id, first_id, chunks, self.complete)
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable item
             for k in range(len(chunks)):
                 self.it._fail_chunk(*self._chunk_of.pop(first_id + k), exc)
@@ -294,6 +295,12 @@ class Pool:
     multiprocessing.
     """
 
+    #: How arguments and functions travel to the workers: pickled. (A
+    #: ThreadPool hands them over by reference instead.)
+    _dumps = staticmethod(dumps)
+    _dumps_many = staticmethod(dumps_many)
+    _dumps_function = staticmethod(dumps_function)
+
     def __init__(
         self,
         processes: int | None = None,
@@ -325,14 +332,12 @@ class Pool:
             raise ValueError(
                 f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}"
             )
-        self._processes = processes
-        self._state = _RUN
-        self._state_lock = threading.Lock()
+        setup = (sys.path, initializer, tuple(initargs), max_memory, parent_log_level(), processes)
+        init = dumps(setup)
         # The trace's clock starts before the workers do.
-        self._recorder = TraceRecorder("process", processes) if trace else None
-        init = dumps((list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level()))
+        recorder = TraceRecorder("process", processes) if trace else None
         args, env = _worker_command()
-        self._engine = _shoal.Engine(
+        engine = _shoal.Engine(
             processes,
             sys.executable,
             args,
@@ -342,6 +347,22 @@ class Pool:
             max_memory,
             bool(trace),
         )
+        self._start(processes, engine, recorder=recorder)
+
+    def _start(
+        self,
+        workers: int,
+        engine,
+        translate: Callable | None = None,
+        recorder: TraceRecorder | None = None,
+    ) -> None:
+        """Every pool's state around its started engine, and its result thread."""
+        self._processes = workers  # multiprocessing's name; threads in a ThreadPool
+        self._recorder = recorder
+        self._state = _RUN
+        self._state_lock = threading.Lock()
+        self._engine = engine
+        self._release_function = engine.release_function
         self._next_id = 1
         self._id_lock = threading.Lock()
         self._fn_ids = itertools.count(1)
@@ -352,7 +373,7 @@ class Pool:
         self._iterators: weakref.WeakSet = weakref.WeakSet()
         self._pump = threading.Thread(
             target=_pump,
-            args=(self._engine, self._pending, self._recorder),
+            args=(self._engine, self._pending, recorder, translate),
             name="shoal-results",
             daemon=True,
         )
@@ -407,7 +428,7 @@ class Pool:
 
     def _register(self, func: Callable, mode: int, options: _Options) -> int:
         fn_id = next(self._fn_ids)
-        self._engine.register_function(fn_id, dumps_function(func, mode, options.retry_on))
+        self._engine.register_function(fn_id, self._dumps_function(func, mode, options.retry_on))
         return fn_id
 
     def _cached_function(self, func: Callable, mode: int, options: _Options) -> int:
@@ -425,7 +446,7 @@ class Pool:
         self._functions[key] = fn_id
         if len(self._functions) > _FUNCTION_CACHE_SIZE:
             _, old = self._functions.popitem(last=False)
-            self._engine.release_function(old)
+            self._release_function(old)
         return fn_id
 
     @staticmethod
@@ -468,10 +489,9 @@ class Pool:
             f"apply({_name(func)})", callback, error_callback, tasks=range(task_id, task_id + 1)
         )
         call = self._trace_call("apply", func, None)
-        started = time.perf_counter_ns()
-        payload = dumps((tuple(args), dict(kwds or {})))
-        ser_ns = time.perf_counter_ns() - started
-        self._send_one(fn_id, task_id, payload, result._complete, options, call, ser_ns)
+        self._send_one(
+            fn_id, task_id, (tuple(args), dict(kwds or {})), result._complete, options, call
+        )
         return result
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
@@ -483,24 +503,24 @@ class Pool:
         task_id = self._new_ids(1)
         future = _PoolFuture(self._engine, task_id, self._future_condition)
         call = self._trace_call("submit", fn, None)
-        started = time.perf_counter_ns()
-        payload = dumps((args, kwargs))
-        ser_ns = time.perf_counter_ns() - started
-        self._send_one(fn_id, task_id, payload, future._complete, self._options, call, ser_ns)
+        self._send_one(fn_id, task_id, (args, kwargs), future._complete, self._options, call)
         return future
 
     def _send_one(
         self,
         fn_id: int,
         task_id: int,
-        payload: bytes,
+        args: tuple,
         sink: Callable,
         options: _Options,
-        call: int | None,
-        ser_ns: int,
+        call: int | None = None,
     ) -> None:
-        """Sends one task (no list: the ``apply_async``/``submit`` path)."""
+        """Sends one task (no list: the ``apply_async``/``submit`` path);
+        ``args`` is ``(args, kwargs)``; ``call`` is its trace record."""
+        started = time.perf_counter_ns()
+        payload = self._dumps(args)
         if call is not None:
+            ser_ns = time.perf_counter_ns() - started
             self._recorder.sent(call, task_id, [1], [len(payload)], ser_ns)
         self._pending[task_id] = sink
         try:
@@ -513,20 +533,19 @@ class Pool:
         self,
         fn_id: int,
         first_id: int,
-        payloads: list[bytes],
+        chunks: list[list],
         sink: Callable,
-        *,
         options: _Options,
-        call: int | None,
-        items: list[int],
-        ser_ns: int,
+        call: int | None = None,
     ) -> None:
-        """Sends tasks ``first_id, first_id + 1, ...``, each answered to
-        ``sink``; ``items`` per task and ``ser_ns`` (their pickling) go to
-        the trace of ``call``."""
+        """Sends ``chunks`` as tasks ``first_id, first_id + 1, ...``, each
+        answered to ``sink``; ``call`` is their trace record."""
+        started = time.perf_counter_ns()
+        payloads = self._dumps_many(chunks)
         if call is not None:
+            ser_ns = time.perf_counter_ns() - started
             sizes = [len(p) for p in payloads]
-            self._recorder.sent(call, first_id, items, sizes, ser_ns)
+            self._recorder.sent(call, first_id, [len(c) for c in chunks], sizes, ser_ns)
         ids = range(first_id, first_id + len(payloads))
         self._pending.update(dict.fromkeys(ids, sink))
         try:
@@ -598,16 +617,13 @@ class Pool:
             if progress is not None:
                 progress.close()
             return MapResult(what, 0, 0, callback, error_callback)
-        started = time.perf_counter_ns()
-        payloads = dumps_many(chunks)
-        ser_ns = time.perf_counter_ns() - started
         fn_id = self._register(func, mode, options)
         first = self._new_ids(len(chunks))
-        engine = self._engine
+        release = self._release_function
         sizes = [len(chunk) for chunk in chunks]
 
         def done() -> None:
-            engine.release_function(fn_id)
+            release(fn_id)
             if progress is not None:
                 progress.close()
 
@@ -621,9 +637,7 @@ class Pool:
 
         call = self._trace_call(method, func, chunksize)
         try:
-            self._send(
-                fn_id, first, payloads, sink, options=options, call=call, items=sizes, ser_ns=ser_ns
-            )
+            self._send(fn_id, first, chunks, sink, options, call)
         except BaseException:
             done()
             raise
@@ -668,8 +682,7 @@ class Pool:
         self._iterators.add(it)
         call = self._trace_call(name, func, chunksize)
         send = functools.partial(self._send, options=options, call=call)
-        engine = self._engine
-        feed = _Feed(it, fn_id, send, engine.release_function, engine.cancel, progress)
+        feed = _Feed(it, fn_id, send, self._release_function, self._engine.cancel, progress)
         it._feed = feed
         feeder = threading.Thread(
             target=self._feed,

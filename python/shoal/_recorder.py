@@ -137,7 +137,8 @@ class TraceRecorder:
                 "pid": pid,
                 "start": rel(started_ns),
                 "end": rel(ended_ns),
-                "cpu": _seconds(cpu_ns),
+                # Threads share the process's CPU clock: no per-worker figure.
+                "cpu": _seconds(cpu_ns) if self._kind == "process" else None,
             }
             for slot, pid, started_ns, ended_ns, cpu_ns in workers
         ]

@@ -13,7 +13,7 @@ import sys
 from time import perf_counter_ns
 
 # Keep imports light: every worker pays for them at start.
-from . import _shoal
+from . import _identity, _shoal
 from ._output import capture_output, forward_logging
 from ._serialize import (
     MODE_MAP,
@@ -26,9 +26,6 @@ from ._serialize import (
 
 FLUSH_EVERY_NS = 2_000_000
 
-#: This worker's slot in its pool, ``0..processes`` (from the Init frame).
-slot = -1
-
 
 def _run(mode: int, fn, args):
     if mode == MODE_STARMAP:
@@ -37,11 +34,12 @@ def _run(mode: int, fn, args):
     return fn(*a, **kw)
 
 
-def _initialise(link, body: bytes) -> int | None:
+def _initialise(link, slot: int, body: bytes) -> int | None:
     """Runs the pool's set-up; returns the memory limit (0 for none), or
     None if the initializer raised."""
     try:
-        sys_path, initializer, initargs, max_memory, log_level = loads(body)
+        sys_path, initializer, initargs, max_memory, log_level, workers = loads(body)
+        _identity.set_process(slot, workers)
         sys.path[:] = sys_path
         if log_level is not None:
             forward_logging(link, log_level)
@@ -57,7 +55,6 @@ def _initialise(link, body: bytes) -> int | None:
 
 
 def serve(link, stdout, stderr) -> int:
-    global slot
     functions: dict[int, tuple[int, object, tuple] | BaseException] = {}
     begin, done, failed = link.begin, link.done, link.failed
     kind_task = _shoal.KIND_TASK
@@ -121,8 +118,7 @@ def serve(link, stdout, stderr) -> int:
             elif kind == _shoal.KIND_FORGET:
                 functions.pop(a, None)
             elif kind == _shoal.KIND_INIT:
-                slot = b
-                max_memory = _initialise(link, body)
+                max_memory = _initialise(link, b, body)
                 if max_memory is None:
                     return 1
             elif kind == _shoal.KIND_EXIT:

@@ -13,6 +13,7 @@ use crate::completions::Completions;
 pub use crate::completions::{Batch, Next};
 use crate::error::{CoreError, Result};
 use crate::frame::MAX_BODY;
+use crate::launch::Launch;
 use crate::scheduler::{EngineConfig, Event, Roster, Scheduler};
 use crate::task::Submission;
 
@@ -30,6 +31,12 @@ impl Engine {
     pub fn start(config: EngineConfig) -> Result<Engine> {
         if config.workers == 0 {
             return Err(CoreError::Config("a pool needs at least one worker".into()));
+        }
+        if matches!(config.launch, Launch::Thread(_)) && config.max_memory.is_some() {
+            return Err(CoreError::Config(
+                "max_memory limits worker processes; thread workers share this process's memory"
+                    .into(),
+            ));
         }
         if config.max_tasks_per_child == Some(0) {
             return Err(CoreError::Config(

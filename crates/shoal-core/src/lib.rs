@@ -1,9 +1,10 @@
-//! shoal's engine: a scheduler thread driving worker processes over
-//! socketpairs. Pure Rust; the Python binding lives in `shoal-python`.
+//! shoal's engine: a scheduler thread driving worker processes (or threads)
+//! over socketpairs. Pure Rust; the Python binding lives in `shoal-python`.
 //!
 //! - [`engine::Engine`]: the handle a pool holds.
 //! - [`scheduler`]: dispatch, retries, timeouts, worker replacement.
-//! - [`worker`] / [`spawn`]: one worker process and its I/O threads.
+//! - [`worker`] / [`spawn`] / [`launch`]: one worker, its I/O threads, and
+//!   how it starts (a process, or a thread the embedding program runs).
 //! - [`frame`]: the wire format. [`link`]: the worker's side of it.
 //! - [`status`]: the shared page that says which task a worker runs.
 //!   [`timing`]: how a task's run went, as its worker measured it.
@@ -18,6 +19,7 @@ pub mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod launch;
 pub mod link;
 pub mod memory;
 mod scheduler;
@@ -29,6 +31,7 @@ mod worker;
 
 pub use engine::{Batch, Engine, Next};
 pub use error::{CoreError, FrameError, Result};
+pub use launch::{Launch, ThreadLauncher, WorkerEnds};
 pub use scheduler::EngineConfig;
 pub use spawn::WorkerCommand;
 pub use task::{

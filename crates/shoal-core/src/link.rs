@@ -6,7 +6,7 @@
 //! the user's code prints, and that output must still leave.
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 
@@ -52,11 +52,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl WorkerLink {
     /// Takes over the descriptors the engine left at 3 and 4.
     pub fn from_inherited() -> Result<WorkerLink> {
-        Self::from_fds(WORKER_SOCKET_FD, WORKER_STATUS_FD)
-    }
-
-    fn from_fds(sock_fd: RawFd, status_fd: RawFd) -> Result<WorkerLink> {
-        for fd in [sock_fd, status_fd] {
+        for fd in [WORKER_SOCKET_FD, WORKER_STATUS_FD] {
             // Processes the user's code starts must not hold our socket open
             // (the parent would never see this worker's end).
             // SAFETY: setting a flag on a descriptor number; an invalid one
@@ -70,11 +66,20 @@ impl WorkerLink {
         }
         // SAFETY: the engine handed these descriptors to this process for it
         // alone; we take ownership once, here.
-        let sock = unsafe { UnixStream::from_raw_fd(sock_fd) };
-        // SAFETY: as above.
-        let status_owner = unsafe { std::os::fd::OwnedFd::from_raw_fd(status_fd) };
-        let status = StatusPage::map(&status_owner)?;
-        drop(status_owner); // the mapping stays valid after close
+        let (sock, status) = unsafe {
+            (
+                OwnedFd::from_raw_fd(WORKER_SOCKET_FD),
+                OwnedFd::from_raw_fd(WORKER_STATUS_FD),
+            )
+        };
+        Self::from_fds(sock, status)
+    }
+
+    /// A link on a socket and a status page's memfd: the ends the engine
+    /// hands a thread worker ([`crate::launch::WorkerEnds`]).
+    pub fn from_fds(sock: OwnedFd, status: OwnedFd) -> Result<WorkerLink> {
+        let sock = UnixStream::from(sock);
+        let status = StatusPage::map(&status)?; // the mapping outlives the descriptor
         let read_sock = sock
             .try_clone()
             .map_err(|e| CoreError::io("dup worker socket", e))?;
@@ -181,18 +186,24 @@ impl WorkerLink {
     pub fn status(&self) -> &StatusPage {
         &self.status
     }
+
+    /// Hangs up: the parent sees end-of-file now, whoever still holds this
+    /// link (a thread worker's link may outlive its loop, e.g. referenced
+    /// from a traceback).
+    pub fn close(&self) {
+        let _ = lock(&self.sending).sock.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::IntoRawFd;
 
     #[test]
     fn a_link_talks_to_the_other_end() {
         let (parent, child) = UnixStream::pair().unwrap();
         let (page, page_fd) = StatusPage::create().unwrap();
-        let link = WorkerLink::from_fds(child.into_raw_fd(), page_fd.into_raw_fd()).unwrap();
+        let link = WorkerLink::from_fds(child.into(), page_fd).unwrap();
 
         let mut bytes = Vec::new();
         Frame::new(Kind::Task, 5, 1, b"args".to_vec())

@@ -17,8 +17,8 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::completions::Completions;
 use crate::frame::{Frame, Kind};
+use crate::launch::Launch;
 use crate::memory::rss_bytes;
-use crate::spawn::WorkerCommand;
 use crate::task::{
     BrokenPool, Completion, ExitInfo, Outcome, RunInfo, Stream, Submission, TaskOptions,
     WorkerOutput, WorkerRecord,
@@ -76,7 +76,8 @@ pub(crate) struct Roster {
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub workers: usize,
-    pub command: WorkerCommand,
+    /// How each worker is started: a process or a thread.
+    pub launch: Launch,
     /// Body of the `Init` frame every worker receives first.
     pub init: Vec<u8>,
     pub max_tasks_per_child: Option<u64>,
@@ -664,7 +665,7 @@ impl Scheduler {
                     .any(|w| w.slot == s && w.accepts_work())
             })
             .unwrap_or_default();
-        let mut w = WorkerHandle::start(id, slot, &self.config.command, &self.events_tx)?;
+        let mut w = WorkerHandle::start(id, slot, &self.config.launch, &self.events_tx)?;
         w.queue(&Frame::new(
             Kind::Init,
             id,

@@ -1,5 +1,6 @@
-//! The parent's handle on one worker process: the child, its status page,
-//! and two I/O threads so that a slow or stuck worker blocks only itself.
+//! The parent's handle on one worker (a process, or a thread of this
+//! process): its status page, and two I/O threads so that a slow or stuck
+//! worker blocks only itself.
 //!
 //! The reader turns bytes into frames and hands them to the scheduler a read
 //! at a time; the writer drains every queued buffer into one `write`, so many
@@ -15,8 +16,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::Result;
 use crate::frame::{Decoder, Frame};
+use crate::launch::{launch_thread, Launch};
 use crate::scheduler::Event;
-use crate::spawn::{spawn_worker, WorkerCommand};
+use crate::spawn::spawn_worker;
 use crate::status::StatusPage;
 
 /// The engine's own number for a worker, never reused within an engine.
@@ -31,10 +33,10 @@ pub(crate) struct WorkerHandle {
     /// Its place in the pool, `0..workers`: a replacement takes the slot of
     /// the worker it replaces, so traces and output tags stay readable.
     pub(crate) slot: usize,
+    /// The worker process's pid; this process's for a thread worker.
     pub(crate) pid: u32,
-    /// Taken by the reaper thread once the socket has closed.
-    child: Option<Child>,
-    /// The socket has closed; the process is being reaped.
+    runner: Runner,
+    /// The socket has closed; the worker is being reaped.
     gone: bool,
     pub(crate) status: StatusPage,
     /// Encoded frames for the writer thread; `None` once hung up.
@@ -61,6 +63,30 @@ pub(crate) struct WorkerHandle {
     pub(crate) started_ns: u64,
     /// CPU time it reported with its last answer, ns.
     pub(crate) cpu_ns: u64,
+}
+
+/// What runs the worker, and so how it is stopped and reaped.
+enum Runner {
+    /// The child process; taken by the reaper thread once the socket closed.
+    Process(Option<Child>),
+    /// A thread of this process, which cannot be killed: stopping it hangs
+    /// up this end of its socket (the thread sees end-of-file and exits
+    /// when its current call returns) and forgets it.
+    Thread(UnixStream),
+}
+
+impl Runner {
+    fn stop(&mut self) {
+        match self {
+            Runner::Process(Some(child)) => {
+                let _ = child.kill();
+            }
+            Runner::Process(None) => {}
+            Runner::Thread(sock) => {
+                let _ = sock.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,33 +117,48 @@ impl WorkerHandle {
     pub(crate) fn start(
         id: WorkerId,
         slot: usize,
-        command: &WorkerCommand,
+        launch: &Launch,
         events: &Sender<Event>,
     ) -> Result<WorkerHandle> {
-        let spawned = spawn_worker(command)?;
-        let pid = spawned.child.id();
+        let dup = |sock: &UnixStream| {
+            sock.try_clone()
+                .map_err(|e| crate::error::CoreError::io("dup worker socket", e))
+        };
+        let (runner, sock, status, pid) = match launch {
+            Launch::Process(command) => {
+                let spawned = spawn_worker(command)?;
+                let pid = spawned.child.id();
+                let runner = Runner::Process(Some(spawned.child));
+                (runner, spawned.sock, spawned.status, pid)
+            }
+            Launch::Thread(launcher) => {
+                let (sock, status) = launch_thread(launcher, slot)?;
+                (
+                    Runner::Thread(dup(&sock)?),
+                    sock,
+                    status,
+                    std::process::id(),
+                )
+            }
+        };
         let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
-        let read_sock = spawned
-            .sock
-            .try_clone()
-            .map_err(|e| crate::error::CoreError::io("dup worker socket", e))?;
+        let read_sock = dup(&sock)?;
         let events = events.clone();
         let reader = std::thread::Builder::new()
             .name(format!("shoal-read-{pid}"))
             .spawn(move || read_loop(id, read_sock, events))
             .map_err(|e| crate::error::CoreError::io("start reader thread", e))?;
-        let write_sock = spawned.sock;
         let writer = std::thread::Builder::new()
             .name(format!("shoal-write-{pid}"))
-            .spawn(move || write_loop(write_sock, rx))
+            .spawn(move || write_loop(sock, rx))
             .map_err(|e| crate::error::CoreError::io("start writer thread", e))?;
         Ok(WorkerHandle {
             id,
             slot,
             pid,
-            child: Some(spawned.child),
+            runner,
             gone: false,
-            status: spawned.status,
+            status,
             outbox: Some(tx),
             pending_out: Vec::new(),
             threads: vec![reader, writer],
@@ -158,12 +199,11 @@ impl WorkerHandle {
         }
     }
 
-    /// Sends SIGKILL. The reader then sees end-of-file and reports it.
+    /// Sends SIGKILL (a thread worker is hung up on instead). The reader
+    /// then sees end-of-file and reports it.
     pub(crate) fn kill(&mut self, reason: KillReason) {
         self.kill_reason.get_or_insert(reason);
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-        }
+        self.runner.stop();
     }
 
     /// Its current task started more than `ns` before `now`.
@@ -200,15 +240,23 @@ impl WorkerHandle {
     /// Called once the reader has seen the end of the stream: waits for the
     /// process on a thread of its own (a worker closing its socket may take
     /// a moment to exit, and its real exit status matters), giving it
-    /// [`EXIT_GRACE`] before SIGKILL, then reports [`Event::Reaped`].
+    /// [`EXIT_GRACE`] before SIGKILL, then reports [`Event::Reaped`]. A
+    /// thread worker is reported at once: there is nothing to wait for.
     pub(crate) fn start_reaping(&mut self, events: &Sender<Event>) {
         if self.gone {
             return;
         }
         self.gone = true;
         self.outbox = None;
-        let Some(mut child) = self.child.take() else {
-            return;
+        let mut child = match &mut self.runner {
+            Runner::Process(child) => match child.take() {
+                Some(child) => child,
+                None => return,
+            },
+            Runner::Thread(_) => {
+                let _ = events.send(Event::Reaped(self.id, None));
+                return;
+            }
         };
         let (id, reaped) = (self.id, events.clone());
         let reap = move || {
@@ -237,11 +285,10 @@ impl WorkerHandle {
         }
     }
 
-    /// SIGKILL for a worker that broke the protocol: handled as a crash.
+    /// SIGKILL (or a hang-up) for a worker that broke the protocol:
+    /// handled as a crash.
     pub(crate) fn kill_as_crashed(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-        }
+        self.runner.stop();
     }
 
     /// Joins the I/O threads (both end once the socket is closed and the

@@ -13,14 +13,16 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_core::frame::Kind;
 use shoal_core::link::WorkerLink;
 use shoal_core::timing::monotonic_ns;
 use shoal_core::{
-    BrokenPool, Completion, CoreError, Engine, EngineConfig, Next, Outcome, Stream, Submission,
-    TaskOptions, WorkerCommand, WorkerOutput,
+    BrokenPool, Completion, CoreError, Engine, EngineConfig, Launch, Next, Outcome, Stream,
+    Submission, TaskOptions, ThreadLauncher, WorkerCommand, WorkerEnds, WorkerOutput,
 };
 
 const WORKER_ENV: &str = "SHOAL_TEST_WORKER";
@@ -316,10 +318,17 @@ fn worker_command() -> WorkerCommand {
 fn config(workers: usize) -> EngineConfig {
     EngineConfig {
         workers,
-        command: worker_command(),
+        launch: Launch::Process(worker_command()),
         init: b"init".to_vec(),
         max_tasks_per_child: None,
         max_memory: None,
+    }
+}
+
+fn command_of(cfg: &mut EngineConfig) -> &mut WorkerCommand {
+    match &mut cfg.launch {
+        Launch::Process(command) => command,
+        Launch::Thread(_) => panic!("not a process config"),
     }
 }
 
@@ -1328,7 +1337,7 @@ fn crashing_task_with_retries_does_not_break_a_batching_pool() {
     let log = dir.join("attempts");
     let mut cfg = config(1);
     cfg.init = b"strict-batch".to_vec();
-    cfg.command
+    command_of(&mut cfg)
         .env
         .push((DELAY_ENV.to_string(), "100".to_string()));
     let pool = Pool::start(cfg);
@@ -1499,7 +1508,7 @@ fn dropping_an_engine_kills_its_workers() {
 #[test]
 fn start_with_missing_program_fails() {
     let mut cfg = config(2);
-    cfg.command.program = PathBuf::from("/nonexistent/shoal/worker-binary");
+    command_of(&mut cfg).program = PathBuf::from("/nonexistent/shoal/worker-binary");
     match Engine::start(cfg) {
         Err(CoreError::Spawn { program, source }) => {
             assert!(program.contains("worker-binary"), "{program}");
@@ -1559,4 +1568,190 @@ fn submissions_from_many_threads() {
     for (id, c) in &got {
         assert_eq!(done_body(c), id.to_string().as_bytes());
     }
+}
+
+// ---------------------------------------------------------------------------
+// Thread workers: the same loop on threads of this test process.
+// ---------------------------------------------------------------------------
+
+/// Counts of the thread workers a launcher started and whose loops ended.
+#[derive(Default)]
+struct ThreadCounts {
+    started: AtomicUsize,
+    ended: AtomicUsize,
+}
+
+/// A config whose workers are threads running [`worker_loop`]; with
+/// `start_fails`, each thread drops its ends at once (a worker that dies
+/// before it is ready).
+fn thread_config(workers: usize, counts: &Arc<ThreadCounts>, start_fails: bool) -> EngineConfig {
+    let counts = counts.clone();
+    let launcher: ThreadLauncher = Arc::new(move |ends: WorkerEnds| {
+        counts.started.fetch_add(1, Ordering::SeqCst);
+        let counts = counts.clone();
+        std::thread::Builder::new()
+            .name(format!("test-thread-worker-{}", ends.slot))
+            .spawn(move || {
+                if !start_fails {
+                    let link = WorkerLink::from_fds(ends.sock, ends.status).expect("link");
+                    worker_loop(&link);
+                }
+                counts.ended.fetch_add(1, Ordering::SeqCst);
+            })?;
+        Ok(())
+    });
+    EngineConfig {
+        workers,
+        launch: Launch::Thread(launcher),
+        init: b"init".to_vec(),
+        max_tasks_per_child: None,
+        max_memory: None,
+    }
+}
+
+#[test]
+fn thread_workers_run_tasks_in_this_process() {
+    let counts = Arc::new(ThreadCounts::default());
+    let pool = Pool::start(thread_config(2, &counts, false));
+    let me = std::process::id();
+    assert_eq!(pool.worker_pids(), vec![me, me]);
+    let tasks: Vec<(u64, String)> = (1..=500).map(|i| (i, format!("p{i}"))).collect();
+    pool.submit(submission(ECHO, &tasks, TaskOptions::default()))
+        .unwrap();
+    pool.submit(submission(PID, &[(501, "")], TaskOptions::default()))
+        .unwrap();
+    let got = collect(&pool, &ids(1..502), LONG);
+    for (id, payload) in &tasks {
+        assert_eq!(done_body(&got[id]), payload.as_bytes());
+    }
+    assert_eq!(pid_of(&got[&501]), me);
+    assert_eq!(counts.started.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_timed_out_thread_is_abandoned_and_replaced() {
+    let counts = Arc::new(ThreadCounts::default());
+    let pool = Pool::start(thread_config(1, &counts, false));
+    let timed = TaskOptions {
+        timeout: Some(Duration::from_millis(100)),
+        retries: 0,
+    };
+    let start = Instant::now();
+    pool.submit(submission(SLEEP, &[(1, "1500")], timed))
+        .unwrap();
+    pool.submit(submission(ECHO, &[(2, "after")], TaskOptions::default()))
+        .unwrap();
+    let got = collect(&pool, &[1, 2], LONG);
+    assert!(
+        matches!(got[&1].outcome, Outcome::TimedOut { pid, .. } if pid == std::process::id()),
+        "{:?}",
+        got[&1]
+    );
+    // The echo waited behind the sleep and ran on the replacement thread,
+    // long before the abandoned sleep could end.
+    assert_eq!(done_body(&got[&2]), b"after");
+    assert!(
+        start.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(counts.started.load(Ordering::SeqCst), 2);
+    // The abandoned thread ends on its own once its sleep returns.
+    assert!(eventually(Duration::from_secs(5), || counts
+        .ended
+        .load(Ordering::SeqCst)
+        >= 1));
+}
+
+#[test]
+fn cancel_abandons_a_running_thread_and_the_rest_go_on() {
+    let counts = Arc::new(ThreadCounts::default());
+    let pool = Pool::start(thread_config(1, &counts, false));
+    pool.submit(submission(SLEEP, &[(1, "3000")], TaskOptions::default()))
+        .unwrap();
+    pool.submit(submission(ECHO, &[(2, "next")], TaskOptions::default()))
+        .unwrap();
+    assert!(eventually(Duration::from_secs(2), || counts
+        .started
+        .load(Ordering::SeqCst)
+        == 1));
+    std::thread::sleep(Duration::from_millis(100));
+    pool.cancel(vec![1], true);
+    let got = collect(&pool, &[1, 2], Duration::from_secs(2));
+    assert_eq!(got[&1].outcome, Outcome::Cancelled);
+    assert_eq!(done_body(&got[&2]), b"next");
+}
+
+#[test]
+fn terminate_does_not_wait_for_busy_threads() {
+    let counts = Arc::new(ThreadCounts::default());
+    let pool = Pool::start(thread_config(2, &counts, false));
+    let tasks: Vec<(u64, &str)> = (1..=4).map(|i| (i, "3000")).collect();
+    pool.submit(submission(SLEEP, &tasks, TaskOptions::default()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    pool.terminate();
+    let got = collect(&pool, &ids(1..5), Duration::from_secs(2));
+    assert!(got.values().all(|c| c.outcome == Outcome::Cancelled));
+    assert!(pool.join(Some(Duration::from_secs(1))));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn close_lets_thread_workers_finish_and_end() {
+    let counts = Arc::new(ThreadCounts::default());
+    let pool = Pool::start(thread_config(3, &counts, false));
+    let tasks: Vec<(u64, &str)> = (1..=9).map(|i| (i, "20")).collect();
+    pool.submit(submission(SLEEP, &tasks, TaskOptions::default()))
+        .unwrap();
+    pool.close();
+    collect(&pool, &ids(1..10), LONG);
+    expect_finished(&pool, Duration::from_secs(5));
+    assert!(pool.join(Some(Duration::from_secs(5))));
+    assert!(eventually(Duration::from_secs(2), || counts
+        .ended
+        .load(Ordering::SeqCst)
+        == 3));
+}
+
+#[test]
+fn threads_that_end_before_ready_break_the_pool() {
+    let counts = Arc::new(ThreadCounts::default());
+    let pool = Pool::start(thread_config(1, &counts, true));
+    pool.submit(submission(ECHO, &[(1, "x")], TaskOptions::default()))
+        .unwrap();
+    let got = collect(&pool, &[1], LONG);
+    assert!(
+        matches!(
+            got[&1].outcome,
+            Outcome::Broken(BrokenPool::WorkersCannotStart(_))
+        ),
+        "{:?}",
+        got[&1]
+    );
+    assert_eq!(counts.started.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_failing_launcher_fails_the_start_and_max_memory_is_refused() {
+    let launcher: ThreadLauncher =
+        Arc::new(|_ends: WorkerEnds| Err(std::io::Error::other("no threads today")));
+    let mut cfg = EngineConfig {
+        workers: 1,
+        launch: Launch::Thread(launcher),
+        init: Vec::new(),
+        max_tasks_per_child: None,
+        max_memory: None,
+    };
+    match Engine::start(cfg.clone()) {
+        Err(e) => assert!(e.to_string().contains("worker thread"), "{e}"),
+        Ok(_) => panic!("started without a worker"),
+    }
+    cfg.max_memory = Some(1 << 30);
+    assert!(matches!(Engine::start(cfg), Err(CoreError::Config(_))));
 }

@@ -1,16 +1,19 @@
 //! `Engine`: a pool's handle on the scheduler.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
+use shoal_core::link::WorkerLink;
 use shoal_core::{
-    BrokenPool, Completion, Engine, EngineConfig, Next, Outcome, RunInfo, Stream, Submission,
-    TaskOptions, WorkerCommand, WorkerOutput,
+    BrokenPool, Completion, Engine, EngineConfig, Launch, Next, Outcome, RunInfo, Stream,
+    Submission, TaskOptions, ThreadLauncher, WorkerCommand, WorkerEnds, WorkerOutput,
 };
 
 use crate::blocking::{seconds, wait_interruptibly};
 use crate::errors::to_py;
+use crate::link::PyLink;
 
 /// Completion codes, exported as `OUTCOME_*` constants.
 const DONE: u8 = 0;
@@ -69,10 +72,33 @@ impl PyEngine {
     ) -> PyResult<Self> {
         let config = EngineConfig {
             workers,
-            command: WorkerCommand { program, args, env },
+            launch: Launch::Process(WorkerCommand { program, args, env }),
             init,
             max_tasks_per_child,
             max_memory,
+        };
+        let inner = py.detach(|| Engine::start(config)).map_err(to_py)?;
+        Ok(PyEngine { inner, trace })
+    }
+
+    /// An engine whose workers are threads of this process: for each one
+    /// it calls `start_worker(link, slot)`, which must start a thread that
+    /// serves `link` (a `Link`) and return.
+    #[staticmethod]
+    #[pyo3(signature = (workers, start_worker, max_tasks_per_child=None, trace=false))]
+    fn with_threads(
+        py: Python<'_>,
+        workers: usize,
+        start_worker: Py<PyAny>,
+        max_tasks_per_child: Option<u64>,
+        trace: bool,
+    ) -> PyResult<Self> {
+        let config = EngineConfig {
+            workers,
+            launch: Launch::Thread(thread_launcher(start_worker)),
+            init: Vec::new(),
+            max_tasks_per_child,
+            max_memory: None,
         };
         let inner = py.detach(|| Engine::start(config)).map_err(to_py)?;
         Ok(PyEngine { inner, trace })
@@ -217,6 +243,34 @@ impl PyEngine {
             })
             .map_err(to_py)
     }
+}
+
+/// The scheduler calls the launcher and never waits for the interpreter, so
+/// the call into Python happens on a short-lived helper thread. The worker
+/// itself then runs on a thread that Python starts (`start_worker` starts a
+/// `threading.Thread`): its stack holds only Python's own frames while it
+/// runs the user's code, so an abandoned thread still running at
+/// interpreter exit is stopped as any daemon thread is.
+fn thread_launcher(start_worker: Py<PyAny>) -> ThreadLauncher {
+    let start_worker = Arc::new(start_worker);
+    Arc::new(move |ends: WorkerEnds| {
+        let link = WorkerLink::from_fds(ends.sock, ends.status).map_err(std::io::Error::other)?;
+        let start_worker = start_worker.clone();
+        std::thread::Builder::new()
+            .name(format!("shoal-start-{}", ends.slot))
+            .spawn(move || {
+                // None when the interpreter is gone or going: the link is
+                // dropped, and the engine sees a worker that never started.
+                Python::try_attach(|py| {
+                    let started = Py::new(py, PyLink::from(link))
+                        .and_then(|link| start_worker.call1(py, (link, ends.slot)));
+                    if let Err(err) = started {
+                        err.print(py);
+                    }
+                });
+            })?;
+        Ok(())
+    })
 }
 
 fn exit_tuple(py: Python<'_>, e: shoal_core::ExitInfo) -> PyResult<Bound<'_, PyTuple>> {

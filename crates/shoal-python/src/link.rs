@@ -49,6 +49,13 @@ pub(crate) struct PyLink {
     inner: WorkerLink,
 }
 
+/// A thread worker's link, made by the engine's thread launcher.
+impl From<WorkerLink> for PyLink {
+    fn from(inner: WorkerLink) -> Self {
+        PyLink { inner }
+    }
+}
+
 #[pymethods]
 impl PyLink {
     /// Takes over the descriptors the engine gave this worker.
@@ -109,6 +116,12 @@ impl PyLink {
         self.inner
             .finish(kind, task_id, body, deser_ns, 0)
             .map_err(to_py)
+    }
+
+    /// Hangs up on the engine now (a thread worker's last act: its link may
+    /// be kept alive by a traceback that refers to the worker's frame).
+    fn close(&self) {
+        self.inner.close();
     }
 
     /// This process's resident memory in bytes (None if unknown).

@@ -34,7 +34,7 @@ def test_demo_measures_every_lesson_and_writes_the_timelines(tmp_path):
     ):
         assert title in out.stdout
     # Every variant has a time and a speed-up; the baseline is x1.00.
-    rows = re.findall(r"^  (\S.*?)\s+(\d+\.\d{3}) s\s+x\s*(\d+\.\d\d)$", out.stdout, re.M)
+    rows = re.findall(r"^  (\S.*?)\s+(\d+\.\d{3}) s\s+x(\d+\.\d+)$", out.stdout, re.M)
     assert len(rows) >= 14
     assert [r for r in rows if r[0] == "serial"] and all(
         r[2] == "1.00" for r in rows if r[0] == "serial"

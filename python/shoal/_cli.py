@@ -27,6 +27,8 @@ def demo(args: argparse.Namespace) -> int:
     workers = args.workers or cpu_count()
     print(f"shoal demo: the workshops' lessons on {workers} workers", end="")
     print(f" (median of {args.rounds} alternating rounds)\n", flush=True)
+    if (warning := _demo.busy_warning(cpu_count())) is not None:
+        print(warning + "\n")
     lessons = _demo.run(
         workers, args.scale, args.rounds, lambda lesson: print(_demo.table(lesson) + "\n")
     )

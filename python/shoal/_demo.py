@@ -199,6 +199,7 @@ def _pi(workers: int, scale: float, pools: dict) -> Lesson:
             f"{s.variant(f'{workers} processes').value:.12f}, "
             f"x{s.speedup(f'{workers} processes'):.2f} on {workers} processes."
         ),
+        {f"{workers} processes": processes},
     )
 
 
@@ -245,8 +246,9 @@ def _tiny(workers: int, scale: float, pools: dict) -> Lesson:
         lambda s: (
             f"Handing a task to a worker costs about "
             f"{s.variant('chunksize=1').seconds / n * 1e6:.0f} µs, far more than a trivial "
-            f"function: one item per task is x{s.speedup('chunksize=1'):.2f} of serial; "
-            f"chunks of many items cut that cost (x{s.speedup('automatic chunks'):.2f})."
+            f"function: one item per task took {1 / s.speedup('chunksize=1'):.0f} times as "
+            f"long as the serial loop; chunks of many items cut that to "
+            f"{1 / s.speedup('automatic chunks'):.1f} times."
         ),
         {"chunksize=1": tiny},
     )
@@ -290,11 +292,28 @@ def run(workers: int, scale: float, rounds: int, on_lesson: Callable) -> list[Le
 
 
 # ------------------------------------------------------------------ output
+def ratio(r: float) -> str:
+    """'x1.93', or 'x0.004' for a slow-down too big for two decimals."""
+    return f"x{r:.2f}" if r >= 0.1 else f"x{r:.3f}"
+
+
+def busy_warning(cores: int) -> str | None:
+    """A note when other programs use the cores, so timings are noisy."""
+    import os
+
+    load = os.getloadavg()[0]
+    if load < 0.5 * cores:
+        return None
+    return (
+        f"note: this machine is busy (load average {load:.1f} on {cores} cores): "
+        "other programs share the cores, so these timings are noisy."
+    )
+
+
 def table(lesson: Lesson) -> str:
     lines = [lesson.title]
     for v in lesson.variants:
-        ratio = lesson.speedup(v.label)
-        lines.append(f"  {v.label:<24}{v.seconds:9.3f} s   x{ratio:5.2f}")
+        lines.append(f"  {v.label:<24}{v.seconds:9.3f} s   {ratio(lesson.speedup(v.label)):>7}")
     lines.append("  " + lesson.explain(lesson))
     return "\n".join(lines)
 
@@ -314,7 +333,7 @@ def page(lessons: list[Lesson], workers: int) -> str:
         parts.append(f"<p>{html.escape(lesson.explain(lesson))}</p>")
         rows = "".join(
             f"<tr><td>{html.escape(v.label)}</td><td>{v.seconds:.3f} s</td>"
-            f"<td>x{lesson.speedup(v.label):.2f}</td></tr>"
+            f"<td>{ratio(lesson.speedup(v.label))}</td></tr>"
             for v in lesson.variants
         )
         parts.append(f"<table><tr><th>run</th><th>time</th><th>speed-up</th></tr>{rows}</table>")

@@ -21,6 +21,8 @@ _EXPORTS = {
     "IMapIterator": "_results",
     "MapResult": "_results",
     "TimeoutError": "_results",
+    "cached": "_checkpoint",
+    "CheckpointError": "_errors",
     "CpuReport": "_cpus",
     "cpu_count": "_cpus",
     "cpu_report": "_cpus",
@@ -35,6 +37,7 @@ _EXPORTS = {
 
 __all__ = [
     "AsyncResult",
+    "CheckpointError",
     "CpuReport",
     "IMapIterator",
     "MapResult",
@@ -47,6 +50,7 @@ __all__ = [
     "WorkerInitError",
     "WorkerLostError",
     "WorkerStartError",
+    "cached",
     "cpu_count",
     "cpu_report",
 ]
@@ -67,8 +71,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from ._checkpoint import cached
     from ._cpus import CpuReport, cpu_count, cpu_report
     from ._errors import (
+        CheckpointError,
         RemoteTraceback,
         SerializationError,
         ShoalError,

@@ -3,7 +3,18 @@ native module so engine errors and these share one base)."""
 
 from __future__ import annotations
 
-from ._shoal import ShoalError
+from ._shoal import CheckpointError, ShoalError
+
+__all__ = [
+    "CheckpointError",
+    "RemoteTraceback",
+    "SerializationError",
+    "ShoalError",
+    "TaskTimeoutError",
+    "WorkerInitError",
+    "WorkerLostError",
+    "WorkerStartError",
+]
 
 
 class RemoteTraceback(Exception):

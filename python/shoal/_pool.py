@@ -218,7 +218,10 @@ class Pool:
     ``processes`` defaults to :func:`shoal.cpu_count`. ``timeout`` (seconds)
     stops a task that runs longer by killing its worker (the task fails with
     :class:`shoal.TaskTimeoutError`); ``retries`` re-runs a task whose worker
-    died that many times. Both can also be given per call. Workers are fresh
+    died that many times. Both can also be given per call. ``checkpoint``
+    (a file name) stores every finished result of the map family so a re-run
+    computes only what is missing; ``checkpoint_key`` keys its tasks (see
+    ``map``). Workers are fresh
     interpreters started by the engine; functions, lambdas and closures are
     pickled (cloudpickle where plain pickle can't). Leaving a ``with`` block
     terminates the pool, as in multiprocessing.
@@ -233,8 +236,11 @@ class Pool:
         *,
         timeout: float | None = None,
         retries: int = 0,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_key: Callable | None = None,
     ) -> None:
         self._options = _check_options(timeout, retries)
+        self._checkpoint = (checkpoint, checkpoint_key)
         if processes is None:
             processes = cpu_count()
         if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
@@ -290,6 +296,17 @@ class Pool:
             self._options.timeout if timeout is None else timeout,
             self._options.retries if retries is None else retries,
         )
+
+    def _call_checkpoint(self, checkpoint: Any, key: Any) -> tuple[Any, Callable | None]:
+        """This call's checkpoint file and key: the pool's, overridden where
+        given (``checkpoint=False`` turns the pool's off)."""
+        if checkpoint is None:
+            checkpoint = self._checkpoint[0]
+        if key is None:
+            key = self._checkpoint[1]
+        if key is not None and not callable(key):
+            raise TypeError(f"checkpoint_key must be a callable, got {key!r}")
+        return checkpoint, key
 
     @staticmethod
     def _check_callable(func: Any) -> None:
@@ -410,7 +427,11 @@ class Pool:
         self, func: Callable, iterable: Iterable, chunksize: int | None = None, **options
     ) -> list:
         """``[func(x) for x in iterable]`` in the workers, in order.
-        Keyword options: ``timeout``, ``retries`` (per task; see ``Pool``)."""
+        Keyword options: ``timeout``, ``retries`` (per task; see ``Pool``);
+        ``checkpoint="run.sqlite"`` stores each finished result there and a
+        re-run computes only the missing ones (``False`` turns the pool's
+        default off); ``checkpoint_key=fn`` keys a task by ``fn(item)``
+        instead of its pickled arguments."""
         return self._map_async(func, iterable, chunksize, MODE_MAP, None, None, **options).get()
 
     def map_async(
@@ -444,11 +465,22 @@ class Pool:
         *,
         timeout=None,
         retries=None,
+        checkpoint=None,
+        checkpoint_key=None,
     ) -> MapResult:
         self._check_running()
         self._check_callable(func)
         self._check_chunksize(chunksize)
         options = self._call_options(timeout, retries)
+        checkpoint, checkpoint_key = self._call_checkpoint(checkpoint, checkpoint_key)
+        if checkpoint:
+            from . import _checkpoint
+
+            star = mode == MODE_STARMAP
+            return _checkpoint.map_async(
+                self, func, iterable, chunksize, star, callback, error_callback,
+                checkpoint, checkpoint_key, options,
+            )  # fmt: skip
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         n = len(items)
         if chunksize is None:
@@ -485,11 +517,29 @@ class Pool:
         """Lazy ``map`` yielding results as they complete."""
         return self._imap(func, iterable, chunksize, False, **options)
 
-    def _imap(self, func, iterable, chunksize, ordered, *, timeout=None, retries=None):
+    def _imap(
+        self,
+        func,
+        iterable,
+        chunksize,
+        ordered,
+        *,
+        timeout=None,
+        retries=None,
+        checkpoint=None,
+        checkpoint_key=None,
+    ):
         self._check_running()
         self._check_callable(func)
         self._check_chunksize(chunksize)
         options = self._call_options(timeout, retries)
+        checkpoint, checkpoint_key = self._call_checkpoint(checkpoint, checkpoint_key)
+        if checkpoint:
+            from . import _checkpoint
+
+            return _checkpoint.imap(
+                self, func, iterable, chunksize, ordered, checkpoint, checkpoint_key, options
+            )
         source = iter(iterable)
         fn_id = self._register(func, MODE_MAP)
         name = "imap" if ordered else "imap_unordered"

@@ -7,9 +7,11 @@
 //! - [`frame`]: the wire format. [`link`]: the worker's side of it.
 //! - [`status`]: the shared page that says which task a worker runs.
 //! - [`cpus`]: how many cores this process may use.
+//! - [`store`] / [`digest`]: the checkpoint store and its task keys.
 
 mod completions;
 pub mod cpus;
+pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod frame;
@@ -17,11 +19,12 @@ pub mod link;
 mod scheduler;
 pub mod spawn;
 pub mod status;
+pub mod store;
 pub mod task;
 mod worker;
 
 pub use engine::{Engine, Next};
-pub use error::{CoreError, FrameError, Result};
+pub use error::{CoreError, FrameError, Result, StoreError};
 pub use scheduler::EngineConfig;
 pub use spawn::WorkerCommand;
 pub use task::{BrokenPool, Completion, ExitInfo, Outcome, Submission, TaskOptions};

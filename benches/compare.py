@@ -10,7 +10,7 @@ Usage::
     python benches/compare.py [--quick] [--only NAME,...] [--rounds N] [--json out.json]
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
-startup) and/or library names (shoal, mp, ppe, joblib, mpire); shoal is always
+startup, checkpoint) and/or library names (shoal, mp, ppe, joblib, mpire); shoal is always
 run because every ratio is relative to it. ``--quick`` divides the sizes by 10
 (CI smoke test, well under a minute).
 
@@ -29,6 +29,10 @@ pickle them by reference):
                 (serial, shoal, mp, ..., serial, shoal, mp, ...) because CPU
                 speed drifts; medians are reported.
 5. startup      Pool construction to the first result of apply(inc, (1,)).
+6. checkpoint   shoal only: the 100,000-task map of 1 and 2 with
+                ``checkpoint=`` (a fresh store each round: every result
+                computed and stored), and re-run against a full store; the
+                ratio is to the same map without a checkpoint.
 
 For workloads 1-4 every pool is created and warmed with a tiny map before the
 clock starts, so start-up cost is excluded; each (library, variant) gets a
@@ -50,6 +54,7 @@ import pickle
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -108,7 +113,7 @@ RUN_ERRORS = (
 )
 
 WORKERS = 2
-WORKLOADS = ("trivial-map", "chunksize-1", "submit", "pi", "startup")
+WORKLOADS = ("trivial-map", "chunksize-1", "submit", "pi", "startup", "checkpoint")
 LIB_ALIASES = {
     "shoal": "shoal",
     "serial": "serial",
@@ -481,6 +486,54 @@ def pi_cases(steps, nchunks):
     ]
 
 
+def checkpoint_cases(n, store_dir):
+    """Plain map and map with ``checkpoint=`` (each round a new store), per
+    chunking; and a re-run that finds every result stored."""
+    rng = range(n)
+    ordered = check_inc(n, True)
+    fresh = (os.path.join(store_dir, f"run{i}.sqlite") for i in range(1_000_000))
+    full = os.path.join(store_dir, "full.sqlite")
+    with shoal.Pool(WORKERS) as pool:
+        pool.map(inc, rng, checkpoint=full)
+    w = "checkpoint"
+    cases = []
+    for variant, kwargs in (("map", {}), ("map(cs=1)", {"chunksize": 1})):
+        cases += [
+            Case(
+                w,
+                "shoal",
+                variant,
+                n,
+                lambda p, kw=kwargs: p.map(inc, rng, **kw),
+                ordered,
+                ref=variant,
+            ),
+            Case(
+                w,
+                "shoal",
+                f"{variant} checkpoint",
+                n,
+                lambda p, kw=kwargs: p.map(inc, rng, checkpoint=next(fresh), **kw),
+                ordered,
+                ref=variant,
+                goal="checkpoint",
+            ),
+        ]
+    cases.append(
+        Case(
+            w,
+            "shoal",
+            "map, all stored",
+            n,
+            lambda p: p.map(inc, rng, checkpoint=full),
+            ordered,
+            ref="map",
+            note="checkpoint: ratio = time with checkpoint= / the same map without it",
+        )
+    )
+    return cases
+
+
 def startup_cases():
     """Each run() builds a pool, gets apply(inc, (1,)) and returns (pool, value)."""
 
@@ -617,7 +670,7 @@ def summarize(cases):
     """Compute medians, ratios and goals; returns one dict per case."""
     shoal_by_variant = {}
     for c in cases:
-        if c.lib == "shoal" and c.times:
+        if c.lib == "shoal" and c.times and c.ref in (c.variant, ""):
             shoal_by_variant[(c.workload, c.ref)] = median(c.times) / c.ntasks
     mp_map = {c.workload: median(c.times) for c in cases if c.lib == "mp" and c.times}
     serial = {c.workload: median(c.times) for c in cases if c.lib == "serial" and c.times}
@@ -635,7 +688,7 @@ def summarize(cases):
         vs_serial = None
         if c.lib != "serial" and t is not None and c.workload in serial:
             vs_serial = median(c.speedups) if c.speedups else serial[c.workload] / t
-        goal_text, goal_met = goal_check(c, t, per_task, vs_serial, mp_map)
+        goal_text, goal_met = goal_check(c, t, per_task, vs_serial, mp_map, ratio)
         rows.append(
             {
                 "workload": c.workload,
@@ -647,6 +700,7 @@ def summarize(cases):
                 "median_s": t,
                 "per_task_us": per_task * 1e6 if per_task is not None else None,
                 "ratio_to_shoal": ratio,
+                "is_ref": c.ref in (c.variant, ""),
                 "vs_serial": vs_serial,
                 "goal": goal_text,
                 "goal_met": goal_met,
@@ -657,7 +711,7 @@ def summarize(cases):
     return rows
 
 
-def goal_check(c, t, per_task, vs_serial, mp_map):
+def goal_check(c, t, per_task, vs_serial, mp_map, ratio):
     if c.goal is None or t is None:
         return None, None
     if c.goal == "trivial-map":
@@ -673,6 +727,8 @@ def goal_check(c, t, per_task, vs_serial, mp_map):
         return ">= 1.90x serial", vs_serial is not None and vs_serial >= 1.90
     if c.goal == "startup":
         return "<= 50 ms", t <= 0.050
+    if c.goal == "checkpoint":
+        return "<= 1.5x without", ratio is not None and ratio <= 1.5
     return None, None
 
 
@@ -710,7 +766,7 @@ def print_table(rows):
         else:
             per_task_s = f"{per_task:.2f} µs"
         ratio = r["ratio_to_shoal"]
-        if r["lib"] == "shoal":
+        if r["lib"] == "shoal" and r["is_ref"]:
             ratio_s = "1.00 (ref)"
         else:
             ratio_s = f"{ratio:.2f}x" if ratio is not None else "-"
@@ -843,6 +899,7 @@ def main(argv=None):
     )
 
     all_cases = []
+    store_dir = tempfile.TemporaryDirectory(prefix="shoal-bench-")
     t_start = time.perf_counter()
     for w in args.workloads:
         if w == "trivial-map":
@@ -853,6 +910,8 @@ def main(argv=None):
             cases = submit_cases(n_calls, n_ppe_submit)
         elif w == "pi":
             cases = pi_cases(pi_steps, pi_nchunks)
+        elif w == "checkpoint":
+            cases = checkpoint_cases(n_calls, store_dir.name)
         else:
             cases = startup_cases()
         cases = [c for c in cases if c.lib in libs]
@@ -863,6 +922,7 @@ def main(argv=None):
             run_rounds(cases, libs, args.rounds, args.timeout, time_case)
         all_cases.extend(cases)
 
+    store_dir.cleanup()
     rows = summarize(all_cases)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n== results ({time.perf_counter() - t_start:.1f} s total; load average {load})\n")

@@ -128,24 +128,40 @@ def _pickled(obj: object, what: str) -> list:
     return [data, *(b.raw() for b in buffers)]
 
 
-def task_keys(salt: bytes, items: list, key: Callable | None = None) -> bytes:
-    """The keys of ``items`` (arguments, or ``key(item)`` when given),
-    concatenated ``KEY_LEN`` bytes each."""
-    if key is not None:
-        items = [key(x) for x in items]
+def _key_payloads(items: list) -> tuple[list[bytes], bool]:
+    """Per item, the bytes its key is hashed from; and whether these are also
+    the items' plain pickles, fit to send to a worker as they are (no
+    out-of-band buffers, no cloudpickle, nothing from ``__main__``)."""
     buffers: list = []
     try:
         payloads = [_pickle.dumps(x, 5, buffer_callback=buffers.append) for x in items]
     except _PICKLE_FAILS:
         buffers.append(None)  # take the careful path below
-    if buffers:
-        # Some item has out-of-band buffers (or needs cloudpickle): hash its
-        # parts in place. b"B" + digest cannot equal a pickle (b"\x80...").
-        payloads = []
-        for x in items:
-            parts = _pickled(x, "a task's arguments")
-            payloads.append(parts[0] if len(parts) == 1 else b"B" + _shoal.digest(parts))
-    return _shoal.task_keys(salt, payloads)
+    if not buffers:
+        return payloads, b"__main__" not in b"".join(payloads)
+    # Some item has out-of-band buffers or needs cloudpickle: hash its parts
+    # in place. b"B" + digest cannot equal a pickle (b"\x80...").
+    payloads = []
+    for x in items:
+        parts = _pickled(x, "a task's arguments")
+        payloads.append(parts[0] if len(parts) == 1 else b"B" + _shoal.digest(parts))
+    return payloads, False
+
+
+def task_keys(salt: bytes, items: list, key: Callable | None = None) -> bytes:
+    """The keys of ``items`` (arguments, or ``key(item)`` when given),
+    concatenated ``KEY_LEN`` bytes each."""
+    if key is not None:
+        items = [key(x) for x in items]
+    return _shoal.task_keys(salt, _key_payloads(items)[0])
+
+
+def _keys_at(keys: bytes, positions: list[int]) -> bytes:
+    """The keys of the items at ``positions``, concatenated."""
+    first, last = positions[0], positions[-1]
+    if last - first == len(positions) - 1:  # a run: one slice
+        return keys[first * KEY_LEN : (last + 1) * KEY_LEN]
+    return b"".join([keys[p * KEY_LEN : (p + 1) * KEY_LEN] for p in positions])
 
 
 def _const_text(value: object) -> str:
@@ -238,10 +254,11 @@ class _Failed:
 
 class _StoreEach:
     """What the workers run for a checkpointed call: the user's function on
-    one item, its result pickled on its own (the parent stores these bytes as
-    they are), and an exception caught so the chunk's other items still run
-    and are stored. A result that can't be pickled fails its item only (it
-    could not travel back to the parent either)."""
+    one pickled item (the parent pickled it once, for its key and to send),
+    its result pickled on its own (the parent stores these bytes as they
+    are), and an exception caught so the chunk's other items still run and
+    are stored. A result that can't be pickled fails its item only (it could
+    not travel back to the parent either)."""
 
     __slots__ = ("fn", "star")
 
@@ -252,9 +269,9 @@ class _StoreEach:
     def __reduce__(self):
         return _StoreEach, (self.fn, self.star)
 
-    def __call__(self, item):
+    def __call__(self, item: bytes):
         try:
-            value = self.fn(*item) if self.star else self.fn(item)
+            value = self.fn(*loads(item)) if self.star else self.fn(loads(item))
         except Exception as exc:  # noqa: BLE001 - re-raised in the parent
             return _Failed(dumps_exception(exc))
         try:
@@ -304,31 +321,43 @@ class _Call:
         self.key = key
         self.runner = _StoreEach(func, star)
 
-    def lookup(self, items: list) -> tuple[bytes, list]:
-        """The items' keys and their stored results (bytes or None)."""
-        keys = task_keys(self.salt, items, self.key)
-        return keys, self.store.get_many(keys)
+    def lookup(self, items: list) -> tuple[bytes, list, list[bytes] | None]:
+        """The items' keys (concatenated), their stored results (bytes or
+        None), and their pickles if those were made on the way."""
+        if self.key is None:
+            payloads, sendable = _key_payloads(items)
+            keys = _shoal.task_keys(self.salt, payloads)
+        else:
+            keys, payloads, sendable = task_keys(self.salt, items, self.key), None, False
+        return keys, self.store.get_many(keys), payloads if sendable else None
 
-    def take(self, outputs: list, keys: list[bytes]) -> list[tuple[bool, object]]:
-        """Stores a chunk's pickled results; returns ``(ok, value_or_error)``
-        per item."""
+    @staticmethod
+    def pickled(items: list, positions: list[int], pickles: list[bytes] | None) -> list[bytes]:
+        """The items at ``positions`` as the runner takes them."""
+        if pickles is not None:
+            return [pickles[p] for p in positions]
+        return [dumps(items[p]) for p in positions]
+
+    def take(self, outputs: list, keys: bytes) -> tuple[list, dict[int, BaseException]]:
+        """Stores a chunk's pickled results under ``keys``; returns the values
+        (None where the task failed) and the errors by index."""
+        if _Failed not in map(type, outputs):
+            self.store.put_many(self.function, keys, outputs)
+            return list(map(loads, outputs)), {}
         from ._outcome import _remote_exception
 
-        values, stored_keys, stored = [], [], []
-        for output, key in zip(outputs, keys, strict=True):
+        values, errors, stored_keys, stored = [], {}, [], []
+        for k, output in enumerate(outputs):
             if type(output) is bytes:
-                stored_keys.append(key)
+                stored_keys.append(keys[k * KEY_LEN : (k + 1) * KEY_LEN])
                 stored.append(output)
-                values.append((True, loads(output)))
+                values.append(loads(output))
             else:
-                values.append((False, _remote_exception(output.payload)))
+                values.append(None)
+                errors[k] = _remote_exception(output.payload)
         if stored:
             self.store.put_many(self.function, b"".join(stored_keys), stored)
-        return values
-
-
-def _split_keys(keys: bytes) -> list[bytes]:
-    return [keys[i : i + KEY_LEN] for i in range(0, len(keys), KEY_LEN)]
+        return values, errors
 
 
 def map_async(
@@ -336,62 +365,84 @@ def map_async(
 ):
     """``map_async``/``starmap_async`` with a checkpoint: stored results are
     loaded, the missing ones computed and stored as they arrive."""
-    from ._outcome import decode
     from ._results import AsyncResult
 
     what = f"{'starmap' if star else 'map'}({_name(func)})"
     call = _Call(func, star, checkpoint, key)
     items = list(iterable)
-    keys, stored = call.lookup(items)
-    keys = _split_keys(keys)
+    keys, stored, pickles = call.lookup(items)
     out = [None if data is None else loads(data) for data in stored]
     missing = [i for i, data in enumerate(stored) if data is None]
     result = AsyncResult(what, callback, error_callback)
     if not missing:
         result._set(True, out)
         return result
-    if chunksize is None:
+    if chunksize is None:  # as Pool.map: about four chunks per worker
         chunksize = -(-len(missing) // (pool._processes * 4))
-    positions = [missing[i : i + chunksize] for i in range(0, len(missing), chunksize)]
-    tasks = _Tasks(pool, call.runner, options)
-    state = {"left": len(positions), "error": None}
+    chunks = [missing[i : i + chunksize] for i in range(0, len(missing), chunksize)]
+    run = _MapRun(what, call, result, out, keys, chunks, _Tasks(pool, call.runner, options))
+    run.start([call.pickled(items, chunk, pickles) for chunk in chunks])
+    return result
 
-    def sink(index, code, payload, duration_ns):
-        chunk = positions[index]
+
+class _MapRun:
+    """A checkpointed map's chunks in flight: each is stored as it arrives
+    and its values put in place; the first failure, or the last chunk (once
+    everything is committed), makes the result ready."""
+
+    def __init__(self, what, call: _Call, result, out: list, keys: bytes, chunks, tasks) -> None:
+        self.what = what
+        self.call = call
+        self.result = result
+        self.out = out
+        self.keys = keys
+        self.chunks = chunks  # positions in `out` of each chunk's items
+        self.tasks = tasks
+        self.left = len(chunks)
+        self.error: BaseException | None = None
+        from ._outcome import decode
+
+        self.decode = decode  # imported here: workers need not load it
+
+    def start(self, payloads: list[list[bytes]]) -> None:
         try:
-            ok, outputs = decode(code, payload, what)
+            self.tasks.send(payloads, self.sink)
+        except BaseException:
+            self.tasks.release()
+            raise
+
+    def sink(self, index: int, code: int, payload, duration_ns: int) -> None:
+        """A chunk's answer, on the pool's result thread."""
+        positions = self.chunks[index]
+        try:
+            ok, outputs = self.decode(code, payload, self.what)
             if ok:
-                for pos, (ok, value) in zip(
-                    chunk, call.take(outputs, [keys[p] for p in chunk]), strict=True
-                ):
-                    if ok:
-                        out[pos] = value
-                    elif state["error"] is None:
-                        state["error"] = value
-            elif state["error"] is None:
-                state["error"] = outputs
-        except Exception as exc:  # noqa: BLE001 - e.g. the store failed; reported
-            if state["error"] is None:
-                state["error"] = exc
-        state["left"] -= 1
-        if state["left"] == 0:
-            tasks.release()
+                values, errors = self.call.take(outputs, _keys_at(self.keys, positions))
+                if positions[-1] - positions[0] == len(positions) - 1:
+                    self.out[positions[0] : positions[-1] + 1] = values
+                else:
+                    for p, value in zip(positions, values, strict=True):
+                        self.out[p] = value
+                if errors and self.error is None:
+                    self.error = errors[min(errors)]
+            elif self.error is None:
+                self.error = outputs
+        except Exception as exc:  # noqa: BLE001 - e.g. the store failed
+            self.error = self.error or exc
+        self.left -= 1
+        if self.left == 0:
+            self.tasks.release()
             try:
-                call.store.flush()
-            except Exception as exc:  # noqa: BLE001
-                state["error"] = state["error"] or exc
+                self.call.store.flush()
+            except Exception as exc:  # noqa: BLE001 - the last commit failed
+                self.error = self.error or exc
         # As multiprocessing: the first failure makes the result ready; the
         # other chunks are still stored as they finish.
-        if not result.ready() and (state["error"] is not None or state["left"] == 0):
-            error = state["error"]
-            result._set(error is None, out if error is None else error)
-
-    try:
-        tasks.send([[items[p] for p in chunk] for chunk in positions], sink)
-    except BaseException:
-        tasks.release()
-        raise
-    return result
+        if not self.result.ready() and (self.error is not None or self.left == 0):
+            if self.error is None:
+                self.result._set(True, self.out)
+            else:
+                self.result._set(False, self.error)
 
 
 class _ResumeIterator:
@@ -527,6 +578,9 @@ class _Feeder:
         self._input_done = False
         self._released = False
         self._item_ns = 0.0  # measured run time per item, smoothed
+        from ._outcome import decode
+
+        self.decode = decode  # imported here: workers need not load it
 
     def run(self) -> None:
         position = 0
@@ -560,11 +614,10 @@ class _Feeder:
         if not block:
             return
         try:
-            keys, stored = self.call.lookup(block)
+            keys, stored, pickles = self.call.lookup(block)
         except Exception as exc:  # noqa: BLE001 - e.g. an item that can't be pickled
             self._fail(list(range(position, position + len(block))), exc)
             return
-        keys = _split_keys(keys)
         missing = []
         for k, data in enumerate(stored):
             if data is None:
@@ -575,12 +628,12 @@ class _Feeder:
             return
         chunks = [missing[i : i + size] for i in range(0, len(missing), size)]
         where = [[position + k for k in chunk] for chunk in chunks]
-        chunk_keys = [[keys[k] for k in chunk] for chunk in chunks]
+        chunk_keys = [_keys_at(keys, chunk) for chunk in chunks]
         with self._lock:
             self._outstanding += len(chunks)
         try:
             self.tasks.send(
-                [[block[k] for k in chunk] for chunk in chunks],
+                [self.call.pickled(block, chunk, pickles) for chunk in chunks],
                 functools.partial(self._sink, where, chunk_keys),
             )
         except Exception as exc:  # noqa: BLE001 - e.g. the pool was closed
@@ -596,18 +649,16 @@ class _Feeder:
             self.it._deliver(p, None)
 
     def _sink(self, where, chunk_keys, index, code, payload, duration_ns) -> None:
-        from ._outcome import decode
-
         positions = where[index]
         try:
-            ok, outputs = decode(code, payload, self.it._what)
+            ok, outputs = self.decode(code, payload, self.it._what)
             if ok:
-                outcomes = self.call.take(outputs, chunk_keys[index])
+                values, errors = self.call.take(outputs, chunk_keys[index])
                 per_item = duration_ns / len(positions)
                 old = self._item_ns
                 self._item_ns = per_item if not old else 0.7 * old + 0.3 * per_item
-                for p, outcome in zip(positions, outcomes, strict=True):
-                    self.it._deliver(p, outcome)
+                for k, (p, value) in enumerate(zip(positions, values, strict=True)):
+                    self.it._deliver(p, (False, errors[k]) if k in errors else (True, value))
             else:
                 self._fail(positions, outputs)
         except Exception as exc:  # noqa: BLE001 - e.g. the store failed

@@ -107,11 +107,6 @@ impl PyStore {
         Ok(PyStore { inner })
     }
 
-    #[getter]
-    fn path(&self) -> PathBuf {
-        self.inner.path().to_path_buf()
-    }
-
     /// The id of a function version, registered on first use.
     fn function_id(
         &self,

@@ -157,6 +157,20 @@ def test_imap_reads_an_infinite_input_lazily(make_pool, store):
     assert [next(it) for _ in range(5)] == [0] * 5
 
 
+def test_imap_then_close_and_join_stores_everything(store, log):
+    pool = shoal.Pool(2)
+    try:
+        it = pool.imap_unordered(
+            functools.partial(logged_square, log), range(300), checkpoint=store
+        )
+        pool.close()
+        pool.join()
+        assert sorted(it) == [x * x for x in range(300)]
+    finally:
+        pool.terminate()
+    assert stored_tasks(store) == 300
+
+
 def test_map_async_callbacks_and_an_empty_input(make_pool, store):
     pool = make_pool(2)
     got = []
@@ -232,9 +246,13 @@ def test_checkpoint_key_replaces_the_arguments(make_pool, store, log):
         pool.map(f, [1], checkpoint=store, checkpoint_key="id")
 
 
-def test_bad_checkpoint_argument(make_pool):
+def test_bad_checkpoint_argument(make_pool, tmp_path):
+    pool = make_pool(1)
     with pytest.raises(TypeError, match="checkpoint must be a file name"):
-        make_pool(1).map(h.square, [1], checkpoint=3.5)
+        pool.map(h.square, [1], checkpoint=3.5)
+    nowhere = str(tmp_path / "no-such-dir" / "run.sqlite")
+    with pytest.raises(shoal.CheckpointError, match="no-such-dir"):
+        pool.map(h.square, [1], checkpoint=nowhere)
 
 
 # -------------------------------------------------------------------- identity

@@ -25,6 +25,10 @@ pub enum StoreError {
          {supported}); upgrade shoal or give another file name"
     )]
     NewerFormat { found: i32, supported: i32 },
+    #[error(
+        "cannot open or write it ({0}); check that its folder exists and that you may write there"
+    )]
+    CannotOpen(String),
     #[error("the file is damaged ({0}); delete it to start over")]
     Damaged(String),
     #[error("results could not be stored: {0}")]

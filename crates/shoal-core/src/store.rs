@@ -662,6 +662,9 @@ impl From<rusqlite::Error> for StoreError {
                 StoreError::NotAStore("SQLite says it is not a database".into())
             }
             Some(ErrorCode::DatabaseCorrupt) => StoreError::Damaged(e.to_string()),
+            Some(ErrorCode::CannotOpen) => StoreError::CannotOpen("SQLite cannot open it".into()),
+            Some(ErrorCode::ReadOnly) => StoreError::CannotOpen("it is read-only".into()),
+            Some(ErrorCode::PermissionDenied) => StoreError::CannotOpen("permission denied".into()),
             _ => StoreError::Sqlite(e),
         }
     }

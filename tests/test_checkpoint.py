@@ -234,6 +234,17 @@ def test_a_result_that_cannot_be_pickled_fails_only_its_task(make_pool, store, l
     assert calls(log).count("3") == 2 and len(calls(log)) == 7
 
 
+def test_timeout_and_retries_apply_to_checkpointed_tasks(make_pool, store, tmp_path):
+    pool = make_pool(2)
+    marker = str(tmp_path / "crashed")
+    f = functools.partial(h.exit_once_then_square, marker)
+    assert pool.map(f, [1, 2, 3], chunksize=1, retries=1, checkpoint=store) == [1, 4, 9]
+    slow = functools.partial(h.sleep_and_return, seconds=30)
+    with pytest.raises(shoal.TaskTimeoutError):
+        pool.map(slow, [1], timeout=0.5, checkpoint=store)
+    assert stored_tasks(store) == 3
+
+
 def test_checkpoint_key_replaces_the_arguments(make_pool, store, log):
     pool = make_pool(2)
     f = functools.partial(logged_square, log)

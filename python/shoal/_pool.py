@@ -218,13 +218,13 @@ class Pool:
     ``processes`` defaults to :func:`shoal.cpu_count`. ``timeout`` (seconds)
     stops a task that runs longer by killing its worker (the task fails with
     :class:`shoal.TaskTimeoutError`); ``retries`` re-runs a task whose worker
-    died that many times. Both can also be given per call. ``checkpoint``
-    (a file name) stores every finished result of the map family so a re-run
-    computes only what is missing; ``checkpoint_key`` keys its tasks (see
-    ``map``). Workers are fresh
+    died that many times. Both can also be given per call. Workers are fresh
     interpreters started by the engine; functions, lambdas and closures are
     pickled (cloudpickle where plain pickle can't). Leaving a ``with`` block
     terminates the pool, as in multiprocessing.
+
+    ``checkpoint`` (a file name) is the default of the map family's
+    ``checkpoint=``, with ``checkpoint_key`` (see ``map``).
     """
 
     def __init__(

@@ -416,23 +416,19 @@ impl Store {
                     functions: tx.execute("DELETE FROM functions", [])? as u64,
                 },
                 Some(name) => {
-                    tx.execute(
-                        "CREATE TEMP TABLE doomed AS SELECT id FROM functions \
-                         WHERE qualname = ?1 OR module || '.' || qualname = ?1",
-                        [name],
-                    )?;
-                    let cleared = Cleared {
+                    const NAMED: &str = "qualname = ?1 OR module || '.' || qualname = ?1";
+                    Cleared {
                         tasks: tx.execute(
-                            "DELETE FROM results WHERE function IN (SELECT id FROM doomed)",
-                            [],
+                            &format!(
+                                "DELETE FROM results WHERE function IN \
+                                 (SELECT id FROM functions WHERE {NAMED})"
+                            ),
+                            [name],
                         )? as u64,
-                        functions: tx.execute(
-                            "DELETE FROM functions WHERE id IN (SELECT id FROM doomed)",
-                            [],
-                        )? as u64,
-                    };
-                    tx.execute("DROP TABLE doomed", [])?;
-                    cleared
+                        functions: tx
+                            .execute(&format!("DELETE FROM functions WHERE {NAMED}"), [name])?
+                            as u64,
+                    }
                 }
             };
             tx.commit()?;

@@ -873,6 +873,33 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_file_is_reported_as_damaged() {
+        let path = temp_path("damaged.sqlite");
+        {
+            let store = Store::open(&path).unwrap();
+            let rows = (0..5000).map(|i| (key(i), vec![i as u8; 200])).collect();
+            store.put_many(1, rows).unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = PAGE_SIZE as usize;
+        assert!(bytes.len() > 4 * page);
+        for b in &mut bytes[page..] {
+            *b = b.wrapping_mul(31).wrapping_add(7); // every page but the first
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let keys: Vec<Key> = (0..5000).map(key).collect();
+        let error = match Store::open(&path) {
+            Err(CoreError::Store { source, .. }) => source,
+            Err(other) => panic!("{other}"),
+            Ok(store) => match store.get_many(&keys) {
+                Err(CoreError::Store { source, .. }) => source,
+                other => panic!("read a damaged store: {:?}", other.map(|v| v.len())),
+            },
+        };
+        assert!(matches!(error, StoreError::Damaged(_)), "{error}");
+    }
+
+    #[test]
     fn an_empty_file_becomes_a_store() {
         let path = temp_path("empty.sqlite");
         std::fs::write(&path, b"").unwrap();

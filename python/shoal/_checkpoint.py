@@ -395,11 +395,15 @@ class _MapRun:
         self.call = call
         self.result = result
         self.out = out
-        self.keys = keys
-        self.chunks = chunks  # positions in `out` of each chunk's items
         self.tasks = tasks
+        # Per chunk: its items' keys, and the slice of `out` it fills (None
+        # when its items are not side by side).
+        self.chunk_keys = [_keys_at(keys, chunk) for chunk in chunks]
+        self.spans = [(c[0], c[-1] + 1) if c[-1] - c[0] == len(c) - 1 else None for c in chunks]
+        self.chunks = chunks
         self.left = len(chunks)
         self.error: BaseException | None = None
+        self.done = False
         from ._outcome import decode
 
         self.decode = decode  # imported here: workers need not load it
@@ -413,15 +417,15 @@ class _MapRun:
 
     def sink(self, index: int, code: int, payload, duration_ns: int) -> None:
         """A chunk's answer, on the pool's result thread."""
-        positions = self.chunks[index]
         try:
             ok, outputs = self.decode(code, payload, self.what)
             if ok:
-                values, errors = self.call.take(outputs, _keys_at(self.keys, positions))
-                if positions[-1] - positions[0] == len(positions) - 1:
-                    self.out[positions[0] : positions[-1] + 1] = values
+                values, errors = self.call.take(outputs, self.chunk_keys[index])
+                span = self.spans[index]
+                if span is not None:
+                    self.out[span[0] : span[1]] = values
                 else:
-                    for p, value in zip(positions, values, strict=True):
+                    for p, value in zip(self.chunks[index], values, strict=True):
                         self.out[p] = value
                 if errors and self.error is None:
                     self.error = errors[min(errors)]
@@ -438,7 +442,8 @@ class _MapRun:
                 self.error = self.error or exc
         # As multiprocessing: the first failure makes the result ready; the
         # other chunks are still stored as they finish.
-        if not self.result.ready() and (self.error is not None or self.left == 0):
+        if not self.done and (self.error is not None or self.left == 0):
+            self.done = True
             if self.error is None:
                 self.result._set(True, self.out)
             else:

@@ -156,8 +156,8 @@ def task_keys(salt: bytes, items: list, key: Callable | None = None) -> bytes:
     return _shoal.task_keys(salt, _key_payloads(items)[0])
 
 
-def _keys_at(keys: bytes, positions: list[int]) -> bytes:
-    """The keys of the items at ``positions``, concatenated."""
+def _keys_at(keys: bytes, positions) -> bytes:
+    """The keys of the items at ``positions`` (a list or a range), concatenated."""
     first, last = positions[0], positions[-1]
     if last - first == len(positions) - 1:  # a run: one slice
         return keys[first * KEY_LEN : (last + 1) * KEY_LEN]
@@ -332,11 +332,14 @@ class _Call:
         return keys, self.store.get_many(keys), payloads if sendable else None
 
     @staticmethod
-    def pickled(items: list, positions: list[int], pickles: list[bytes] | None) -> list[bytes]:
-        """The items at ``positions`` as the runner takes them."""
-        if pickles is not None:
-            return [pickles[p] for p in positions]
-        return [dumps(items[p]) for p in positions]
+    def pickled(items: list, positions, pickles: list[bytes] | None) -> list[bytes]:
+        """The items at ``positions`` (a list or a range) as the runner takes
+        them."""
+        if pickles is None:
+            return [dumps(items[p]) for p in positions]
+        if isinstance(positions, range):
+            return pickles[positions.start : positions.stop]
+        return [pickles[p] for p in positions]
 
     def take(self, outputs: list, keys: bytes) -> tuple[list, dict[int, BaseException]]:
         """Stores a chunk's pickled results under ``keys``; returns the values
@@ -379,6 +382,8 @@ def map_async(
         return result
     if chunksize is None:  # as Pool.map: about four chunks per worker
         chunksize = -(-len(missing) // (pool._processes * 4))
+    if len(missing) == len(items):  # nothing stored: chunks are plain ranges
+        missing = range(len(items))
     chunks = [missing[i : i + chunksize] for i in range(0, len(missing), chunksize)]
     run = _MapRun(what, call, result, out, keys, chunks, _Tasks(pool, call.runner, options))
     run.start([call.pickled(items, chunk, pickles) for chunk in chunks])

@@ -19,6 +19,7 @@ arguments; a re-run loads what is stored and computes only the rest.
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import itertools
 import os
@@ -459,19 +460,24 @@ class _ResumeIterator:
     """``imap``/``imap_unordered`` results with a checkpoint. A feeder
     thread reads the input in blocks, answers stored items at once and sends
     the others to the workers; at most ``_IMAP_READ_AHEAD`` items (or one
-    block) wait ahead of the consumer."""
+    block) wait ahead of the consumer. Outcomes arrive and are taken in
+    batches, so an item costs no lock of its own."""
 
     def __init__(self, what: str, ordered: bool) -> None:
         self._what = what
         self._ordered = ordered
         self._cond = threading.Condition()
+        # Delivered outcomes: (ok, value), or None for a position that has
+        # none of its own (the rest of a chunk whose failure was reported at
+        # its first item). Ordered: by position; unordered: arrival order.
         self._by_position: dict[int, tuple[bool, object] | None] = {}
-        self._arrived: list = []  # unordered: (ok, value), in arrival order
-        self._next = 0  # ordered: next position to yield
-        self._ahead = 0  # items read and not yet consumed
+        self._arrived: list = []
+        self._next = 0  # ordered: next position to take
+        self._ready: collections.deque = collections.deque()  # taken, not yet yielded
+        self._ahead = 0  # items read and not yet taken
         self._read_ahead = _IMAP_READ_AHEAD
         self._total: int | None = None  # items, once the input is exhausted
-        self._taken = 0  # items consumed (or skipped)
+        self._taken = 0
         self._stopped = False
         self._stored = False  # every result is answered and committed
         self._store_error: BaseException | None = None  # the last commit failed
@@ -484,14 +490,13 @@ class _ResumeIterator:
             self._ahead += block
             return not self._stopped
 
-    def _deliver(self, position: int, outcome: tuple[bool, object] | None) -> None:
-        """``outcome`` None: the position has no result of its own (the rest
-        of a chunk whose failure was reported at its first item)."""
+    def _deliver(self, outcomes: list[tuple[int, tuple[bool, object] | None]]) -> None:
+        """``(position, outcome)`` pairs."""
         with self._cond:
             if self._ordered:
-                self._by_position[position] = outcome
+                self._by_position.update(outcomes)
             else:
-                self._arrived.append(outcome)
+                self._arrived.extend(outcome for _, outcome in outcomes)
             self._cond.notify_all()
 
     def _unreserve(self, items: int) -> None:
@@ -525,39 +530,49 @@ class _ResumeIterator:
     def __iter__(self):
         return self
 
-    def next(self, timeout: float | None = None):  # noqa: A003 - multiprocessing's name
-        with self._cond:
-            while True:
-                if self._ordered:
-                    found = self._next in self._by_position
-                    outcome = self._by_position.pop(self._next, None)
-                    if found:
-                        self._next += 1
-                else:
-                    found = bool(self._arrived)
-                    outcome = self._arrived.pop(0) if found else None
-                if found:
-                    self._taken += 1
-                    self._ahead -= 1
-                    self._cond.notify_all()
-                    if outcome is None:
-                        continue
-                    ok, value = outcome
-                    if not ok:
-                        raise value
-                    return value
-                if self._stopped:
-                    raise StopIteration
-                if self._stored and self._total is not None and self._taken >= self._total:
-                    # The end comes once everything is committed.
-                    error, self._store_error = self._store_error, None
-                    if error is not None:
-                        raise error
-                    raise StopIteration
-                if not self._cond.wait(timeout):
-                    from ._results import TimeoutError  # noqa: A004
+    def _take(self) -> None:
+        """Moves every outcome that may be yielded now to ``_ready``; called
+        with the lock held."""
+        if self._ordered:
+            n = 0
+            while self._next in self._by_position:
+                outcome = self._by_position.pop(self._next)
+                self._next += 1
+                n += 1
+                if outcome is not None:
+                    self._ready.append(outcome)
+        else:
+            n = len(self._arrived)
+            self._ready.extend(o for o in self._arrived if o is not None)
+            self._arrived.clear()
+        if n:
+            self._taken += n
+            self._ahead -= n
+            self._cond.notify_all()
 
-                    raise TimeoutError(f"no result from {self._what} within {timeout} s")
+    def next(self, timeout: float | None = None):  # noqa: A003 - multiprocessing's name
+        if not self._ready:
+            with self._cond:
+                while True:
+                    self._take()
+                    if self._ready:
+                        break
+                    if self._stopped:
+                        raise StopIteration
+                    if self._stored and self._total is not None and self._taken >= self._total:
+                        # The end comes once everything is committed.
+                        error, self._store_error = self._store_error, None
+                        if error is not None:
+                            raise error
+                        raise StopIteration
+                    if not self._cond.wait(timeout):
+                        from ._results import TimeoutError  # noqa: A004
+
+                        raise TimeoutError(f"no result from {self._what} within {timeout} s")
+        ok, value = self._ready.popleft()
+        if not ok:
+            raise value
+        return value
 
     __next__ = next  # type: ignore[assignment]  # noqa: A003
 
@@ -594,10 +609,14 @@ class _Feeder:
 
     def run(self) -> None:
         position = 0
+        # Blocks hold about four chunks per worker; while the input is all
+        # stored, they double, so a resume reads it in large blocks.
+        growth = 1
         try:
             while True:
                 size = self.chunksize or _auto_chunk(self._item_ns)
-                block_len = size * self.tasks.workers * 4
+                block_len = min(size * self.tasks.workers * 4 * growth, _IMAP_READ_AHEAD)
+                block_len = max(block_len, size)
                 if not self.it._wait_for_room(block_len):
                     return
                 block, error = [], None
@@ -606,10 +625,11 @@ class _Feeder:
                 except Exception as exc:  # noqa: BLE001 - the input's own error
                     error = exc
                 self.it._unreserve(block_len - len(block) - (error is not None))
-                self._answer(block, position, size)
+                computed = self._answer(block, position, size)
+                growth = 1 if computed else growth * 2
                 position += len(block)
                 if error is not None:
-                    self.it._deliver(position, (False, error))
+                    self.it._deliver([(position, (False, error))])
                     position += 1
                 if error is not None or len(block) < block_len:
                     self.it._end_input(position)
@@ -619,23 +639,27 @@ class _Feeder:
                 self._input_done = True
             self._release_if_done()
 
-    def _answer(self, block: list, position: int, size: int) -> None:
-        """Delivers the block's stored results and sends the others."""
+    def _answer(self, block: list, position: int, size: int) -> bool:
+        """Delivers the block's stored results and sends the others; True if
+        there were others."""
         if not block:
-            return
+            return False
         try:
             keys, stored, pickles = self.call.lookup(block)
         except Exception as exc:  # noqa: BLE001 - e.g. an item that can't be pickled
             self._fail(list(range(position, position + len(block))), exc)
-            return
-        missing = []
-        for k, data in enumerate(stored):
-            if data is None:
-                missing.append(k)
-            else:
-                self.it._deliver(position + k, (True, loads(data)))
+            return True
+        missing = [k for k, data in enumerate(stored) if data is None]
+        if len(missing) < len(block):
+            self.it._deliver(
+                [
+                    (position + k, (True, loads(data)))
+                    for k, data in enumerate(stored)
+                    if data is not None
+                ]
+            )
         if not missing:
-            return
+            return False
         chunks = [missing[i : i + size] for i in range(0, len(missing), size)]
         where = [[position + k for k in chunk] for chunk in chunks]
         chunk_keys = [_keys_at(keys, chunk) for chunk in chunks]
@@ -650,13 +674,12 @@ class _Feeder:
             with self._lock:
                 self._outstanding -= len(chunks)
             self._fail([p for chunk in where for p in chunk], exc)
+        return True
 
     def _fail(self, positions: list[int], error: BaseException) -> None:
         """``error`` at the first position; the others are skipped, as imap
         skips the rest of a failed chunk."""
-        self.it._deliver(positions[0], (False, error))
-        for p in positions[1:]:
-            self.it._deliver(p, None)
+        self.it._deliver([(positions[0], (False, error))] + [(p, None) for p in positions[1:]])
 
     def _sink(self, where, chunk_keys, index, code, payload, duration_ns) -> None:
         positions = where[index]
@@ -667,8 +690,12 @@ class _Feeder:
                 per_item = duration_ns / len(positions)
                 old = self._item_ns
                 self._item_ns = per_item if not old else 0.7 * old + 0.3 * per_item
-                for k, (p, value) in enumerate(zip(positions, values, strict=True)):
-                    self.it._deliver(p, (False, errors[k]) if k in errors else (True, value))
+                self.it._deliver(
+                    [
+                        (p, (False, errors[k]) if k in errors else (True, value))
+                        for k, (p, value) in enumerate(zip(positions, values, strict=True))
+                    ]
+                )
             else:
                 self._fail(positions, outputs)
         except Exception as exc:  # noqa: BLE001 - e.g. the store failed

@@ -266,6 +266,34 @@ def test_bad_checkpoint_argument(make_pool, tmp_path):
         pool.map(h.square, [1], checkpoint=nowhere)
 
 
+def test_a_stored_result_that_no_longer_unpickles_is_a_clear_error(tmp_path, store):
+    (tmp_path / "thingmod.py").write_text(
+        "class Thing:\n    def __init__(self, x):\n        self.x = x\n\n"
+        "def make(x):\n    return Thing(x)\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import thingmod
+
+        with shoal.Pool(1) as pool:
+            assert [t.x for t in pool.map(thingmod.make, range(4), checkpoint=store)] == [
+                0,
+                1,
+                2,
+                3,
+            ]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("thingmod", None)
+    (tmp_path / "thingmod.py").unlink()  # as if the class were renamed
+    with shoal.Pool(1) as pool:
+        with pytest.raises(shoal.CheckpointError, match="cannot be unpickled") as info:
+            pool.map(thingmod.make, range(4), checkpoint=store)
+        assert f"shoal checkpoint clear {store} --function thingmod.make" in str(info.value)
+        with pytest.raises(shoal.CheckpointError, match="cannot be unpickled"):
+            next(pool.imap(thingmod.make, range(4), checkpoint=store))
+
+
 # -------------------------------------------------------------------- identity
 def _compiled(source: str, name: str, first_line: int = 1):
     namespace: dict = {"__name__": "user_module"}

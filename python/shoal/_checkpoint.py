@@ -315,12 +315,26 @@ class _Call:
     """One checkpointed call's store, function version and keys."""
 
     def __init__(self, func: Callable, star: bool, checkpoint, key: Callable | None) -> None:
-        self.store = open_store(store_path(checkpoint))
+        self.path = store_path(checkpoint)
+        self.store = open_store(self.path)
         digest, module, qualname = function_identity(func)
+        self.name = f"{module}.{qualname}"
         self.function = self.store.function_id(digest, module, qualname)
         self.salt = digest + (_STARMAP if star else _MAP)
         self.key = key
         self.runner = _StoreEach(func, star)
+
+    def load(self, data: bytes):
+        """A stored result, unpickled."""
+        try:
+            return loads(data)
+        except Exception as exc:
+            raise _shoal.CheckpointError(
+                f"checkpoint store {self.path}: a stored result of {self.name} cannot be "
+                f"unpickled ({type(exc).__name__}: {exc}), e.g. because a class it uses was "
+                f"renamed; remove them with: shoal checkpoint clear {self.path} "
+                f"--function {self.name}"
+            ) from exc
 
     def lookup(self, items: list) -> tuple[bytes, list, list[bytes] | None]:
         """The items' keys (concatenated), their stored results (bytes or
@@ -346,16 +360,17 @@ class _Call:
         """Stores a chunk's pickled results under ``keys``; returns the values
         (None where the task failed) and the errors by index."""
         if _Failed not in map(type, outputs):
+            values = list(map(loads, outputs))  # before storing: what is stored loads
             self.store.put_many(self.function, keys, outputs)
-            return list(map(loads, outputs)), {}
+            return values, {}
         from ._outcome import _remote_exception
 
         values, errors, stored_keys, stored = [], {}, [], []
         for k, output in enumerate(outputs):
             if type(output) is bytes:
+                values.append(loads(output))
                 stored_keys.append(keys[k * KEY_LEN : (k + 1) * KEY_LEN])
                 stored.append(output)
-                values.append(loads(output))
             else:
                 values.append(None)
                 errors[k] = _remote_exception(output.payload)
@@ -375,7 +390,7 @@ def map_async(
     call = _Call(func, star, checkpoint, key)
     items = list(iterable)
     keys, stored, pickles = call.lookup(items)
-    out = [None if data is None else loads(data) for data in stored]
+    out = [None if data is None else call.load(data) for data in stored]
     missing = [i for i, data in enumerate(stored) if data is None]
     result = AsyncResult(what, callback, error_callback)
     if not missing:
@@ -646,18 +661,16 @@ class _Feeder:
             return False
         try:
             keys, stored, pickles = self.call.lookup(block)
+            hits = [
+                (position + k, (True, self.call.load(data)))
+                for k, data in enumerate(stored)
+                if data is not None
+            ]
         except Exception as exc:  # noqa: BLE001 - e.g. an item that can't be pickled
             self._fail(list(range(position, position + len(block))), exc)
             return True
+        self.it._deliver(hits)
         missing = [k for k, data in enumerate(stored) if data is None]
-        if len(missing) < len(block):
-            self.it._deliver(
-                [
-                    (position + k, (True, loads(data)))
-                    for k, data in enumerate(stored)
-                    if data is not None
-                ]
-            )
         if not missing:
             return False
         chunks = [missing[i : i + size] for i in range(0, len(missing), size)]

@@ -36,11 +36,15 @@ fn digest<'py>(py: Python<'py>, parts: Vec<PyBuffer<u8>>) -> PyResult<Bound<'py,
                 "digest: every part must be a contiguous buffer",
             ));
         }
-        // SAFETY: the buffer is C-contiguous (checked above) and `parts`
-        // keeps the exporting objects alive, and their buffers pinned, until
-        // after the slices are last used at the end of this function. The
-        // bytes are only read; a concurrent writer could change the hash but
-        // not make the read unsound in Rust's sense, as they are plain u8.
+        if part.len_bytes() == 0 {
+            slices.push(&[][..]); // an empty buffer's pointer may be null
+            continue;
+        }
+        // SAFETY: the buffer is C-contiguous (checked above), non-empty, of
+        // item type u8 (PyBuffer<u8> checked its format), and `parts` keeps
+        // the exporting objects alive and their buffers pinned until after
+        // the slices are last used, at the end of this function. The bytes
+        // are only read.
         slices.push(unsafe {
             std::slice::from_raw_parts(part.buf_ptr() as *const u8, part.len_bytes())
         });

@@ -277,7 +277,7 @@ impl Store {
         if let Some(why) = buffer.failure.take() {
             return Err(self.fail(StoreError::WriteFailed(why)));
         }
-        if buffer.closing {
+        if buffer.closing || buffer.stopped {
             return Err(self.fail(StoreError::Closed));
         }
         let buffer = &mut *buffer;
@@ -566,6 +566,21 @@ fn prepare(conn: &Connection) -> std::result::Result<(), StoreError> {
 /// The writer thread: commits the buffer when it is old enough, large
 /// enough, flushed or closing.
 fn write_loop(mut conn: Connection, shared: &Shared) {
+    /// However the writer ends, nobody waits for it afterwards.
+    struct Stopped<'a>(&'a Shared);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            let mut buffer = self.0.lock();
+            if !buffer.stopped {
+                buffer.stopped = true;
+                buffer
+                    .failure
+                    .get_or_insert_with(|| "the writer thread failed".into());
+            }
+            self.0.written.notify_all();
+        }
+    }
+    let _stopped = Stopped(shared);
     let mut buffer = shared.lock();
     loop {
         let asked = buffer.requested;
@@ -594,8 +609,7 @@ fn write_loop(mut conn: Connection, shared: &Shared) {
         }
         if buffer.closing && buffer.pending.is_empty() {
             buffer.stopped = true;
-            shared.written.notify_all();
-            return;
+            return; // `_stopped` wakes whoever waits
         }
         if buffer.requested > buffer.written || buffer.closing {
             continue;

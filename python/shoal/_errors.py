@@ -3,18 +3,8 @@ native module so engine errors and these share one base)."""
 
 from __future__ import annotations
 
-from ._shoal import CheckpointError, ShoalError
-
-__all__ = [
-    "CheckpointError",
-    "RemoteTraceback",
-    "SerializationError",
-    "ShoalError",
-    "TaskTimeoutError",
-    "WorkerInitError",
-    "WorkerLostError",
-    "WorkerStartError",
-]
+from ._shoal import CheckpointError as CheckpointError  # re-exported as shoal.CheckpointError
+from ._shoal import ShoalError
 
 
 class RemoteTraceback(Exception):

@@ -12,8 +12,8 @@ Usage::
     python benches/compare.py [--quick] [--only NAME,...] [--rounds N] [--json out.json]
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
-startup, sleep, numpy, mandelbrot, auto) and/or library names (shoal, mp, ppe,
-joblib, mpire, tpe, mp-threads); shoal is always
+startup, sleep, numpy, mandelbrot, auto, checkpoint) and/or library names (shoal,
+mp, ppe, joblib, mpire, tpe, mp-threads); shoal is always
 run because every ratio is relative to it. ``--quick`` divides the sizes by 10
 (CI smoke test, well under a minute).
 
@@ -44,6 +44,10 @@ pickle them by reference):
                 sleeps (8 workers), the numpy sorts and pure-Python pi chunks
                 (2 workers); each call starts its own pool. auto must pick
                 the right backend and be within 10% of the faster one.
+10. checkpoint  shoal only: the 100,000-task map of 1 and 2 with
+                ``checkpoint=`` (a fresh store each round: every result
+                computed and stored), and re-run against a full store; the
+                ratio is to the same map without a checkpoint.
 
 For workloads 1-4 and 6-8 every pool is created and warmed with a tiny map before the
 clock starts, so start-up cost is excluded; each (library, variant) gets a
@@ -67,6 +71,7 @@ import pickle
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -135,6 +140,7 @@ WORKLOADS = (
     "numpy",
     "mandelbrot",
     "auto",
+    "checkpoint",
 )
 LIB_ALIASES = {
     "shoal": "shoal",
@@ -545,6 +551,54 @@ def pi_cases(steps, nchunks):
     ]
 
 
+def checkpoint_cases(n, store_dir):
+    """Plain map and map with ``checkpoint=`` (each round a new store), per
+    chunking; and a re-run that finds every result stored."""
+    rng = range(n)
+    ordered = check_inc(n, True)
+    fresh = (os.path.join(store_dir, f"run{i}.sqlite") for i in range(1_000_000))
+    full = os.path.join(store_dir, "full.sqlite")
+    with shoal.Pool(WORKERS) as pool:
+        pool.map(inc, rng, checkpoint=full)
+    w = "checkpoint"
+    cases = []
+    for variant, kwargs in (("map", {}), ("map(cs=1)", {"chunksize": 1})):
+        cases += [
+            Case(
+                w,
+                "shoal",
+                variant,
+                n,
+                lambda p, kw=kwargs: p.map(inc, rng, **kw),
+                ordered,
+                ref=variant,
+            ),
+            Case(
+                w,
+                "shoal",
+                f"{variant} checkpoint",
+                n,
+                lambda p, kw=kwargs: p.map(inc, rng, checkpoint=next(fresh), **kw),
+                ordered,
+                ref=variant,
+                goal="checkpoint",
+            ),
+        ]
+    cases.append(
+        Case(
+            w,
+            "shoal",
+            "map, all stored",
+            n,
+            lambda p: p.map(inc, rng, checkpoint=full),
+            ordered,
+            ref="map",
+            note="checkpoint: ratio = time with checkpoint= / the same map without it",
+        )
+    )
+    return cases
+
+
 def startup_cases():
     """Each run() builds a pool, gets apply(inc, (1,)) and returns (pool, value)."""
 
@@ -871,7 +925,7 @@ def summarize(cases):
     """Compute medians, ratios and goals; returns one dict per case."""
     shoal_by_variant = {}
     for c in cases:
-        if c.lib == "shoal" and c.times:
+        if c.lib == "shoal" and c.times and c.ref in (c.variant, ""):
             shoal_by_variant[(c.workload, c.ref)] = median(c.times) / c.ntasks
     mp_map = {c.workload: median(c.times) for c in cases if c.lib == "mp" and c.times}
     explicit = {}  # auto workloads: the faster of the explicit backends
@@ -894,7 +948,7 @@ def summarize(cases):
         vs_serial = None
         if c.lib != "serial" and t is not None and c.workload in serial:
             vs_serial = median(c.speedups) if c.speedups else serial[c.workload] / t
-        goal_text, goal_met = goal_check(c, t, per_task, vs_serial, mp_map, explicit)
+        goal_text, goal_met = goal_check(c, t, per_task, vs_serial, mp_map, explicit, ratio)
         rows.append(
             {
                 "workload": c.workload,
@@ -906,6 +960,7 @@ def summarize(cases):
                 "median_s": t,
                 "per_task_us": per_task * 1e6 if per_task is not None else None,
                 "ratio_to_shoal": ratio,
+                "is_ref": c.ref in (c.variant, ""),
                 "vs_serial": vs_serial,
                 "goal": goal_text,
                 "goal_met": goal_met,
@@ -916,7 +971,7 @@ def summarize(cases):
     return rows
 
 
-def goal_check(c, t, per_task, vs_serial, mp_map, explicit):
+def goal_check(c, t, per_task, vs_serial, mp_map, explicit, ratio):
     if c.goal is None or t is None:
         return None, None
     if c.goal == "trivial-map":
@@ -943,6 +998,8 @@ def goal_check(c, t, per_task, vs_serial, mp_map, explicit):
         if best is None:
             return "<= 1.10x best explicit", None
         return f"<= 1.10x best explicit ({fmt_time(best)})", t <= 1.10 * best
+    if c.goal == "checkpoint":
+        return "<= 1.5x without", ratio is not None and ratio <= 1.5
     return None, None
 
 
@@ -980,7 +1037,7 @@ def print_table(rows):
         else:
             per_task_s = f"{per_task:.2f} µs"
         ratio = r["ratio_to_shoal"]
-        if r["lib"] == "shoal":
+        if r["lib"] == "shoal" and r["is_ref"]:
             ratio_s = "1.00 (ref)"
         else:
             ratio_s = f"{ratio:.2f}x" if ratio is not None else "-"
@@ -1116,6 +1173,7 @@ def main(argv=None):
     )
 
     all_cases = []
+    store_dir = tempfile.TemporaryDirectory(prefix="shoal-bench-")
     t_start = time.perf_counter()
     for w in args.workloads:
         if w == "trivial-map":
@@ -1126,6 +1184,8 @@ def main(argv=None):
             cases = submit_cases(n_calls, n_ppe_submit)
         elif w == "pi":
             cases = pi_cases(pi_steps, pi_nchunks)
+        elif w == "checkpoint":
+            cases = checkpoint_cases(n_calls, store_dir.name)
         elif w == "startup":
             cases = startup_cases()
         elif w == "sleep":
@@ -1144,6 +1204,7 @@ def main(argv=None):
             run_rounds(cases, libs, args.rounds, args.timeout, time_case)
         all_cases.extend(cases)
 
+    store_dir.cleanup()
     rows = summarize(all_cases)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n== results ({time.perf_counter() - t_start:.1f} s total; load average {load})\n")

@@ -30,6 +30,8 @@ _EXPORTS = {
     "IMapIterator": "_results",
     "MapResult": "_results",
     "TimeoutError": "_results",
+    "cached": "_checkpoint",
+    "CheckpointError": "_errors",
     "CpuReport": "_cpus",
     "cpu_count": "_cpus",
     "cpu_report": "_cpus",
@@ -49,6 +51,7 @@ _EXPORTS = {
 __all__ = [
     "AsyncResult",
     "BackendChoice",
+    "CheckpointError",
     "CpuReport",
     "IMapIterator",
     "LoopResult",
@@ -65,6 +68,7 @@ __all__ = [
     "WorkerInitError",
     "WorkerLostError",
     "WorkerStartError",
+    "cached",
     "cpu_count",
     "cpu_report",
     "last_choice",
@@ -93,8 +97,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from ._backend import BackendChoice, last_choice
     from ._backend import map as map  # noqa: A004 - re-exported, not in __all__
+    from ._checkpoint import cached
     from ._cpus import CpuReport, cpu_count, cpu_report
     from ._errors import (
+        CheckpointError,
         RemoteTraceback,
         SerializationError,
         ShoalError,

@@ -3,6 +3,7 @@ native module so engine errors and these share one base)."""
 
 from __future__ import annotations
 
+from ._shoal import CheckpointError as CheckpointError  # re-exported as shoal.CheckpointError
 from ._shoal import ShoalError
 
 

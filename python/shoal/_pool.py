@@ -293,6 +293,9 @@ class Pool:
     they print, and their ``logging`` records, appear in the parent tagged
     ``[worker N]``. Leaving a ``with`` block terminates the pool, as in
     multiprocessing.
+
+    ``checkpoint`` (a file name) is the default of the map family's
+    ``checkpoint=``, with ``checkpoint_key`` (see ``map``).
     """
 
     #: How arguments and functions travel to the workers: pickled. (A
@@ -300,6 +303,8 @@ class Pool:
     _dumps = staticmethod(dumps)
     _dumps_many = staticmethod(dumps_many)
     _dumps_function = staticmethod(dumps_function)
+    #: The map family's default ``checkpoint`` and ``checkpoint_key``.
+    _checkpoint: tuple = (None, None)
 
     def __init__(
         self,
@@ -315,11 +320,14 @@ class Pool:
         progress: bool | str = False,
         on_progress: Callable[[int, int | None], Any] | None = None,
         trace: bool = False,
+        checkpoint: str | os.PathLike | None = None,
+        checkpoint_key: Callable | None = None,
     ) -> None:
         self._options = _check_options(timeout, retries, retry_on)
         max_memory = parse_memory(max_memory, "max_memory")
         check_progress(progress, on_progress)
         self._progress = (progress, on_progress)
+        self._checkpoint = (checkpoint, checkpoint_key)
         if processes is None:
             processes = cpu_count()
         if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
@@ -413,6 +421,17 @@ class Pool:
         if self._recorder is None:
             return None
         return self._recorder.call(method, _qualified_name(func), chunksize)
+
+    def _call_checkpoint(self, checkpoint: Any, key: Any) -> tuple[Any, Callable | None]:
+        """This call's checkpoint file and key: the pool's, overridden where
+        given (``checkpoint=False`` turns the pool's off)."""
+        if checkpoint is None:
+            checkpoint = self._checkpoint[0]
+        if key is None:
+            key = self._checkpoint[1]
+        if key is not None and not callable(key):
+            raise TypeError(f"checkpoint_key must be a callable, got {key!r}")
+        return checkpoint, key
 
     @staticmethod
     def _check_callable(func: Any) -> None:
@@ -561,7 +580,11 @@ class Pool:
     ) -> list:
         """``[func(x) for x in iterable]`` in the workers, in order.
         Keyword options: ``timeout``, ``retries``, ``retry_on`` (per task;
-        see ``Pool``)."""
+        see ``Pool``); ``progress``, ``on_progress``;
+        ``checkpoint="run.sqlite"`` stores each finished result there and a
+        re-run computes only the missing ones (``False`` turns the pool's
+        default off); ``checkpoint_key=fn`` keys a task by ``fn(item)``
+        instead of its pickled arguments."""
         return self._map_async(func, iterable, chunksize, MODE_MAP, None, None, **options).get()
 
     def map_async(
@@ -598,11 +621,22 @@ class Pool:
         retry_on=None,
         progress=None,
         on_progress=None,
+        checkpoint=None,
+        checkpoint_key=None,
     ) -> MapResult:
         self._check_running()
         self._check_callable(func)
         self._check_chunksize(chunksize)
         options = self._call_options(timeout, retries, retry_on)
+        checkpoint, checkpoint_key = self._call_checkpoint(checkpoint, checkpoint_key)
+        if checkpoint:
+            from . import _checkpoint
+
+            star = mode == MODE_STARMAP
+            return _checkpoint.map_async(
+                self, func, iterable, chunksize, star, callback, error_callback,
+                checkpoint, checkpoint_key, options,
+            )  # fmt: skip
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         n = len(items)
         if chunksize is None:
@@ -665,11 +699,20 @@ class Pool:
         retry_on=None,
         progress=None,
         on_progress=None,
+        checkpoint=None,
+        checkpoint_key=None,
     ):
         self._check_running()
         self._check_callable(func)
         self._check_chunksize(chunksize)
         options = self._call_options(timeout, retries, retry_on)
+        checkpoint, checkpoint_key = self._call_checkpoint(checkpoint, checkpoint_key)
+        if checkpoint:
+            from . import _checkpoint
+
+            return _checkpoint.imap(
+                self, func, iterable, chunksize, ordered, checkpoint, checkpoint_key, options
+            )
         total = len(iterable) if hasattr(iterable, "__len__") else None
         source = iter(iterable)
         fn_id = self._register(func, MODE_MAP, options)

@@ -2,6 +2,7 @@
 //! exception in one place.
 
 use std::io;
+use std::path::PathBuf;
 
 /// A frame that could not be decoded or encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +16,30 @@ pub enum FrameError {
     TooLarge { len: u64, max: u64 },
     #[error("connection closed in the middle of a frame ({0} bytes left over)")]
     Truncated(usize),
+}
+
+/// What is wrong with a checkpoint store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not a shoal checkpoint store ({0}); give another file name")]
+    NotAStore(String),
+    #[error(
+        "written by a newer shoal (store format {found}; this shoal reads format \
+         {supported}); upgrade shoal or give another file name"
+    )]
+    NewerFormat { found: i32, supported: i32 },
+    #[error(
+        "cannot open or write it ({0}); check that its folder exists and that you may write there"
+    )]
+    CannotOpen(String),
+    #[error("the file is damaged ({0}); delete it to start over")]
+    Damaged(String),
+    #[error("results could not be stored: {0}")]
+    WriteFailed(String),
+    #[error("the store is closed")]
+    Closed,
+    #[error(transparent)]
+    Sqlite(rusqlite::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +64,12 @@ pub enum CoreError {
     Config(String),
     #[error("the connection to the parent process is closed")]
     Disconnected,
+    #[error("checkpoint store {}: {source}", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
 }
 
 impl CoreError {

@@ -10,9 +10,11 @@
 //!   [`timing`]: how a task's run went, as its worker measured it.
 //! - [`cpus`]: how many cores this process may use. [`memory`]: how much
 //!   memory a process holds.
+//! - [`store`] / [`digest`]: the checkpoint store and its task keys.
 
 mod completions;
 pub mod cpus;
+pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod frame;
@@ -25,12 +27,13 @@ pub mod memory;
 mod scheduler;
 pub mod spawn;
 pub mod status;
+pub mod store;
 pub mod task;
 pub mod timing;
 mod worker;
 
 pub use engine::{Batch, Engine, Next};
-pub use error::{CoreError, FrameError, Result};
+pub use error::{CoreError, FrameError, Result, StoreError};
 pub use launch::{Launch, ThreadLauncher, WorkerEnds};
 pub use scheduler::EngineConfig;
 pub use spawn::WorkerCommand;

@@ -12,11 +12,19 @@ create_exception!(
     "Base class of every error shoal raises for its own reasons."
 );
 
+create_exception!(
+    _shoal,
+    CheckpointError,
+    ShoalError,
+    "A checkpoint store could not be used: not a store, a newer format, damaged, or unwritable."
+);
+
 pub(crate) fn to_py(err: CoreError) -> PyErr {
     match err {
         CoreError::Closed => PyValueError::new_err("Pool not running"),
         CoreError::Config(msg) => PyValueError::new_err(msg),
         CoreError::Disconnected => PyEOFError::new_err(err.to_string()),
+        CoreError::Store { .. } => CheckpointError::new_err(error_chain(&err)),
         other => ShoalError::new_err(error_chain(&other)),
     }
 }

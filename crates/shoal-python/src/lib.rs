@@ -6,6 +6,7 @@ mod blocking;
 mod engine;
 mod errors;
 mod link;
+mod store;
 
 use pyo3::prelude::*;
 
@@ -15,6 +16,11 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<link::PyLink>()?;
     m.add_function(wrap_pyfunction!(cpu_report, m)?)?;
     m.add("ShoalError", m.py().get_type::<errors::ShoalError>())?;
+    m.add(
+        "CheckpointError",
+        m.py().get_type::<errors::CheckpointError>(),
+    )?;
+    store::add_store_items(m)?;
     engine::add_outcome_codes(m)?;
     link::add_frame_kinds(m)?;
     Ok(())

@@ -1,0 +1,208 @@
+//! `Store`, the checkpoint store, and the hashing of task keys; used by
+//! `shoal._checkpoint`. SQLite work and hashing run with the GIL released.
+
+use std::path::PathBuf;
+
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use shoal_core::digest::{Digest, Key, KEY_LEN};
+use shoal_core::store::{Store, FORMAT_VERSION};
+
+use crate::blocking::wait_interruptibly;
+use crate::errors::to_py;
+
+/// Parts at least this large are hashed with the GIL released.
+const DETACH_BYTES: usize = 1 << 16;
+
+pub(crate) fn add_store_items(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStore>()?;
+    m.add_function(wrap_pyfunction!(digest, m)?)?;
+    m.add_function(wrap_pyfunction!(task_keys, m)?)?;
+    m.add("KEY_LEN", KEY_LEN)?;
+    m.add("STORE_FORMAT_VERSION", FORMAT_VERSION)?;
+    Ok(())
+}
+
+/// The 16-byte key of `parts` (bytes-like objects, e.g. a pickle and its
+/// out-of-band buffers), read in place: a large array is not copied.
+#[pyfunction]
+fn digest<'py>(py: Python<'py>, parts: Vec<PyBuffer<u8>>) -> PyResult<Bound<'py, PyBytes>> {
+    let mut slices = Vec::with_capacity(parts.len());
+    for part in &parts {
+        if !part.is_c_contiguous() {
+            return Err(PyValueError::new_err(
+                "digest: every part must be a contiguous buffer",
+            ));
+        }
+        if part.len_bytes() == 0 {
+            slices.push(&[][..]); // an empty buffer's pointer may be null
+            continue;
+        }
+        // SAFETY: the buffer is C-contiguous (checked above), non-empty, of
+        // item type u8 (PyBuffer<u8> checked its format), and `parts` keeps
+        // the exporting objects alive and their buffers pinned until after
+        // the slices are last used, at the end of this function. The bytes
+        // are only read.
+        slices.push(unsafe {
+            std::slice::from_raw_parts(part.buf_ptr() as *const u8, part.len_bytes())
+        });
+    }
+    let hash = |slices: &[&[u8]]| {
+        let mut d = Digest::new();
+        for s in slices {
+            d.part(s);
+        }
+        d.key()
+    };
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let key = if total >= DETACH_BYTES {
+        py.detach(|| hash(&slices))
+    } else {
+        hash(&slices)
+    };
+    Ok(PyBytes::new(py, &key))
+}
+
+/// The keys of many tasks at once: `digest([salt, payload])` for each
+/// payload, concatenated (`KEY_LEN` bytes each).
+#[pyfunction]
+fn task_keys<'py>(
+    py: Python<'py>,
+    salt: &[u8],
+    payloads: &Bound<'py, PyList>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut prefix = Digest::new();
+    prefix.part(salt);
+    let mut out = Vec::with_capacity(payloads.len() * KEY_LEN);
+    for item in payloads.iter() {
+        let bytes = item.cast::<PyBytes>()?;
+        let mut d = prefix.clone();
+        out.extend_from_slice(&d.part(bytes.as_bytes()).key());
+    }
+    Ok(PyBytes::new(py, &out))
+}
+
+fn split_keys(keys: &[u8]) -> PyResult<Vec<Key>> {
+    if keys.len() % KEY_LEN != 0 {
+        return Err(PyValueError::new_err(format!(
+            "keys must be a multiple of {KEY_LEN} bytes, got {}",
+            keys.len()
+        )));
+    }
+    Ok(keys
+        .chunks_exact(KEY_LEN)
+        .map(|k| k.try_into().expect("chunks are KEY_LEN long"))
+        .collect())
+}
+
+#[pyclass(frozen, name = "Store", module = "shoal._shoal")]
+pub(crate) struct PyStore {
+    inner: Store,
+}
+
+#[pymethods]
+impl PyStore {
+    /// Opens (or creates) the checkpoint store at `path`.
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = py.detach(|| Store::open(&path)).map_err(to_py)?;
+        Ok(PyStore { inner })
+    }
+
+    /// The id of a function version, registered on first use.
+    fn function_id(
+        &self,
+        py: Python<'_>,
+        digest: &[u8],
+        module: &str,
+        qualname: &str,
+    ) -> PyResult<i64> {
+        py.detach(|| self.inner.function_id(digest, module, qualname))
+            .map_err(to_py)
+    }
+
+    /// The stored result (bytes) of each key, or None; `keys` is the keys
+    /// concatenated.
+    fn get_many<'py>(&self, py: Python<'py>, keys: &[u8]) -> PyResult<Bound<'py, PyList>> {
+        let keys = split_keys(keys)?;
+        let found = py.detach(|| self.inner.get_many(&keys)).map_err(to_py)?;
+        PyList::new(
+            py,
+            found
+                .into_iter()
+                .map(|v| v.map(|bytes| PyBytes::new(py, &bytes))),
+        )
+    }
+
+    /// Stores `values[i]` (bytes) under the i-th key of `keys`, for function
+    /// `function`; committed within a fraction of a second.
+    fn put_many(&self, function: i64, keys: &[u8], values: &Bound<'_, PyList>) -> PyResult<()> {
+        let keys = split_keys(keys)?;
+        if keys.len() != values.len() {
+            return Err(PyValueError::new_err(format!(
+                "{} keys but {} values",
+                keys.len(),
+                values.len()
+            )));
+        }
+        let mut rows = Vec::with_capacity(keys.len());
+        for (key, value) in keys.into_iter().zip(values.iter()) {
+            rows.push((key, value.cast::<PyBytes>()?.as_bytes().to_vec()));
+        }
+        self.inner.put_many(function, rows).map_err(to_py)
+    }
+
+    /// Commits everything stored so far and waits for it (Ctrl-C stops the
+    /// wait, not the commit).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let generation = self.inner.start_flush();
+        let done =
+            wait_interruptibly(py, None, |slice| self.inner.wait_flushed(generation, slice))?;
+        done.expect("waits without a timeout").map_err(to_py)
+    }
+
+    /// `(format_version, tasks, bytes_on_disk, [(module, qualname, versions,
+    /// tasks, bytes, first, last)])`; times in Unix seconds.
+    #[allow(clippy::type_complexity)]
+    fn info(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<(
+        i32,
+        u64,
+        u64,
+        Vec<(String, String, u64, u64, u64, Option<i64>, Option<i64>)>,
+    )> {
+        let info = py.detach(|| self.inner.info()).map_err(to_py)?;
+        let functions = info
+            .functions
+            .into_iter()
+            .map(|f| {
+                (
+                    f.module, f.qualname, f.versions, f.tasks, f.bytes, f.first, f.last,
+                )
+            })
+            .collect();
+        Ok((
+            info.format_version,
+            info.tasks,
+            info.bytes_on_disk,
+            functions,
+        ))
+    }
+
+    /// Removes the results of the functions named `function` (qualname or
+    /// module.qualname), or all; returns `(functions, tasks)` removed.
+    #[pyo3(signature = (function=None))]
+    fn clear(&self, py: Python<'_>, function: Option<&str>) -> PyResult<(u64, u64)> {
+        let cleared = py.detach(|| self.inner.clear(function)).map_err(to_py)?;
+        Ok((cleared.functions, cleared.tasks))
+    }
+
+    /// Commits what is buffered and stops the writer; lookups still work.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.close()).map_err(to_py)
+    }
+}

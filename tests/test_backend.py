@@ -76,11 +76,11 @@ def test_auto_picks_threads_for_a_function_that_waits():
 
 @needs_two_cores
 def test_auto_picks_processes_for_a_gil_holding_function():
-    out = shoal.map(h.busy_python, [20_000] * 200, workers=2, backend="auto")
-    assert out == [h.busy_python(20_000)] * 200
+    out = shoal.map(h.busy_python, [20_000] * 400, workers=2, backend="auto")
+    assert out == [h.busy_python(20_000)] * 400
     choice = shoal.last_choice()
     assert choice.backend == "processes", choice
-    assert "GIL" in choice.reason and 0 < choice.probe_items < 200
+    assert "GIL" in choice.reason and 0 < choice.probe_items < 400
     assert choice.cores_used is not None and choice.cores_used < 1.5
 
 

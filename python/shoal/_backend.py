@@ -164,10 +164,10 @@ class _Probe:
             if sample0 and perf_counter() - t0 >= PROBE_SECONDS:
                 break
             try:
-                wall = self._take(timeout=PROBE_SECONDS / 10)
+                items, wall = self._take(timeout=PROBE_SECONDS / 10)
             except queue.Empty:
                 continue
-            if wall < PROBE_TASK_SECONDS:
+            if items == size and wall < PROBE_TASK_SECONDS:
                 size *= 2
         self.seconds = perf_counter() - began
         spanned = perf_counter() - t0
@@ -190,15 +190,16 @@ class _Probe:
         )
         self._in_flight += 1
 
-    def _take(self, timeout: float | None = None) -> float:
-        """Takes one answer; returns how long the call ran."""
+    def _take(self, timeout: float | None = None) -> tuple[int, float]:
+        """Takes one answer; returns how many items the call ran, and for
+        how long."""
         start, stop, ok, value = self._answers.get(timeout=timeout)
         self._in_flight -= 1
         if not ok:
             raise value
         value, wall = value
         self._head.append((start, stop, value))
-        return wall
+        return stop - start, wall
 
     def finish(self) -> list[tuple[int, int, object]]:
         """Every probe call's ``(start, stop, value)``, in order, once all

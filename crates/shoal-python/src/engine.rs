@@ -85,19 +85,18 @@ impl PyEngine {
     /// it calls `start_worker(link, slot)`, which must start a thread that
     /// serves `link` (a `Link`) and return.
     #[staticmethod]
-    #[pyo3(signature = (workers, start_worker, max_tasks_per_child=None, trace=false))]
+    #[pyo3(signature = (workers, start_worker, trace=false))]
     fn with_threads(
         py: Python<'_>,
         workers: usize,
         start_worker: Py<PyAny>,
-        max_tasks_per_child: Option<u64>,
         trace: bool,
     ) -> PyResult<Self> {
         let config = EngineConfig {
             workers,
             launch: Launch::Thread(thread_launcher(start_worker)),
             init: Vec::new(),
-            max_tasks_per_child,
+            max_tasks_per_child: None,
             max_memory: None,
         };
         let inner = py.detach(|| Engine::start(config)).map_err(to_py)?;

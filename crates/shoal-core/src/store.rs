@@ -521,6 +521,11 @@ fn connect(path: &Path) -> std::result::Result<Connection, StoreError> {
     // the tree in memory rather than re-reading it (SQLite's default cache
     // is 2 MiB).
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    // Per connection, so the writer's too: in WAL mode a commit then
+    // writes the log without an fsync. A killed process loses nothing
+    // committed; a power cut may lose the last commits, which a re-run
+    // computes again.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
 
@@ -578,7 +583,6 @@ fn prepare(conn: &Connection) -> std::result::Result<(), StoreError> {
             "SQLite could not put it in WAL mode (it stays in {mode} mode)"
         )));
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
     if !is_store {
         // Two processes may create the same store at once: the write lock
         // serialises them and the second finds the schema made.

@@ -53,6 +53,15 @@ def fail_until_fixed(log: str, marker: str, x):
     return x * 10
 
 
+def add_unless_marked(log: str, marker: str, a, b):
+    """a + b; raises for a % 13 == 3 until ``marker`` exists."""
+    with open(log, "a") as f:
+        f.write(f"{(a, b)!r}\n")
+    if a % 13 == 3 and not os.path.exists(marker):
+        raise ValueError(f"bad {a}")
+    return a + b
+
+
 def logged_lock(log: str, x):
     """A result that can't be pickled."""
     with open(log, "a") as f:
@@ -101,29 +110,61 @@ def log(tmp_path):
 
 
 # ----------------------------------------------------------- resume, in process
-def test_map_computes_only_what_is_missing(make_pool, store, log):
+def no_task_may_be_sent(pool, monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a task was sent")
+
+    monkeypatch.setattr(pool, "_send", refuse)
+    monkeypatch.setattr(pool, "_send_one", refuse)
+
+
+def test_a_rerun_with_everything_stored_sends_no_task(make_pool, store, log, monkeypatch):
+    f = functools.partial(logged_square, log)
+    # The automatic chunking depends on the input alone: one worker stores
+    # what two workers find.
+    assert make_pool(1).map(f, range(1000), checkpoint=store) == [x * x for x in range(1000)]
+    assert len(calls(log)) == 1000 and stored_tasks(store) == 1000
+    pool = make_pool(2)
+    no_task_may_be_sent(pool, monkeypatch)
+    assert pool.map(f, range(1000), checkpoint=store) == [x * x for x in range(1000)]
+    assert pool.map(f, [], checkpoint=store) == []
+    assert len(calls(log)) == 1000
+
+
+def test_another_chunking_is_computed_again(make_pool, store, log):
+    # Chunks are what is stored: the same items in other chunks are not found.
     pool = make_pool(2)
     f = functools.partial(logged_square, log)
-    assert pool.map(f, range(0, 100, 2), checkpoint=store) == [x * x for x in range(0, 100, 2)]
-    assert len(calls(log)) == 50
-    out = pool.map(f, range(100), checkpoint=store)
-    assert out == [x * x for x in range(100)]
-    # Only the odd numbers were new.
-    assert sorted(map(int, calls(log)[50:])) == list(range(1, 100, 2))
-    assert pool.map(f, range(100), checkpoint=store) == out
-    assert len(calls(log)) == 100
-    assert stored_tasks(store) == 100
+    assert pool.map(f, range(20), chunksize=5, checkpoint=store) == [x * x for x in range(20)]
+    assert pool.map(f, range(20), chunksize=5, checkpoint=store) == [x * x for x in range(20)]
+    assert len(calls(log)) == 20
+    assert pool.map(f, range(20), chunksize=4, checkpoint=store) == [x * x for x in range(20)]
+    assert len(calls(log)) == 40
 
 
 @pytest.mark.parametrize("chunksize", [None, 1, 7])
-def test_starmap_resumes_in_order(make_pool, store, log, chunksize):
+def test_starmap_resumes_in_order(make_pool, store, log, tmp_path, chunksize):
     pool = make_pool(2)
-    f = functools.partial(logged_add, log)
+    marker = str(tmp_path / "fixed")
+    f = functools.partial(add_unless_marked, log, marker)
     pairs = [(i, -2 * i) for i in range(40)]
-    first = pool.starmap(f, pairs[::3], chunksize=chunksize, checkpoint=store)
-    assert first == [a + b for a, b in pairs[::3]]
+    with pytest.raises(ValueError, match="bad"):
+        pool.starmap(f, pairs, chunksize=chunksize, checkpoint=store)
+    pool.close()
+    pool.join()  # the other chunks still run after the map failed
+    # The chunks without a failure are stored.
+    size = chunksize or 1  # automatic: 40 items make chunks of one
+    chunks = [pairs[i : i + size] for i in range(0, 40, size)]
+    good = [c for c in chunks if all(a % 13 != 3 for a, _ in c)]
+    assert 0 < len(good) < len(chunks)
+    wait_for_stored(store, sum(map(len, good)))
+    open(marker, "w").close()
+    pool = make_pool(2)
+    first = len(calls(log))
     assert pool.starmap(f, pairs, chunksize=chunksize, checkpoint=store) == [-i for i in range(40)]
-    assert len(calls(log)) == 40
+    assert len(calls(log)) - first == 40 - sum(map(len, good))
+    assert pool.starmap(f, pairs, chunksize=chunksize, checkpoint=store) == [-i for i in range(40)]
+    assert len(calls(log)) - first == 40 - sum(map(len, good))
 
 
 def test_map_and_starmap_of_one_function_do_not_share_results(make_pool, store, log):
@@ -183,6 +224,14 @@ def test_map_async_callbacks_and_an_empty_input(make_pool, store):
     assert r.get(timeout=20) == [2]
 
 
+def test_a_thread_pool_resumes_too(store, log):
+    f = functools.partial(logged_square, log)
+    with shoal.ThreadPool(2) as pool:
+        assert pool.map(f, range(50), checkpoint=store) == [x * x for x in range(50)]
+        assert pool.map(f, range(50), checkpoint=store) == [x * x for x in range(50)]
+    assert len(calls(log)) == 50 and stored_tasks(store) == 50
+
+
 def test_pool_default_and_per_call_override(make_pool, tmp_path, log):
     default, other = str(tmp_path / "default.sqlite"), str(tmp_path / "other.sqlite")
     pool = make_pool(2, checkpoint=default)
@@ -200,15 +249,20 @@ def test_user_exceptions_are_not_stored(make_pool, store, log, tmp_path):
     pool = make_pool(2)
     marker = str(tmp_path / "fixed")
     f = functools.partial(fail_until_fixed, log, marker)
+    xs = [2 * i for i in range(100)]
+    xs[35], xs[72] = 71, 145  # odd: chunks 3 and 7 fail
     with pytest.raises(ValueError, match="odd") as info:
-        pool.map(f, range(20), chunksize=5, checkpoint=store)
+        pool.map(f, xs, chunksize=10, checkpoint=store)
     assert isinstance(info.value.__cause__, shoal.RemoteTraceback)
-    # The rest of each chunk still ran, and every chunk is stored as it
-    # finishes, also after the map has failed.
-    wait_for_stored(store, 10)
+    pool.close()
+    pool.join()
+    # Every other chunk is stored as it finishes, also after the map failed.
+    wait_for_stored(store, 80)
     open(marker, "w").close()
-    assert pool.map(f, range(20), chunksize=5, checkpoint=store) == [x * 10 for x in range(20)]
-    assert sorted(map(int, calls(log)[20:])) == list(range(1, 20, 2))
+    pool = make_pool(2)
+    first = len(calls(log))
+    assert pool.map(f, xs, chunksize=10, checkpoint=store) == [x * 10 for x in xs]
+    assert sorted(map(int, calls(log)[first:])) == sorted(xs[30:40] + xs[70:80])
 
 
 def test_imap_raises_at_the_failing_item_and_goes_on(make_pool, store):
@@ -223,15 +277,18 @@ def test_imap_raises_at_the_failing_item_and_goes_on(make_pool, store):
 def test_a_result_that_cannot_be_pickled_fails_only_its_task(make_pool, store, log):
     pool = make_pool(1)
     f = functools.partial(logged_lock, log)
+    # map: the chunk with the lock fails; the others are stored.
     with pytest.raises(shoal.SerializationError, match="lock"):
-        pool.map(f, range(6), chunksize=6, checkpoint=store)
-    assert stored_tasks(store) == 5
-    it = pool.imap(f, range(6), checkpoint=store)
-    assert [next(it) for _ in range(3)] == [0, 1, 2]
-    with pytest.raises(shoal.SerializationError):
-        next(it)
-    assert list(it) == [4, 5]
-    assert calls(log).count("3") == 2 and len(calls(log)) == 7
+        pool.map(f, range(6), chunksize=2, checkpoint=store)
+    wait_for_stored(store, 4)  # the last chunk may finish after the map failed
+    # imap stores item by item (its own rows): only the lock's item fails.
+    for _ in range(2):
+        it = pool.imap(f, range(6), checkpoint=store)
+        assert [next(it) for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(shoal.SerializationError):
+            next(it)
+        assert list(it) == [4, 5]
+    assert calls(log).count("3") == 3 and len(calls(log)) == 13
 
 
 def test_timeout_and_retries_apply_to_checkpointed_tasks(make_pool, store, tmp_path):
@@ -282,6 +339,7 @@ def test_a_stored_result_that_no_longer_unpickles_is_a_clear_error(tmp_path, sto
                 2,
                 3,
             ]
+            assert len(list(pool.imap(thingmod.make, range(4), checkpoint=store))) == 4
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("thingmod", None)
@@ -464,6 +522,14 @@ def test_another_programs_database_is_refused(tmp_path):
     assert "another program" in _checkpoint_error(path)
 
 
+def test_an_older_format_is_refused(store):
+    shoal._shoal.Store(store).close()
+    with sqlite3.connect(store) as db:
+        db.execute(f"PRAGMA user_version = {shoal._shoal.STORE_FORMAT_VERSION - 1}")
+    db.close()
+    assert "older shoal" in _checkpoint_error(store)
+
+
 def test_a_newer_format_is_refused(store):
     shoal._shoal.Store(store).close()  # not through the pool: it keeps its store open
     with sqlite3.connect(store) as db:
@@ -557,9 +623,10 @@ def work(log, delay, x):
 
 if __name__ == "__main__":
     store, log, n, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    chunksize = None if sys.argv[5] == "auto" else int(sys.argv[5])
     try:
         with shoal.Pool(2) as pool:
-            out = pool.map(functools.partial(work, log, delay), range(n), chunksize=1,
+            out = pool.map(functools.partial(work, log, delay), range(n), chunksize=chunksize,
                            checkpoint=store)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -573,9 +640,9 @@ def write_child(tmp_path, body: str = "x * x", prefix: str = "") -> str:
     return str(script)
 
 
-def run_child(script, store, log, n=200, delay=0.0) -> list:
+def run_child(script, store, log, n=200, delay=0.0, chunksize="1") -> list:
     out = subprocess.run(
-        [sys.executable, script, store, log, str(n), str(delay)],
+        [sys.executable, script, store, log, str(n), str(delay), chunksize],
         env=child_env(),
         capture_output=True,
         text=True,
@@ -585,10 +652,10 @@ def run_child(script, store, log, n=200, delay=0.0) -> list:
     return json.loads(out.stdout)
 
 
-def interrupt_child_midway(script, store, log, sig) -> subprocess.Popen:
+def interrupt_child_midway(script, store, log, sig, chunksize="1") -> subprocess.Popen:
     """Starts the 200-task map and sends ``sig`` once 60 tasks have run."""
     child = subprocess.Popen(
-        [sys.executable, script, store, log, "200", "0.02"],
+        [sys.executable, script, store, log, "200", "0.02", chunksize],
         env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -603,17 +670,20 @@ def interrupt_child_midway(script, store, log, sig) -> subprocess.Popen:
     return child
 
 
-def test_sigkill_midway_then_rerun_skips_finished_tasks(tmp_path, store, log):
+@pytest.mark.parametrize("chunksize", ["1", "auto"])
+def test_sigkill_midway_then_rerun_skips_finished_tasks(tmp_path, store, log, chunksize):
     script = write_child(tmp_path)
-    child = interrupt_child_midway(script, store, log, signal.SIGKILL)
+    child = interrupt_child_midway(script, store, log, signal.SIGKILL, chunksize)
     assert child.returncode == -signal.SIGKILL
     before = calls(log)
     stored = stored_tasks(store)
     assert 0 < stored < 200
-    # What was lost: tasks running at the kill and results from the last
-    # commit interval (0.25 s; about 25 tasks here), not more.
+    # What was lost: tasks running at the kill (automatic chunks of 200
+    # items hold 4) and results from the last commit interval (0.25 s;
+    # about 25 tasks here), not more.
     assert len(before) - stored <= 40, (len(before), stored)
-    assert run_child(script, store, log, delay=0.02) == [x * x for x in range(200)]
+    out = run_child(script, store, log, delay=0.02, chunksize=chunksize)
+    assert out == [x * x for x in range(200)]
     rerun = calls(log)[len(before) :]
     assert len(rerun) == 200 - stored  # exactly the tasks not stored
     assert len(set(before) & set(rerun)) == len(before) - stored
@@ -651,7 +721,7 @@ def test_two_pools_in_two_processes_write_one_store(tmp_path, store):
     logs = [str(tmp_path / f"calls{i}.log") for i in range(2)]
     children = [
         subprocess.Popen(
-            [sys.executable, script, store, log, "300", "0.001"],
+            [sys.executable, script, store, log, "300", "0.001", "1"],
             env=child_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

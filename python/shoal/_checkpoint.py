@@ -11,9 +11,16 @@ arguments; a re-run loads what is stored and computes only the rest.
   recomputed. Globals it reads are not part of it.
 - The arguments' part is a hash of their pickle; numpy arrays and other
   out-of-band buffers are hashed in place, not copied into the pickle.
-- Workers pickle each result on its own (``_StoreEach``), so the parent
-  stores those bytes as they arrive, chunk by chunk: a kill midway keeps the
-  finished work, up to the store's last commit (at most ~0.25 s old).
+- ``map``/``starmap`` store a chunk (one task) as one row: its key is the
+  hash of the chunk's pickle, made anyway to send it; its value the
+  worker's answer as it came. A re-run makes the same chunks (the automatic
+  chunk size follows the input's length alone) and sends only those not
+  stored. Per-item rows cost a SQLite insert and lookup each, many times a
+  trivial task's run time.
+- ``imap``/``imap_unordered`` and ``checkpoint_key=`` store each item: their
+  workers pickle each result on its own (``_StoreEach``).
+- Either way the parent stores results as they arrive: a kill midway keeps
+  the finished work, up to the store's last commit (at most ~0.25 s old).
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ from . import _shoal
 from ._serialize import (
     MODE_CALL,
     MODE_MAP,
+    MODE_STARMAP,
     dumps,
     dumps_exception,
+    dumps_many,
     loads,
     unpicklable_result_error,
 )
@@ -43,6 +52,13 @@ KEY_LEN = _shoal.KEY_LEN
 # Salts that keep map(f, [(1,)]) (f((1,))) and starmap(f, [(1,)]) (f(1))
 # apart, and a cached call apart from both.
 _MAP, _STARMAP, _CALL = b"map", b"starmap", b"call"
+# A map's chunk: its key is hashed from the chunk's pickle.
+_MAP_CHUNK, _STARMAP_CHUNK = b"map-chunk", b"starmap-chunk"
+
+#: A checkpointed map's automatic chunking: this many chunks (fewer for a
+#: short input), from the input's length alone so that a re-run makes the
+#: same chunks; a kill loses at most the chunks the workers hold.
+_MAP_CHUNKS = 64
 
 #: imap: target run time of one chunk when the chunk size is automatic, and
 #: most items read ahead of the consumer.
@@ -285,21 +301,22 @@ class _Tasks:
     """Runs chunks of items on a pool's workers through one registered
     function. The one place this module touches the pool's internals."""
 
-    def __init__(self, pool, runner: _StoreEach, options) -> None:
+    def __init__(self, pool, fn: Callable, mode: int, options) -> None:
         self._pool = pool
         self._options = options
         self.workers = pool._processes
-        self._fn_id = pool._register(runner, MODE_MAP, options)
+        self._fn_id = pool._register(fn, mode, options)
 
-    def send(self, chunks: list[list], sink: Callable) -> None:
+    def send(self, chunks: list[list], sink: Callable, payloads: list[bytes] | None = None) -> None:
         """Each chunk is one task; ``sink(index, code, payload, duration_ns)``
-        gets its answer on the pool's result thread."""
+        gets its answer on the pool's result thread. ``payloads``: the
+        chunks already pickled, if they are."""
         first = self._pool._new_ids(len(chunks))
 
         def answer(task_id, code, payload, duration_ns):
             sink(task_id - first, code, payload, duration_ns)
 
-        self._pool._send(self._fn_id, first, chunks, answer, self._options)
+        self._pool._send(self._fn_id, first, chunks, answer, self._options, payloads=payloads)
 
     def track(self, iterator, feeder: threading.Thread) -> None:
         """``close``/``join``/``terminate`` treat them like imap's own."""
@@ -320,6 +337,9 @@ class _Call:
         self.name = f"{module}.{qualname}"
         self.function = self.store.function_id(digest, module, qualname)
         self.salt = digest + (_STARMAP if star else _MAP)
+        self.chunk_salt = digest + (_STARMAP_CHUNK if star else _MAP_CHUNK)
+        self.func = func
+        self.star = star
         self.key = key
         self.runner = _StoreEach(func, star)
 
@@ -382,11 +402,14 @@ def map_async(
     pool, func, iterable, chunksize, star, callback, error_callback, checkpoint, key, options
 ):
     """``map_async``/``starmap_async`` with a checkpoint: stored results are
-    loaded, the missing ones computed and stored as they arrive."""
+    loaded, the missing ones computed and stored as they arrive. Without
+    ``checkpoint_key`` a chunk is stored as one row; with it, each item."""
     from ._results import AsyncResult
 
     what = f"{'starmap' if star else 'map'}({_name(func)})"
     call = _Call(func, star, checkpoint, key)
+    if key is None:
+        return _map_chunks(pool, what, call, iterable, chunksize, callback, error_callback, options)
     items = list(iterable)
     keys, stored, pickles = call.lookup(items)
     out = [None if data is None else call.load(data) for data in stored]
@@ -400,9 +423,102 @@ def map_async(
     if len(missing) == len(items):  # nothing stored: chunks are plain ranges
         missing = range(len(items))
     chunks = [missing[i : i + chunksize] for i in range(0, len(missing), chunksize)]
-    run = _MapRun(what, call, result, out, keys, chunks, _Tasks(pool, call.runner, options))
+    tasks = _Tasks(pool, call.runner, MODE_MAP, options)
+    run = _MapRun(what, call, result, out, keys, chunks, tasks)
     run.start([call.pickled(items, chunk, pickles) for chunk in chunks])
     return result
+
+
+def _map_chunks(pool, what, call, iterable, chunksize, callback, error_callback, options):
+    """A checkpointed map stored chunk by chunk: a chunk's key is the hash
+    of its pickle (made anyway to send it), its row the worker's answer as
+    it came (the chunk's results, pickled together). A stored chunk is not
+    sent. The chunking depends on the input's length alone, so a re-run
+    with any number of workers makes the same chunks."""
+    from ._results import AsyncResult
+
+    items = iterable if isinstance(iterable, list) else list(iterable)
+    n = len(items)
+    if chunksize is None:
+        chunksize = max(1, -(-n // _MAP_CHUNKS))
+    chunks = [items[i : i + chunksize] for i in range(0, n, chunksize)]
+    payloads = dumps_many(chunks)
+    keys = _shoal.task_keys(call.chunk_salt, payloads)
+    stored = call.store.get_many(keys)
+    out = [None if data is None else call.load(data) for data in stored]
+    missing = [i for i, data in enumerate(stored) if data is None]
+    result = AsyncResult(what, callback, error_callback)
+    if not missing:
+        result._set(True, list(itertools.chain.from_iterable(out)))
+        return result
+    tasks = _Tasks(pool, call.func, MODE_STARMAP if call.star else MODE_MAP, options)
+    run = _ChunkRun(what, call, result, out, keys, missing, tasks)
+    run.start([chunks[i] for i in missing], [payloads[i] for i in missing])
+    return result
+
+
+class _ChunkRun:
+    """A checkpointed map's missing chunks in flight: each is stored as it
+    arrives; the first failure, or the last chunk (once everything is
+    committed), makes the result ready."""
+
+    def __init__(self, what, call: _Call, result, out: list, keys: bytes, missing, tasks) -> None:
+        self.what = what
+        self.call = call
+        self.result = result
+        self.out = out  # per chunk: its results, None until they come
+        self.keys = keys
+        self.missing = missing  # the chunks sent, by their index in `out`
+        self.tasks = tasks
+        self.left = len(missing)
+        self.error: BaseException | None = None
+        self.done = False
+        from ._outcome import VALUE, decode
+
+        self.decode = decode  # imported here: workers need not load it
+        self.value_code = VALUE
+
+    def start(self, chunks: list[list], payloads: list[bytes]) -> None:
+        try:
+            self.tasks.send(chunks, self.sink, payloads)
+        except BaseException:
+            self.tasks.release()
+            raise
+
+    def sink(self, index: int, code: int, payload, duration_ns: int) -> None:
+        """A chunk's answer, on the pool's result thread."""
+        i = self.missing[index]
+        try:
+            if code == _shoal.OUTCOME_DONE:
+                values = loads(payload)  # before storing: what is stored loads
+                data = payload
+            elif code == self.value_code:  # a thread pool's answer: the list itself
+                values, data = payload, dumps(payload)
+            else:
+                values, data = None, None
+                error = self.decode(code, payload, self.what)[1]
+                self.error = self.error or error
+            if data is not None:
+                key = self.keys[i * KEY_LEN : (i + 1) * KEY_LEN]
+                self.call.store.put_many(self.call.function, key, [data], [len(values)])
+                self.out[i] = values
+        except Exception as exc:  # noqa: BLE001 - e.g. the store failed
+            self.error = self.error or exc
+        self.left -= 1
+        if self.left == 0:
+            self.tasks.release()
+            try:
+                self.call.store.flush()
+            except Exception as exc:  # noqa: BLE001 - the last commit failed
+                self.error = self.error or exc
+        # As multiprocessing: the first failure makes the result ready; the
+        # other chunks are still stored as they finish.
+        if not self.done and (self.error is not None or self.left == 0):
+            self.done = True
+            if self.error is None:
+                self.result._set(True, list(itertools.chain.from_iterable(self.out)))
+            else:
+                self.result._set(False, self.error)
 
 
 class _MapRun:
@@ -596,7 +712,8 @@ def imap(pool, func, iterable, chunksize, ordered, checkpoint, key, options) -> 
     name = "imap" if ordered else "imap_unordered"
     it = _ResumeIterator(f"{name}({_name(func)})", ordered)
     call = _Call(func, False, checkpoint, key)
-    feeder = _Feeder(it, call, _Tasks(pool, call.runner, options), iter(iterable), chunksize)
+    tasks = _Tasks(pool, call.runner, MODE_MAP, options)
+    feeder = _Feeder(it, call, tasks, iter(iterable), chunksize)
     thread = threading.Thread(target=feeder.run, name="shoal-checkpoint-feeder", daemon=True)
     feeder.tasks.track(it, thread)
     thread.start()

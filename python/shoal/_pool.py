@@ -556,11 +556,14 @@ class Pool:
         sink: Callable,
         options: _Options,
         call: int | None = None,
+        payloads: list[bytes] | None = None,
     ) -> None:
         """Sends ``chunks`` as tasks ``first_id, first_id + 1, ...``, each
-        answered to ``sink``; ``call`` is their trace record."""
+        answered to ``sink``; ``call`` is their trace record; ``payloads``
+        are the chunks already pickled, if they are."""
         started = time.perf_counter_ns()
-        payloads = self._dumps_many(chunks)
+        if payloads is None:
+            payloads = self._dumps_many(chunks)
         if call is not None:
             ser_ns = time.perf_counter_ns() - started
             sizes = [len(p) for p in payloads]

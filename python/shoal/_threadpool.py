@@ -146,7 +146,8 @@ class ThreadPool(Pool):
             self._handoff.drop(task_id, 1)
             raise
 
-    def _send(self, fn_id, first_id, chunks, sink, options, call=None) -> None:
+    def _send(self, fn_id, first_id, chunks, sink, options, call=None, payloads=None) -> None:
+        # Threads take the chunks themselves; pickled ``payloads`` are not needed.
         self._handoff.put(fn_id, first_id, chunks)
         try:
             super()._send(fn_id, first_id, chunks, sink, options, call)

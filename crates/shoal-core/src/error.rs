@@ -29,6 +29,12 @@ pub enum StoreError {
     )]
     NewerFormat { found: i32, supported: i32 },
     #[error(
+        "written by an older shoal (store format {found}; this shoal reads format \
+         {supported}); delete it to start over (its tasks are recomputed) or give another \
+         file name"
+    )]
+    OlderFormat { found: i32, supported: i32 },
+    #[error(
         "cannot open or write it ({0}); check that its folder exists and that you may write there"
     )]
     CannotOpen(String),

@@ -27,8 +27,9 @@ use crate::error::{CoreError, Result, StoreError};
 
 /// "SHOL" in the SQLite header: this file is a shoal checkpoint store.
 const APPLICATION_ID: i32 = 0x5348_4f4c;
-/// The store format this build writes; it reads no newer one.
-pub const FORMAT_VERSION: i32 = 1;
+/// The store format this build writes and reads. 2: a row holds the
+/// results of `tasks` tasks (a map's chunk).
+pub const FORMAT_VERSION: i32 = 2;
 /// Longest time a stored result waits in memory before it is committed.
 pub const COMMIT_EVERY: Duration = Duration::from_millis(250);
 /// A buffer this large is committed at once.
@@ -54,6 +55,7 @@ const SCHEMA: &str = "
         key BLOB NOT NULL,
         function INTEGER NOT NULL,
         created INTEGER NOT NULL,
+        tasks INTEGER NOT NULL,
         value BLOB NOT NULL
     );
 ";
@@ -69,6 +71,8 @@ fn row_id(key: &Key) -> i64 {
 struct Row {
     function: i64,
     created: i64,
+    /// How many tasks' results `value` holds.
+    tasks: i64,
     value: Vec<u8>,
 }
 
@@ -268,10 +272,24 @@ impl Store {
         Ok(found)
     }
 
-    /// Buffers results for the writer thread. A key already stored keeps its
-    /// first result. Fails if the writer could not write an earlier batch
-    /// (reported once).
+    /// Buffers results for the writer thread, one task's each. A key
+    /// already stored keeps its first result. Fails if the writer could not
+    /// write an earlier batch (reported once).
     pub fn put_many(&self, function: i64, rows: Vec<(Key, Vec<u8>)>) -> Result<()> {
+        self.put_rows(
+            function,
+            rows.into_iter().map(|(key, value)| (key, 1, value)),
+        )
+    }
+
+    /// As [`Store::put_many`], for rows of `(key, tasks, value)`: a value
+    /// that holds the results of `tasks` tasks (a map's chunk), counted as
+    /// such by `info` and `clear`.
+    pub fn put_rows(
+        &self,
+        function: i64,
+        rows: impl IntoIterator<Item = (Key, i64, Vec<u8>)>,
+    ) -> Result<()> {
         let created = now();
         let mut buffer = self.shared.lock();
         if let Some(why) = buffer.failure.take() {
@@ -282,12 +300,13 @@ impl Store {
         }
         let buffer = &mut *buffer;
         let was_empty = buffer.pending.is_empty();
-        for (key, value) in rows {
+        for (key, tasks, value) in rows {
             if let Entry::Vacant(slot) = buffer.pending.entry(key) {
                 buffer.pending_bytes += value.len();
                 slot.insert(Row {
                     function,
                     created,
+                    tasks,
                     value,
                 });
             }
@@ -348,13 +367,16 @@ impl Store {
             let mut per_id: HashMap<i64, (u64, u64, i64, i64)> = HashMap::new();
             {
                 let mut stmt = tx.prepare(
-                    "SELECT function, COUNT(*), TOTAL(LENGTH(value)), MIN(created), MAX(created) \
-                     FROM results GROUP BY function",
+                    "SELECT function, TOTAL(tasks), TOTAL(LENGTH(value)), MIN(created), \
+                     MAX(created) FROM results GROUP BY function",
                 )?;
                 let mut rows = stmt.query([])?;
                 while let Some(r) = rows.next()? {
-                    let bytes: f64 = r.get(2)?;
-                    per_id.insert(r.get(0)?, (r.get(1)?, bytes as u64, r.get(3)?, r.get(4)?));
+                    let (tasks, bytes): (f64, f64) = (r.get(1)?, r.get(2)?);
+                    per_id.insert(
+                        r.get(0)?,
+                        (tasks as u64, bytes as u64, r.get(3)?, r.get(4)?),
+                    );
                 }
             }
             let mut by_name: Vec<FunctionInfo> = Vec::new();
@@ -410,24 +432,34 @@ impl Store {
         let conn = self.conn();
         let run = || -> rusqlite::Result<Cleared> {
             let tx = conn.unchecked_transaction()?;
+            // A row may hold many tasks: count them before they go.
+            let tasks = |tx: &rusqlite::Transaction, sql: &str, args: &[&str]| {
+                tx.query_row(sql, rusqlite::params_from_iter(args), |r| {
+                    r.get::<_, f64>(0)
+                })
+                .map(|n| n as u64)
+            };
             let cleared = match function {
-                None => Cleared {
-                    tasks: tx.execute("DELETE FROM results", [])? as u64,
-                    functions: tx.execute("DELETE FROM functions", [])? as u64,
-                },
-                Some(name) => {
-                    const NAMED: &str = "qualname = ?1 OR module || '.' || qualname = ?1";
+                None => {
+                    let n = tasks(&tx, "SELECT TOTAL(tasks) FROM results", &[])?;
+                    tx.execute("DELETE FROM results", [])?;
                     Cleared {
-                        tasks: tx.execute(
-                            &format!(
-                                "DELETE FROM results WHERE function IN \
-                                 (SELECT id FROM functions WHERE {NAMED})"
-                            ),
+                        tasks: n,
+                        functions: tx.execute("DELETE FROM functions", [])? as u64,
+                    }
+                }
+                Some(name) => {
+                    const OF_NAMED: &str = "FROM results WHERE function IN (SELECT id FROM \
+                         functions WHERE qualname = ?1 OR module || '.' || qualname = ?1)";
+                    let n = tasks(&tx, &format!("SELECT TOTAL(tasks) {OF_NAMED}"), &[name])?;
+                    tx.execute(&format!("DELETE {OF_NAMED}"), [name])?;
+                    Cleared {
+                        tasks: n,
+                        functions: tx.execute(
+                            "DELETE FROM functions \
+                             WHERE qualname = ?1 OR module || '.' || qualname = ?1",
                             [name],
                         )? as u64,
-                        functions: tx
-                            .execute(&format!("DELETE FROM functions WHERE {NAMED}"), [name])?
-                            as u64,
                     }
                 }
             };
@@ -489,6 +521,11 @@ fn connect(path: &Path) -> std::result::Result<Connection, StoreError> {
     // the tree in memory rather than re-reading it (SQLite's default cache
     // is 2 MiB).
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    // Per connection, so the writer's too: in WAL mode a commit then
+    // writes the log without an fsync. A killed process loses nothing
+    // committed; a power cut may lose the last commits, which a re-run
+    // computes again.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(conn)
 }
 
@@ -506,6 +543,10 @@ fn check_header(conn: &Connection) -> std::result::Result<bool, StoreError> {
             supported: FORMAT_VERSION,
         }),
         (APPLICATION_ID, FORMAT_VERSION) => Ok(true),
+        (APPLICATION_ID, version) if version >= 1 => Err(StoreError::OlderFormat {
+            found: version,
+            supported: FORMAT_VERSION,
+        }),
         (APPLICATION_ID, version) => Err(StoreError::Damaged(format!(
             "its header says store format {version}, which no shoal wrote"
         ))),
@@ -542,7 +583,6 @@ fn prepare(conn: &Connection) -> std::result::Result<(), StoreError> {
             "SQLite could not put it in WAL mode (it stays in {mode} mode)"
         )));
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
     if !is_store {
         // Two processes may create the same store at once: the write lock
         // serialises them and the second finds the schema made.
@@ -639,11 +679,12 @@ fn write_batch(conn: &mut Connection, batch: &HashMap<Key, Row>) -> rusqlite::Re
             // A short last group repeats its last row, which the insert ignores.
             for p in 0..ROWS_PER_STATEMENT {
                 let (key, row) = group[p.min(group.len() - 1)];
-                stmt.raw_bind_parameter(5 * p + 1, row_id(key))?;
-                stmt.raw_bind_parameter(5 * p + 2, &key[..])?;
-                stmt.raw_bind_parameter(5 * p + 3, row.function)?;
-                stmt.raw_bind_parameter(5 * p + 4, row.created)?;
-                stmt.raw_bind_parameter(5 * p + 5, &row.value)?;
+                stmt.raw_bind_parameter(6 * p + 1, row_id(key))?;
+                stmt.raw_bind_parameter(6 * p + 2, &key[..])?;
+                stmt.raw_bind_parameter(6 * p + 3, row.function)?;
+                stmt.raw_bind_parameter(6 * p + 4, row.created)?;
+                stmt.raw_bind_parameter(6 * p + 5, row.tasks)?;
+                stmt.raw_bind_parameter(6 * p + 6, &row.value)?;
             }
             stmt.raw_execute()?;
         }
@@ -656,8 +697,10 @@ fn write_batch(conn: &mut Connection, batch: &HashMap<Key, Row>) -> rusqlite::Re
 const ROWS_PER_STATEMENT: usize = 50;
 
 fn insert_sql() -> String {
-    let rows = vec!["(?, ?, ?, ?, ?)"; ROWS_PER_STATEMENT].join(", ");
-    format!("INSERT OR IGNORE INTO results (id, key, function, created, value) VALUES {rows}")
+    let rows = vec!["(?, ?, ?, ?, ?, ?)"; ROWS_PER_STATEMENT].join(", ");
+    format!(
+        "INSERT OR IGNORE INTO results (id, key, function, created, tasks, value) VALUES {rows}"
+    )
 }
 
 fn lookup_sql() -> String {
@@ -884,6 +927,45 @@ mod tests {
             store_error(Store::open(&path)),
             StoreError::NewerFormat { found, .. } if found == FORMAT_VERSION + 1
         ));
+    }
+
+    #[test]
+    fn refuses_an_older_format() {
+        let path = temp_path("older.sqlite");
+        drop(Store::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", FORMAT_VERSION - 1)
+            .unwrap();
+        let error = store_error(Store::open(&path));
+        assert!(
+            matches!(error, StoreError::OlderFormat { found, .. } if found == FORMAT_VERSION - 1)
+        );
+        assert!(error.to_string().contains("older shoal"), "{error}");
+    }
+
+    #[test]
+    fn a_row_of_many_tasks_counts_them_all() {
+        let path = temp_path("chunks.sqlite");
+        let store = Store::open(&path).unwrap();
+        let f = store.function_id(b"f", "m", "f").unwrap();
+        let g = store.function_id(b"g", "m", "g").unwrap();
+        store
+            .put_rows(
+                f,
+                [(key(1), 100, b"chunk".to_vec()), (key(2), 7, b"c".to_vec())],
+            )
+            .unwrap();
+        store.put_many(g, vec![(key(3), b"one".to_vec())]).unwrap();
+        let info = store.info().unwrap();
+        assert_eq!(info.tasks, 108);
+        assert_eq!(info.functions[0].tasks, 107);
+        assert_eq!(
+            store.get_many(&[key(1)]).unwrap(),
+            [Some(b"chunk".to_vec())]
+        );
+        assert_eq!(store.clear(Some("m.f")).unwrap().tasks, 107);
+        assert_eq!(store.clear(None).unwrap().tasks, 1);
     }
 
     #[test]

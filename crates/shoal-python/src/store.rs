@@ -137,21 +137,31 @@ impl PyStore {
     }
 
     /// Stores `values[i]` (bytes) under the i-th key of `keys`, for function
-    /// `function`; committed within a fraction of a second.
-    fn put_many(&self, function: i64, keys: &[u8], values: &Bound<'_, PyList>) -> PyResult<()> {
+    /// `function`; committed within a fraction of a second. `tasks[i]`, when
+    /// given, is how many tasks' results `values[i]` holds (else one).
+    #[pyo3(signature = (function, keys, values, tasks=None))]
+    fn put_many(
+        &self,
+        function: i64,
+        keys: &[u8],
+        values: &Bound<'_, PyList>,
+        tasks: Option<Vec<i64>>,
+    ) -> PyResult<()> {
         let keys = split_keys(keys)?;
-        if keys.len() != values.len() {
+        let counts = tasks.unwrap_or_else(|| vec![1; keys.len()]);
+        if keys.len() != values.len() || keys.len() != counts.len() {
             return Err(PyValueError::new_err(format!(
-                "{} keys but {} values",
+                "{} keys but {} values and {} task counts",
                 keys.len(),
-                values.len()
+                values.len(),
+                counts.len()
             )));
         }
         let mut rows = Vec::with_capacity(keys.len());
-        for (key, value) in keys.into_iter().zip(values.iter()) {
-            rows.push((key, value.cast::<PyBytes>()?.as_bytes().to_vec()));
+        for ((key, value), n) in keys.into_iter().zip(values.iter()).zip(counts) {
+            rows.push((key, n, value.cast::<PyBytes>()?.as_bytes().to_vec()));
         }
-        self.inner.put_many(function, rows).map_err(to_py)
+        self.inner.put_rows(function, rows).map_err(to_py)
     }
 
     /// Commits everything stored so far and waits for it (Ctrl-C stops the

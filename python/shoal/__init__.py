@@ -31,19 +31,27 @@ _EXPORTS = {
     "WorkerInitError": "_errors",
     "WorkerLostError": "_errors",
     "WorkerStartError": "_errors",
+    "Lock": "_sync",
+    "Value": "_sync",
+    "Queue": "_queue",
+    "Process": "_process",
 }
 
 __all__ = [
     "AsyncResult",
     "CpuReport",
     "IMapIterator",
+    "Lock",
     "MapResult",
     "Pool",
+    "Process",
+    "Queue",
     "RemoteTraceback",
     "SerializationError",
     "ShoalError",
     "TaskTimeoutError",
     "TimeoutError",
+    "Value",
     "WorkerInitError",
     "WorkerLostError",
     "WorkerStartError",
@@ -53,6 +61,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    if name == "shared":  # the submodule of shared arrays
+        return __import__(f"{__name__}.shared", fromlist=["zeros"])
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'shoal' has no attribute {name!r}")
@@ -63,7 +73,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | {"shared"})
 
 
 if TYPE_CHECKING:
@@ -77,5 +87,9 @@ if TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
+    from . import shared
     from ._pool import Pool
+    from ._process import Process
+    from ._queue import Queue
     from ._results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004
+    from ._sync import Lock, Value

@@ -20,14 +20,8 @@ from ._memory import parse_memory
 from ._outcome import decode
 from ._output import deliver, parent_log_level
 from ._results import AsyncResult, IMapIterator, MapResult
-from ._serialize import (
-    MODE_CALL,
-    MODE_MAP,
-    MODE_STARMAP,
-    dumps,
-    dumps_function,
-    dumps_many,
-)
+from ._serialize import MODE_CALL, MODE_MAP, MODE_STARMAP, dumps_function
+from ._transfer import pack, pack_batches, pack_many
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -212,7 +206,7 @@ class _Feed:
         with self._lock:
             self._outstanding += len(chunks)
         try:
-            self._send(self._fn_id, first_id, dumps_many(chunks), self.complete)
+            self._send(self._fn_id, first_id, pack_many(chunks), self.complete)
         except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable item
             for k in range(len(chunks)):
                 self.it._fail_chunk(*self._chunk_of.pop(first_id + k), exc)
@@ -300,7 +294,7 @@ class Pool:
         self._processes = processes
         self._state = _RUN
         self._state_lock = threading.Lock()
-        init = dumps((list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level()))
+        init = pack((list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level()))
         args, env = _worker_command()
         self._engine = _shoal.Engine(
             processes,
@@ -418,7 +412,7 @@ class Pool:
         result = AsyncResult(
             f"apply({_name(func)})", callback, error_callback, tasks=range(task_id, task_id + 1)
         )
-        payload = dumps((tuple(args), dict(kwds or {})))
+        payload = pack((tuple(args), dict(kwds or {})))
         self._send_one(fn_id, task_id, payload, result._complete, options)
         return result
 
@@ -430,11 +424,11 @@ class Pool:
         fn_id = self._cached_function(fn, MODE_CALL, self._options)
         task_id = self._new_ids(1)
         future = _PoolFuture(self._engine, task_id, self._future_condition)
-        self._send_one(fn_id, task_id, dumps((args, kwargs)), future._complete, self._options)
+        self._send_one(fn_id, task_id, pack((args, kwargs)), future._complete, self._options)
         return future
 
     def _send_one(
-        self, fn_id: int, task_id: int, payload: bytes, sink: Callable, options: _Options
+        self, fn_id: int, task_id: int, payload, sink: Callable, options: _Options
     ) -> None:
         """Sends one task (no list: the ``apply_async``/``submit`` path)."""
         self._pending[task_id] = sink
@@ -445,7 +439,7 @@ class Pool:
             raise
 
     def _send(
-        self, fn_id: int, first_id: int, payloads: list[bytes], sink: Callable, options: _Options
+        self, fn_id: int, first_id: int, payloads: list, sink: Callable, options: _Options
     ) -> None:
         """Sends tasks ``first_id, first_id + 1, ...``, each answered to ``sink``."""
         ids = range(first_id, first_id + len(payloads))
@@ -513,7 +507,8 @@ class Pool:
         what = f"{'starmap' if mode == MODE_STARMAP else 'map'}({_name(func)})"
         if not chunks:
             return MapResult(what, 0, 0, callback, error_callback)
-        payloads = dumps_many(chunks)
+        batches = pack_batches(chunks)
+        start, payloads = next(batches)  # pickling errors surface before anything is sent
         fn_id = self._register(func, mode, options)
         first = self._new_ids(len(chunks))
         engine = self._engine
@@ -522,9 +517,18 @@ class Pool:
             engine.release_function(fn_id)
 
         result = MapResult(what, first, len(chunks), callback, error_callback, on_done=done)
+        sent = 0
         try:
-            self._send(fn_id, first, payloads, result._complete, options)
+            # Chunks with arrays in shared memory leave as soon as they are
+            # copied, so workers start while the rest are being copied.
+            self._send(fn_id, first + start, payloads, result._complete, options)
+            sent = start + len(payloads)
+            for start, payloads in batches:
+                self._send(fn_id, first + start, payloads, result._complete, options)
+                sent = start + len(payloads)
         except BaseException:
+            # e.g. out of memory copying a later chunk: stop those already sent.
+            engine.cancel(list(range(first, first + sent)), True)
             done()
             raise
         return result

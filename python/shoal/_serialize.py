@@ -55,21 +55,17 @@ def dumps_many(objs: list) -> list[bytes]:
     return out
 
 
-def dumps_function(fn: object, mode: int, retry_on: tuple = ()) -> bytes:
-    """``(mode, fn, retry_on)`` for the workers. A function is pickled by
-    value when it lives in ``__main__`` (a worker's ``__main__`` is not the
-    user's script) or cannot be imported."""
+def dumps_function(fn: object, mode: int, retry_on: tuple = ()):
+    """``(mode, fn, retry_on)`` for the workers, packed (see ``_transfer``:
+    what a closure holds, a shared array say, may travel in shared memory).
+    A function is pickled by value when it lives in ``__main__`` (a
+    worker's ``__main__`` is not the user's script) or cannot be imported."""
+    from ._transfer import pack
+
     entry = (mode, fn, retry_on)
     module = getattr(fn, "__module__", None)
-    if module == "__main__" or module is None:
-        import cloudpickle
-
-        try:
-            return cloudpickle.dumps(entry, PROTOCOL)
-        except Exception as exc:
-            raise SerializationError(f"cannot send function {fn!r} to the workers: {exc}") from exc
     try:
-        return dumps(entry)
+        return pack(entry, by_value=module == "__main__" or module is None)
     except Exception as exc:
         raise SerializationError(f"cannot send function {fn!r} to the workers: {exc}") from exc
 

@@ -18,11 +18,11 @@ from ._output import capture_output, forward_logging
 from ._serialize import (
     MODE_MAP,
     MODE_STARMAP,
-    dumps,
     dumps_exception,
     loads,
     unpicklable_result_error,
 )
+from ._transfer import pack, unpack
 
 FLUSH_EVERY_NS = 2_000_000
 
@@ -30,19 +30,19 @@ FLUSH_EVERY_NS = 2_000_000
 slot = -1
 
 
-def _run(mode: int, fn, payload: bytes):
-    args = loads(payload)
+def _run(mode: int, fn, args):
     if mode == MODE_STARMAP:
         return [fn(*a) for a in args]
     a, kw = args
     return fn(*a, **kw)
 
 
-def _initialise(link, body: bytes) -> int | None:
+def _initialise(link, body: bytes, fds) -> int | None:
     """Runs the pool's set-up; returns the memory limit (0 for none), or
     None if the initializer raised."""
     try:
-        sys_path, initializer, initargs, max_memory, log_level = loads(body)
+        init = loads(body) if fds is None else unpack(body, fds)
+        sys_path, initializer, initargs, max_memory, log_level = init
         sys.path[:] = sys_path
         if log_level is not None:
             forward_logging(link, log_level)
@@ -69,16 +69,20 @@ def serve(link, stdout, stderr) -> int:
             frames = link.recv()
         except EOFError:
             return 0  # the parent is gone
-        for kind, a, b, body in frames:
+        for kind, a, b, body, fds in frames:
             if kind == kind_task:
                 entry = functions.get(b)
                 begin(a)
                 try:
                     mode, fn, _retry_on = entry  # TypeError if unknown or failed to load
+                    # Arguments in shared memory come with descriptors.
+                    args = loads(body) if fds is None else unpack(body, fds)
+                    fds = body = None  # the mappings live only as long as the arguments
                     if mode == MODE_MAP:
-                        result = [fn(x) for x in loads(body)]
+                        result = [fn(x) for x in args]
                     else:
-                        result = _run(mode, fn, body)
+                        result = _run(mode, fn, args)
+                    args = None
                 except BaseException as raised:  # noqa: BLE001 - sent to the parent
                     error = raised
                     if entry is None:
@@ -89,11 +93,12 @@ def serve(link, stdout, stderr) -> int:
                     failed(a, dumps_exception(error), retryable)
                 else:
                     try:
-                        out = dumps(result)
+                        out = pack(result, returning=True)
                     except Exception as why:  # noqa: BLE001
                         failed(a, dumps_exception(unpicklable_result_error(result, mode, why)))
                     else:
                         done(a, out)
+                    result = out = None
                 stdout.end_line()
                 stderr.end_line()
                 if max_memory and (link.rss() or 0) > max_memory:
@@ -108,14 +113,14 @@ def serve(link, stdout, stderr) -> int:
                     last_flush = now
             elif kind == _shoal.KIND_FUNC:
                 try:
-                    functions[a] = loads(body)
+                    functions[a] = loads(body) if fds is None else unpack(body, fds)
                 except BaseException as exc:  # noqa: BLE001 - fails its tasks
                     functions[a] = exc
             elif kind == _shoal.KIND_FORGET:
                 functions.pop(a, None)
             elif kind == _shoal.KIND_INIT:
                 slot = b
-                max_memory = _initialise(link, body)
+                max_memory = _initialise(link, body, fds)
                 if max_memory is None:
                     return 1
             elif kind == _shoal.KIND_EXIT:

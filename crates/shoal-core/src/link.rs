@@ -5,13 +5,14 @@
 //! thread may block in [`WorkerLink::recv_batch`] while another thread of
 //! the user's code prints, and that output must still leave.
 
-use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, RawFd};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{CoreError, Result};
-use crate::frame::{encode_into, Decoder, Frame, Kind};
+use crate::fds::{send_all_with_fds, FdReceiver, SharedFd};
+use crate::frame::{encode_into, encode_with_fds, Decoder, Frame, Kind};
 use crate::spawn::{WORKER_SOCKET_FD, WORKER_STATUS_FD};
 use crate::status::StatusPage;
 
@@ -21,11 +22,15 @@ struct Receiving {
     sock: UnixStream,
     decoder: Decoder,
     chunk: Vec<u8>,
+    receiver: FdReceiver,
+    fds: Vec<SharedFd>,
 }
 
 struct Sending {
     sock: UnixStream,
     out: Vec<u8>,
+    /// Descriptors the frames in `out` carry.
+    out_fds: Vec<SharedFd>,
     /// When the current task started (`CLOCK_MONOTONIC` ns).
     started_ns: u64,
 }
@@ -49,6 +54,8 @@ impl WorkerLink {
     }
 
     fn from_fds(sock_fd: RawFd, status_fd: RawFd) -> Result<WorkerLink> {
+        // Segments arrive as descriptors; many may be open at once.
+        crate::shm::raise_fd_limit();
         for fd in [sock_fd, status_fd] {
             // Processes the user's code starts must not hold our socket open
             // (the parent would never see this worker's end).
@@ -76,10 +83,13 @@ impl WorkerLink {
                 sock: read_sock,
                 decoder: Decoder::new(),
                 chunk: vec![0u8; READ_CHUNK],
+                receiver: FdReceiver::default(),
+                fds: Vec::new(),
             }),
             sending: Mutex::new(Sending {
                 sock,
                 out: Vec::new(),
+                out_fds: Vec::new(),
                 started_ns: 0,
             }),
             status,
@@ -99,12 +109,15 @@ impl WorkerLink {
             if !frames.is_empty() {
                 return Ok(frames);
             }
-            let n = match r.sock.read(&mut r.chunk) {
+            let n = match r
+                .receiver
+                .recv(r.sock.as_raw_fd(), &mut r.chunk, 0, &mut r.fds)
+            {
                 Ok(0) => return Err(CoreError::Disconnected),
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(CoreError::io("read from parent", e)),
             };
+            r.decoder.feed_fds(r.fds.drain(..));
             r.decoder.feed(&r.chunk[..n]);
         }
     }
@@ -119,9 +132,16 @@ impl WorkerLink {
         if s.out.is_empty() {
             return Ok(());
         }
-        let Sending { sock, out, .. } = &mut *s;
-        let res = sock.write_all(out);
+        let Sending {
+            sock, out, out_fds, ..
+        } = &mut *s;
+        let res = if out_fds.is_empty() {
+            sock.write_all(out)
+        } else {
+            send_all_with_fds(sock.as_raw_fd(), out, out_fds)
+        };
         out.clear();
+        out_fds.clear();
         res.map_err(|e| match e.kind() {
             std::io::ErrorKind::BrokenPipe => CoreError::Disconnected,
             _ => CoreError::io("write to parent", e),
@@ -135,12 +155,15 @@ impl WorkerLink {
     }
 
     /// Marks the worker idle and queues the task's answer (`Done`, `Failed`
-    /// or `Retryable`) with the time since [`WorkerLink::begin`].
-    pub fn finish(&self, kind: Kind, task: u64, body: &[u8]) -> Result<()> {
+    /// or `Retryable`) with the time since [`WorkerLink::begin`]; `fds`
+    /// (the result's shared memory) travel with it.
+    pub fn finish(&self, kind: Kind, task: u64, body: &[u8], fds: &[SharedFd]) -> Result<()> {
         let mut s = lock(&self.sending);
         let ran = crate::status::monotonic_ns().saturating_sub(s.started_ns);
         self.status.mark_idle();
-        Ok(encode_into(&mut s.out, kind, task, ran, body)?)
+        encode_with_fds(&mut s.out, kind, task, ran, body, fds.len())?;
+        s.out_fds.extend_from_slice(fds);
+        Ok(())
     }
 
     pub fn status(&self) -> &StatusPage {
@@ -151,6 +174,7 @@ impl WorkerLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::os::fd::IntoRawFd;
 
     #[test]

@@ -21,7 +21,8 @@ use crate::memory::rss_bytes;
 use crate::spawn::WorkerCommand;
 use crate::status::monotonic_ns;
 use crate::task::{
-    BrokenPool, Completion, ExitInfo, Outcome, Stream, Submission, TaskOptions, WorkerOutput,
+    BrokenPool, Completion, ExitInfo, Outcome, Payload, Stream, Submission, TaskOptions,
+    WorkerOutput,
 };
 use crate::worker::{EventReceiver, KillReason, WorkerHandle, WorkerId};
 
@@ -38,7 +39,7 @@ const MEMORY_POLL: Duration = Duration::from_millis(100);
 
 pub(crate) enum Event {
     Submit(Submission),
-    RegisterFn(u64, Vec<u8>),
+    RegisterFn(u64, Payload),
     ReleaseFn(u64),
     /// Tasks to cancel; `true` also stops those already at a worker.
     Cancel(Vec<u64>, bool),
@@ -61,7 +62,7 @@ pub struct EngineConfig {
     pub workers: usize,
     pub command: WorkerCommand,
     /// Body of the `Init` frame every worker receives first.
-    pub init: Vec<u8>,
+    pub init: Payload,
     pub max_tasks_per_child: Option<u64>,
     /// Resident memory a worker may use, in bytes. Over it, a worker is
     /// killed mid-task (the task fails, or is retried) or, between tasks,
@@ -71,7 +72,7 @@ pub struct EngineConfig {
 
 struct TaskState {
     fn_id: u64,
-    payload: Vec<u8>,
+    payload: Payload,
     options: TaskOptions,
     /// Worker deaths while running this task so far.
     failures: u32,
@@ -95,7 +96,7 @@ impl TaskState {
 }
 
 struct FnState {
-    body: Vec<u8>,
+    body: Payload,
     /// Tasks using it that have not completed.
     live_tasks: usize,
     /// The owner released it; drop when `live_tasks` reaches 0.
@@ -300,7 +301,10 @@ impl Scheduler {
                     return;
                 }
                 let outcome = if frame.kind == Kind::Done {
-                    Outcome::Done(frame.body)
+                    Outcome::Done(Payload {
+                        body: frame.body,
+                        fds: frame.fds,
+                    })
                 } else {
                     Outcome::Failed(frame.body)
                 };
@@ -611,12 +615,7 @@ impl Scheduler {
             })
             .unwrap_or_default();
         let mut w = WorkerHandle::start(id, slot, &self.config.command, &self.events_tx)?;
-        w.queue(&Frame::new(
-            Kind::Init,
-            id,
-            slot as u64,
-            self.config.init.clone(),
-        ));
+        w.queue_parts(Kind::Init, id, slot as u64, &self.config.init);
         w.flush();
         self.workers.insert(id, w);
         Ok(())

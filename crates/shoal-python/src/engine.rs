@@ -5,12 +5,35 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use shoal_core::{
-    BrokenPool, Completion, Engine, EngineConfig, Next, Outcome, Stream, Submission, TaskOptions,
-    WorkerCommand, WorkerOutput,
+    BrokenPool, Completion, Engine, EngineConfig, Next, Outcome, Payload, Stream, Submission,
+    TaskOptions, WorkerCommand, WorkerOutput,
 };
 
 use crate::blocking::{seconds, wait_interruptibly};
 use crate::errors::to_py;
+use crate::shm::{fd_list, shared_fds};
+
+/// A payload from Python: pickled bytes, or `(bytes, [Fd | Segment])` when
+/// parts of it live in shared memory.
+fn payload(item: &Bound<'_, PyAny>) -> PyResult<Payload> {
+    if let Ok(bytes) = item.cast::<PyBytes>() {
+        return Ok(bytes.as_bytes().to_vec().into());
+    }
+    let (body, fds): (Vec<u8>, Bound<'_, PyAny>) = item.extract()?;
+    Ok(Payload {
+        body,
+        fds: shared_fds(&fds)?,
+    })
+}
+
+/// The Python form of a payload: bytes, or `(bytes, [Fd])`.
+fn payload_object(py: Python<'_>, p: Payload) -> PyResult<Bound<'_, PyAny>> {
+    let body = PyBytes::new(py, &p.body).into_any();
+    if p.fds.is_empty() {
+        return Ok(body);
+    }
+    Ok((body, fd_list(py, p.fds)?).into_pyobject(py)?.into_any())
+}
 
 /// Completion codes, exported as `OUTCOME_*` constants.
 const DONE: u8 = 0;
@@ -58,14 +81,14 @@ impl PyEngine {
         program: PathBuf,
         args: Vec<String>,
         env: Vec<(String, String)>,
-        init: Vec<u8>,
+        init: &Bound<'_, PyAny>,
         max_tasks_per_child: Option<u64>,
         max_memory: Option<u64>,
     ) -> PyResult<Self> {
         let config = EngineConfig {
             workers,
             command: WorkerCommand { program, args, env },
-            init,
+            init: payload(init)?,
             max_tasks_per_child,
             max_memory,
         };
@@ -73,9 +96,10 @@ impl PyEngine {
         Ok(PyEngine { inner })
     }
 
-    fn register_function(&self, fn_id: u64, body: &[u8]) -> PyResult<()> {
+    /// `body`: the pickled function, bytes or `(bytes, [Fd])`.
+    fn register_function(&self, fn_id: u64, body: &Bound<'_, PyAny>) -> PyResult<()> {
         self.inner
-            .register_function(fn_id, body.to_vec())
+            .register_function(fn_id, payload(body)?)
             .map_err(to_py)
     }
 
@@ -95,8 +119,7 @@ impl PyEngine {
     ) -> PyResult<()> {
         let mut tasks = Vec::with_capacity(payloads.len());
         for (i, item) in payloads.iter().enumerate() {
-            let bytes = item.cast::<PyBytes>()?;
-            tasks.push((first_id + i as u64, bytes.as_bytes().to_vec()));
+            tasks.push((first_id + i as u64, payload(&item)?));
         }
         self.send(fn_id, tasks, timeout, retries)
     }
@@ -107,11 +130,12 @@ impl PyEngine {
         &self,
         fn_id: u64,
         task_id: u64,
-        payload: &[u8],
+        payload: &Bound<'_, PyAny>,
         timeout: Option<f64>,
         retries: u32,
     ) -> PyResult<()> {
-        self.send(fn_id, vec![(task_id, payload.to_vec())], timeout, retries)
+        let task = self::payload(payload)?;
+        self.send(fn_id, vec![(task_id, task)], timeout, retries)
     }
 
     /// Cancels tasks; `stop_running` also stops those a worker already has
@@ -185,7 +209,7 @@ impl PyEngine {
     fn send(
         &self,
         fn_id: u64,
-        tasks: Vec<(u64, Vec<u8>)>,
+        tasks: Vec<(u64, Payload)>,
         timeout: Option<f64>,
         retries: u32,
     ) -> PyResult<()> {
@@ -209,7 +233,7 @@ fn exit_tuple(py: Python<'_>, e: shoal_core::ExitInfo) -> PyResult<Bound<'_, PyT
 
 fn completion_tuple(py: Python<'_>, c: Completion) -> PyResult<Bound<'_, PyTuple>> {
     let (code, payload): (u8, Bound<'_, PyAny>) = match c.outcome {
-        Outcome::Done(body) => (DONE, PyBytes::new(py, &body).into_any()),
+        Outcome::Done(result) => (DONE, payload_object(py, result)?),
         Outcome::Failed(body) => (FAILED, PyBytes::new(py, &body).into_any()),
         Outcome::Lost(exit) => (LOST, exit_tuple(py, exit)?.into_any()),
         Outcome::TimedOut { pid, timeout } => (

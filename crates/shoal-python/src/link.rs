@@ -2,11 +2,12 @@
 //! `shoal._worker`.
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList};
 use shoal_core::frame::Kind;
 use shoal_core::link::WorkerLink;
 
 use crate::errors::to_py;
+use crate::shm::{fd_list, shared_fds};
 
 pub(crate) fn add_frame_kinds(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for (name, kind) in [
@@ -39,8 +40,15 @@ fn kind_from(byte: u8) -> PyResult<Kind> {
         })
 }
 
-/// A received frame as Python sees it: `(kind, a, b, body)`.
-type FrameTuple<'py> = (u8, u64, u64, Bound<'py, PyBytes>);
+/// A received frame as Python sees it: `(kind, a, b, body, fds)`, with
+/// `fds` a list of `Fd`s, or None when none came (the common case).
+type FrameTuple<'py> = (
+    u8,
+    u64,
+    u64,
+    Bound<'py, PyBytes>,
+    Option<Bound<'py, PyList>>,
+);
 
 /// Thread-safe: user code may print from its own threads while the main
 /// thread waits in `recv`.
@@ -59,15 +67,22 @@ impl PyLink {
         })
     }
 
-    /// Blocks (GIL released) for the next frames: `[(kind, a, b, body)]`.
-    /// Raises EOFError when the parent has gone.
+    /// Blocks (GIL released) for the next frames: `[(kind, a, b, body,
+    /// fds)]`. Raises EOFError when the parent has gone.
     fn recv<'py>(&self, py: Python<'py>) -> PyResult<Vec<FrameTuple<'py>>> {
         let inner = &self.inner;
         let frames = py.detach(|| inner.recv_batch()).map_err(to_py)?;
-        Ok(frames
+        frames
             .into_iter()
-            .map(|f| (f.kind as u8, f.a, f.b, PyBytes::new(py, &f.body)))
-            .collect())
+            .map(|f| {
+                let fds = if f.fds.is_empty() {
+                    None
+                } else {
+                    Some(fd_list(py, f.fds)?)
+                };
+                Ok((f.kind as u8, f.a, f.b, PyBytes::new(py, &f.body), fds))
+            })
+            .collect()
     }
 
     /// Queues a reply; it leaves with `flush()`.
@@ -88,9 +103,20 @@ impl PyLink {
         self.inner.begin(task_id);
     }
 
-    /// Marks the worker idle and queues the task's result.
-    fn done(&self, task_id: u64, body: &[u8]) -> PyResult<()> {
-        self.inner.finish(Kind::Done, task_id, body).map_err(to_py)
+    /// Marks the worker idle and queues the task's result: bytes, or
+    /// `(bytes, [Fd | Segment])` when parts of it are in shared memory.
+    fn done(&self, task_id: u64, body: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Ok(bytes) = body.cast::<PyBytes>() {
+            return self
+                .inner
+                .finish(Kind::Done, task_id, bytes.as_bytes(), &[])
+                .map_err(to_py);
+        }
+        let (body, fds): (Vec<u8>, Bound<'_, PyAny>) = body.extract()?;
+        let fds = shared_fds(&fds)?;
+        self.inner
+            .finish(Kind::Done, task_id, &body, &fds)
+            .map_err(to_py)
     }
 
     /// Marks the worker idle and queues the task's pickled exception;
@@ -102,7 +128,7 @@ impl PyLink {
         } else {
             Kind::Failed
         };
-        self.inner.finish(kind, task_id, body).map_err(to_py)
+        self.inner.finish(kind, task_id, body, &[]).map_err(to_py)
     }
 
     /// This process's resident memory in bytes (None if unknown).

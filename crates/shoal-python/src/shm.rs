@@ -173,7 +173,7 @@ impl RawBuffer {
         // SAFETY: asks `obj` to fill `view`; on success the view is
         // initialised and must be released (Drop does).
         let rc =
-            unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_FULL_RO) };
+            unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_STRIDES) };
         if rc < 0 {
             return Err(PyErr::fetch(obj.py()));
         }

@@ -29,6 +29,15 @@ pickle them by reference):
                 (serial, shoal, mp, ..., serial, shoal, mp, ...) because CPU
                 speed drifts; medians are reported.
 5. startup      Pool construction to the first result of apply(inc, (1,)).
+6. array-same   16 tasks, each given the same 64 MB float64 array, each
+                returning its sum (chunksize 1; joblib memmaps it).
+7. array-trip   8 tasks, each receiving a distinct 64 MB array and returning
+                a new one (a * 2).
+8. array-memory peak memory, summed over the parent and its workers, while 2
+                workers each read one 512 MB array (shoal: a shared array;
+                the others: passed as an argument). Reported as the sum of
+                PSS (shared pages counted once) and of RSS (counted in every
+                process that maps them), in MB and as a multiple of 512 MB.
 
 For workloads 1-4 every pool is created and warmed with a tiny map before the
 clock starts, so start-up cost is excluded; each (library, variant) gets a
@@ -90,6 +99,8 @@ workloads = importlib.import_module("workloads")
 inc = workloads.inc
 pi_chunk = workloads.pi_chunk
 pi_chunks = workloads.pi_chunks
+array_sum = workloads.array_sum
+array_scale = workloads.array_scale
 
 # Errors a library may raise during a measurement; recorded, not fatal.
 RUN_ERRORS = (
@@ -108,7 +119,16 @@ RUN_ERRORS = (
 )
 
 WORKERS = 2
-WORKLOADS = ("trivial-map", "chunksize-1", "submit", "pi", "startup")
+WORKLOADS = (
+    "trivial-map",
+    "chunksize-1",
+    "submit",
+    "pi",
+    "startup",
+    "array-same",
+    "array-trip",
+    "array-memory",
+)
 LIB_ALIASES = {
     "shoal": "shoal",
     "serial": "serial",
@@ -264,6 +284,7 @@ class Case:
     times: list[float] = field(default_factory=list)
     speedups: list[float] = field(default_factory=list)  # pi: per-round serial/lib
     error: str | None = None
+    warm: Callable[[Any], Any] | None = None  # untimed, on the fresh pool
 
     @property
     def label(self):
@@ -527,6 +548,217 @@ def startup_cases():
     ]
 
 
+def array_cases(mb):
+    """array-same and array-trip: large arrays in and out of tasks."""
+    import numpy as np
+
+    n = mb * (1 << 20) // 8
+    rng = np.random.default_rng(0)
+    same = rng.standard_normal(n)
+    distinct = [rng.standard_normal(n) for _ in range(8)]
+    total = float(same.sum())
+
+    def check_same(res):
+        if len(res) != 16 or any(abs(r - total) > 1e-6 * abs(total) + 1e-6 for r in res):
+            raise AssertionError("wrong sums")
+
+    def check_trip(res):
+        res = list(res)
+        if len(res) != 8 or any(not np.array_equal(r, d * 2.0) for r, d in zip(res, distinct)):
+            raise AssertionError("wrong arrays back")
+
+    def pool_map(fn, items):
+        return lambda p: p.map(fn, items, chunksize=1)
+
+    def joblib_run(fn, items):
+        return lambda par: par(delayed(fn)(x) for x in items)
+
+    # Workers import numpy when they first unpickle an array: do that
+    # before the clock starts (fork-based pools inherit it).
+    tiny = [np.zeros(4)] * 4
+    warm = {
+        "shoal": pool_map(array_sum, tiny),
+        "mp": pool_map(array_sum, tiny),
+        "joblib": joblib_run(array_sum, tiny),
+        "mpire": mpire_map(array_sum, tiny),
+    }
+    cases = []
+    for w, fn, items, check, ntasks in (
+        ("array-same", array_sum, [same] * 16, check_same, 16),
+        ("array-trip", array_scale, distinct, check_trip, 8),
+    ):
+        cases += [
+            Case(w, "shoal", "map(cs=1)", ntasks, pool_map(fn, items), check, ref="", goal=w),
+            Case(w, "mp", "map(cs=1)", ntasks, pool_map(fn, items), check, ref=""),
+            Case(
+                w,
+                "joblib",
+                "Parallel",
+                ntasks,
+                joblib_run(fn, items),
+                check,
+                ref="",
+                note="joblib memmaps arrays over 1 MB (its default max_nbytes)",
+            ),
+            Case(w, "mpire", "map(chunk_size=1)", ntasks, mpire_map(fn, items), check, ref=""),
+        ]
+    for c in cases:
+        c.warm = warm[c.lib]
+    return cases
+
+
+def mpire_map(fn, items):
+    # Each array wrapped in a tuple (mpire unpacks arguments), and results
+    # kept as a list (mpire concatenates numpy results by default).
+    args = [(x,) for x in items]
+    return lambda p: p.map(fn, args, chunk_size=1, concatenate_numpy_output=False)
+
+
+def process_tree(root):
+    """``root`` and every process below it."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def memory_of(pids):
+    """Sum of ``(Pss, Rss)`` in bytes over ``pids``."""
+    pss = rss = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+                    elif line.startswith("Rss:"):
+                        rss += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return pss, rss
+
+
+class PeakMemory:
+    """Samples the summed PSS and RSS of this process tree every few ms."""
+
+    def __init__(self):
+        import threading
+
+        self.peak_pss = self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = os.getpid()
+        while not self._stop.is_set():
+            pss, rss = memory_of(process_tree(me))
+            self.peak_pss = max(self.peak_pss, pss)
+            self.peak_rss = max(self.peak_rss, rss)
+            self._stop.wait(0.005)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def array_memory(libs, mb, rounds, timeout):
+    """array-memory: peak PSS/RSS while 2 workers each read one large
+    array, each library measured in a fresh interpreter of its own (so
+    nothing else this script holds is counted). Returns rows for the
+    memory table."""
+    import subprocess
+
+    rows = []
+    for key in ("shoal", "mp", "joblib", "mpire"):
+        if key not in libs:
+            continue
+        peaks = []
+        for r in range(rounds):
+            cmd = [sys.executable, __file__, "--memory-child", f"{key}:{mb}"]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or None)
+            if done.returncode != 0:
+                print(f"  !! array-memory / {LIB_LABELS[key]}: {done.stderr.strip()[-500:]}")
+                break
+            pss, rss = json.loads(done.stdout.strip().splitlines()[-1])
+            peaks.append((pss, rss))
+            print(
+                f"  round {r + 1}/{rounds}  array-memory {LIB_LABELS[key]:<22} "
+                f"PSS {pss / 2**20:.0f} MB, RSS {rss / 2**20:.0f} MB",
+                flush=True,
+            )
+        if peaks:
+            rows.append(
+                (LIB_LABELS[key], median([p for p, _ in peaks]), median([r for _, r in peaks]))
+            )
+    return rows
+
+
+def memory_child(spec):
+    """In a fresh interpreter: one library's peak while 2 workers read an
+    array of ``mb`` MB. Prints ``[pss, rss]``."""
+    import numpy as np
+
+    key, mb = spec.split(":")
+    n = int(mb) * (1 << 20) // 8
+    lib = available_libs()[key]
+    pool = lib.start()
+    try:
+        tiny = np.zeros(4)
+        if key == "joblib":
+            pool(delayed(array_sum)(tiny) for _ in range(4))
+        elif key == "mpire":
+            pool.map(array_sum, [(tiny,)] * 4, chunk_size=1)
+        else:
+            pool.map(array_sum, [tiny] * 4, chunksize=1)
+        big = shoal.shared.zeros(n) if key == "shoal" else np.zeros(n)
+        big[:] = 1.0  # touched: resident in the parent
+        with PeakMemory() as peak:
+            if key == "joblib":
+                res = pool(delayed(array_sum)(big) for _ in range(2))
+            elif key == "mpire":
+                res = pool.map(array_sum, [(big,), (big,)], chunk_size=1)
+            else:
+                res = pool.map(array_sum, [big, big], chunksize=1)
+        if list(res) != [float(n)] * 2:
+            raise AssertionError(f"wrong sums {res}")
+    finally:
+        lib.stop(pool)
+    print(json.dumps([peak.peak_pss, peak.peak_rss]))
+
+
+def print_memory_table(rows, mb):
+    size = mb * (1 << 20)
+    print(f"\n== array-memory: peak over parent + workers while 2 workers read one {mb} MB array\n")
+    print(f"{'library':<22} | {'sum of PSS':>12} | {'x array':>7} | {'sum of RSS':>12} | {'x array':>7}")
+    print("-" * 72)
+    for label, pss, rss in rows:
+        goal = ""
+        if label == "shoal":
+            goal = "  goal <= 1.2x: " + ("yes" if pss <= 1.2 * size else "NO") + " (PSS)"
+        print(
+            f"{label:<22} | {pss / 2**20:>9.0f} MB | {pss / size:>6.2f}x | "
+            f"{rss / 2**20:>9.0f} MB | {rss / size:>6.2f}x{goal}"
+        )
+    print("PSS divides each shared page among the processes that map it (the memory")
+    print("really used); RSS counts a shared page once per process that maps it.")
+
+
 # --------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------
@@ -543,6 +775,8 @@ def time_case(case, lib, timeout):
     guard(timeout)
     pool = lib.start()
     try:
+        if case.warm is not None:
+            case.warm(pool)
         gc.collect()
         t0 = time.perf_counter()
         res = case.run(pool)
@@ -673,6 +907,10 @@ def goal_check(c, t, per_task, vs_serial, mp_map):
         return ">= 1.90x serial", vs_serial is not None and vs_serial >= 1.90
     if c.goal == "startup":
         return "<= 50 ms", t <= 0.050
+    if c.goal == "array-same":
+        return "<= 0.09 s", t <= 0.09
+    if c.goal == "array-trip":
+        return "<= 0.28 s", t <= 0.28
     return None, None
 
 
@@ -800,6 +1038,7 @@ def parse_args(argv=None):
         help="abort with tracebacks if one measurement takes longer "
         "(seconds, 0 = never; default 300)",
     )
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
@@ -818,12 +1057,18 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.memory_child:
+        memory_child(args.memory_child)
+        return 0
     scale = 10 if args.quick else 1
     n_calls = 100_000 // scale
     n_ppe_submit = 10_000 if args.quick else 100_000
     pi_steps = 20_000_000 // scale
     pi_nchunks = 64
     startup_repeats = 3 if args.quick else 7
+    array_mb = 64 // scale
+    memory_mb = 512 // scale
+    memory_rows = None
 
     libs = {k: v for k, v in available_libs().items() if k in args.lib_keys}
     info = versions()
@@ -853,6 +1098,12 @@ def main(argv=None):
             cases = submit_cases(n_calls, n_ppe_submit)
         elif w == "pi":
             cases = pi_cases(pi_steps, pi_nchunks)
+        elif w in ("array-same", "array-trip"):
+            cases = [c for c in array_cases(array_mb) if c.workload == w]
+        elif w == "array-memory":
+            print(f"\n== {w}", flush=True)
+            memory_rows = array_memory(libs, memory_mb, args.rounds, args.timeout)
+            continue
         else:
             cases = startup_cases()
         cases = [c for c in cases if c.lib in libs]
@@ -867,6 +1118,8 @@ def main(argv=None):
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n== results ({time.perf_counter() - t_start:.1f} s total; load average {load})\n")
     print_table(rows)
+    if memory_rows is not None:
+        print_memory_table(memory_rows, memory_mb)
 
     if args.json:
         with open(args.json, "w") as f:

@@ -40,3 +40,13 @@ def pi_chunks(steps, nchunks):
     """Split ``steps`` midpoint-rule steps into ``nchunks`` (start, stop, n) ranges."""
     bounds = [steps * k // nchunks for k in range(nchunks + 1)]
     return [(bounds[k], bounds[k + 1], steps) for k in range(nchunks)]
+
+
+def array_sum(a):
+    """Reads a whole array: the work of a task given a large argument."""
+    return float(a.sum())
+
+
+def array_scale(a):
+    """Receives an array and returns a new one of the same size."""
+    return a * 2.0

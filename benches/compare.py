@@ -36,8 +36,10 @@ pickle them by reference):
 8. array-memory peak memory, summed over the parent and its workers, while 2
                 workers each read one 512 MB array (shoal: a shared array;
                 the others: passed as an argument). Reported as the sum of
-                PSS (shared pages counted once) and of RSS (counted in every
-                process that maps them), in MB and as a multiple of 512 MB.
+                memory with every page counted once, and as the plain sum of
+                RSS (a shared page counted in every process that maps it), in
+                MB and as a multiple of 512 MB. Each library is measured in a
+                fresh interpreter of its own.
 
 For workloads 1-4 every pool is created and warmed with a tiny map before the
 clock starts, so start-up cost is excluded; each (library, variant) gets a
@@ -564,7 +566,9 @@ def array_cases(mb):
 
     def check_trip(res):
         res = list(res)
-        if len(res) != 8 or any(not np.array_equal(r, d * 2.0) for r, d in zip(res, distinct)):
+        if len(res) != 8 or not all(
+            np.array_equal(r, d * 2.0) for r, d in zip(res, distinct, strict=True)
+        ):
             raise AssertionError("wrong arrays back")
 
     def pool_map(fn, items):
@@ -614,69 +618,6 @@ def mpire_map(fn, items):
     return lambda p: p.map(fn, args, chunk_size=1, concatenate_numpy_output=False)
 
 
-def process_tree(root):
-    """``root`` and every process below it."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def memory_of(pids):
-    """Sum of ``(Pss, Rss)`` in bytes over ``pids``."""
-    pss = rss = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        pss += int(line.split()[1]) * 1024
-                    elif line.startswith("Rss:"):
-                        rss += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return pss, rss
-
-
-class PeakMemory:
-    """Samples the summed PSS and RSS of this process tree every few ms."""
-
-    def __init__(self):
-        import threading
-
-        self.peak_pss = self.peak_rss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        me = os.getpid()
-        while not self._stop.is_set():
-            pss, rss = memory_of(process_tree(me))
-            self.peak_pss = max(self.peak_pss, pss)
-            self.peak_rss = max(self.peak_rss, rss)
-            self._stop.wait(0.005)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
 def array_memory(libs, mb, rounds, timeout):
     """array-memory: peak PSS/RSS while 2 workers each read one large
     array, each library measured in a fresh interpreter of its own (so
@@ -690,16 +631,16 @@ def array_memory(libs, mb, rounds, timeout):
             continue
         peaks = []
         for r in range(rounds):
-            cmd = [sys.executable, __file__, "--memory-child", f"{key}:{mb}"]
+            cmd = [sys.executable, os.path.join(HERE, "memory_probe.py"), key, str(mb)]
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or None)
             if done.returncode != 0:
                 print(f"  !! array-memory / {LIB_LABELS[key]}: {done.stderr.strip()[-500:]}")
                 break
-            pss, rss = json.loads(done.stdout.strip().splitlines()[-1])
-            peaks.append((pss, rss))
+            unique, rss = json.loads(done.stdout.strip().splitlines()[-1])
+            peaks.append((unique, rss))
             print(
                 f"  round {r + 1}/{rounds}  array-memory {LIB_LABELS[key]:<22} "
-                f"PSS {pss / 2**20:.0f} MB, RSS {rss / 2**20:.0f} MB",
+                f"{unique / 2**20:.0f} MB (shared once), RSS sum {rss / 2**20:.0f} MB",
                 flush=True,
             )
         if peaks:
@@ -709,54 +650,24 @@ def array_memory(libs, mb, rounds, timeout):
     return rows
 
 
-def memory_child(spec):
-    """In a fresh interpreter: one library's peak while 2 workers read an
-    array of ``mb`` MB. Prints ``[pss, rss]``."""
-    import numpy as np
-
-    key, mb = spec.split(":")
-    n = int(mb) * (1 << 20) // 8
-    lib = available_libs()[key]
-    pool = lib.start()
-    try:
-        tiny = np.zeros(4)
-        if key == "joblib":
-            pool(delayed(array_sum)(tiny) for _ in range(4))
-        elif key == "mpire":
-            pool.map(array_sum, [(tiny,)] * 4, chunk_size=1)
-        else:
-            pool.map(array_sum, [tiny] * 4, chunksize=1)
-        big = shoal.shared.zeros(n) if key == "shoal" else np.zeros(n)
-        big[:] = 1.0  # touched: resident in the parent
-        with PeakMemory() as peak:
-            if key == "joblib":
-                res = pool(delayed(array_sum)(big) for _ in range(2))
-            elif key == "mpire":
-                res = pool.map(array_sum, [(big,), (big,)], chunk_size=1)
-            else:
-                res = pool.map(array_sum, [big, big], chunksize=1)
-        if list(res) != [float(n)] * 2:
-            raise AssertionError(f"wrong sums {res}")
-    finally:
-        lib.stop(pool)
-    print(json.dumps([peak.peak_pss, peak.peak_rss]))
-
-
 def print_memory_table(rows, mb):
     size = mb * (1 << 20)
     print(f"\n== array-memory: peak over parent + workers while 2 workers read one {mb} MB array\n")
-    print(f"{'library':<22} | {'sum of PSS':>12} | {'x array':>7} | {'sum of RSS':>12} | {'x array':>7}")
-    print("-" * 72)
-    for label, pss, rss in rows:
+    x = "x array"
+    print(f"{'library':<22} | {'memory':>10} | {x:>7} | {'sum of RSS':>10} | {x:>7}")
+    print("-" * 70)
+    for label, unique, rss in rows:
         goal = ""
         if label == "shoal":
-            goal = "  goal <= 1.2x: " + ("yes" if pss <= 1.2 * size else "NO") + " (PSS)"
+            goal = "  goal <= 1.2x: " + ("yes" if unique <= 1.2 * size else "NO")
         print(
-            f"{label:<22} | {pss / 2**20:>9.0f} MB | {pss / size:>6.2f}x | "
-            f"{rss / 2**20:>9.0f} MB | {rss / size:>6.2f}x{goal}"
+            f"{label:<22} | {unique / 2**20:>7.0f} MB | {unique / size:>6.2f}x | "
+            f"{rss / 2**20:>7.0f} MB | {rss / size:>6.2f}x{goal}"
         )
-    print("PSS divides each shared page among the processes that map it (the memory")
-    print("really used); RSS counts a shared page once per process that maps it.")
+    print("memory = every page counted once (shared memory by its largest RSS in any")
+    print("process, the rest by PSS), summed over the parent and its workers, including")
+    print("the interpreters themselves; sum of RSS counts a shared page in every process")
+    print("that maps it.")
 
 
 # --------------------------------------------------------------------------
@@ -1038,7 +949,6 @@ def parse_args(argv=None):
         help="abort with tracebacks if one measurement takes longer "
         "(seconds, 0 = never; default 300)",
     )
-    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
@@ -1057,9 +967,6 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.memory_child:
-        memory_child(args.memory_child)
-        return 0
     scale = 10 if args.quick else 1
     n_calls = 100_000 // scale
     n_ppe_submit = 10_000 if args.quick else 100_000

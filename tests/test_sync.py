@@ -293,3 +293,16 @@ def _start(target, *args):
     p = shoal.Process(target=target, args=args)
     p.start()
     return p
+
+
+def test_the_race_condition_example_runs():
+    import subprocess
+
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "race_condition.py")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(
+        [sys.executable, example], capture_output=True, text=True, timeout=50, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "with get_lock(): 2000 of 2000 increments" in done.stdout
+    assert "without a lock:" in done.stdout

@@ -57,6 +57,7 @@ __all__ = [
     "WorkerStartError",
     "cpu_count",
     "cpu_report",
+    "shared",
 ]
 
 
@@ -77,6 +78,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from . import shared
     from ._cpus import CpuReport, cpu_count, cpu_report
     from ._errors import (
         RemoteTraceback,
@@ -87,7 +89,6 @@ if TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
-    from . import shared
     from ._pool import Pool
     from ._process import Process
     from ._queue import Queue

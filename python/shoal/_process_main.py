@@ -16,7 +16,7 @@ def _run() -> int:
         link = _shoal.Link()
         (_kind, _a, _b, body, fds), *_ = link.recv()
     except (_shoal.ShoalError, EOFError) as exc:
-        print(f"shoal._process_main: {exc}. Started by shoal.Process, not by hand.", file=sys.stderr)
+        print(f"shoal._process_main: {exc}; it is started by shoal.Process", file=sys.stderr)
         return 2
     name = "?"
     try:

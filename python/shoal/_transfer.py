@@ -24,11 +24,10 @@ private to the receiver), and writable by everyone for a shared array.
 
 from __future__ import annotations
 
-import io
-import sys
-
 # The C accelerator that `pickle` re-exports (see `_serialize`).
 import _pickle as pickle
+import io
+import sys
 
 from . import _shoal
 from ._serialize import PROTOCOL

@@ -68,11 +68,9 @@ fn send_once(sock: RawFd, data: &[u8], fds: &[SharedFd], flags: libc::c_int) -> 
     if !fds.is_empty() {
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = cmsg_space(fds.len()) as _;
-    }
-    // SAFETY: `msg` points at `control`, which is large enough for one
-    // header and `fds.len()` descriptors (CMSG_SPACE above), so the first
-    // header and its data area lie inside it.
-    if !fds.is_empty() {
+        // SAFETY: `msg` points at `control`, which is large enough for one
+        // header and `fds.len()` descriptors (CMSG_SPACE above), so the
+        // first header and its data area lie inside it.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;

@@ -285,7 +285,7 @@ mod tests {
         assert!(Arc::ptr_eq(&found, &shared));
         assert_eq!(offset, 100);
         assert!(find(base + 8190, 4).is_none(), "runs past the end");
-        let heap = vec![0u8; 16];
+        let heap = [0u8; 16];
         assert!(find(heap.as_ptr() as usize, 16).is_none());
         drop(found);
         drop(shared);

@@ -178,9 +178,8 @@ impl RawBuffer {
             return Err(PyErr::fetch(obj.py()));
         }
         // SAFETY: initialised by the successful call above.
-        let raw = RawBuffer {
-            view: unsafe { view.assume_init() },
-        };
+        let view = unsafe { view.assume_init() };
+        let raw = RawBuffer { view };
         // SAFETY: asking about a view we hold.
         if unsafe { ffi::PyBuffer_IsContiguous(&raw.view, b'A' as std::ffi::c_char) } == 0 {
             return Err(PyBufferError::new_err(

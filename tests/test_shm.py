@@ -219,3 +219,11 @@ def test_large_arrays_in_closures_and_initargs(make_pool):
     assert pool.map(lambda i: float(big[i]), [0, 5]) == [float(big[0]), float(big[5])]
     got = pool.apply(sh.stored)
     np.testing.assert_array_equal(got, big)
+
+
+def test_small_fortran_arrays_beside_large_ones_keep_their_order():
+    small = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    big = np.arange(BIG, dtype=np.float64)
+    got_small, got_big = unpack_here(_transfer.pack([small, big]))
+    np.testing.assert_array_equal(got_small, small)
+    np.testing.assert_array_equal(got_big, big)

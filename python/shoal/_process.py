@@ -14,14 +14,21 @@ import atexit
 import itertools
 import signal
 import sys
-import weakref
 
 from . import _shoal
 from ._transfer import pack
 
 _counter = itertools.count(1)
-#: Started and not yet joined: joined (or, if daemonic, terminated) at exit.
-_children: weakref.WeakSet = weakref.WeakSet()
+#: Started and not yet reaped: joined (or, if daemonic, terminated) at exit.
+_children: set = set()
+
+
+def _reap_finished() -> None:
+    """Forgets children that have ended (reaping them), as multiprocessing
+    does on each start."""
+    for p in list(_children):
+        if p._child is not None and p._child.poll() is not None:
+            _children.discard(p)
 
 
 class Process:
@@ -64,6 +71,7 @@ class Process:
             work = (self.name, self._target, self._args, self._kwargs)
         else:  # a subclass: send it whole, and call its run()
             work = (self.name, self.run, (), {})
+        _reap_finished()
         packed = pack(work)
         body, fds = (packed, ()) if type(packed) is bytes else packed
         from ._pool import _worker_command

@@ -11,7 +11,7 @@ new sealed segment. Large ``bytes``, ``bytearray``, ``memoryview`` and
 non-contiguous arrays are pickled in-band by pickle itself; a quick scan
 spots them and a second pickling moves them out too. Small buffers stay in
 the pickle, and a pickle without large buffers is plain bytes: the common
-case costs one extra list and two substring checks.
+case costs one extra list and one scan of the pickle.
 
 A packed payload with segments is ``(body, attachments)``: ``body`` is a
 small header pickle (how to map each attachment, where each buffer lies)
@@ -39,7 +39,8 @@ _pickle_dumps = pickle.dumps
 _loads = pickle.loads
 _PickleBuffer = pickle.PickleBuffer
 _locate = _shoal.locate
-_may_hold_large_binary = _shoal.may_hold_large_binary
+_scan_pickle = _shoal.scan_pickle
+_all_plain = _shoal.all_plain
 _Segment = _shoal.Segment
 
 _RAW = -1  # an attachment that is not mapped (a socket)
@@ -120,7 +121,7 @@ class _Envelope:
         if segment is not None and (segment.access != _OWNED or self._call.returning):
             self.entries.append((self.attach(segment, segment.access), offset, nbytes))
         elif nbytes < THRESHOLD:
-            self.entries.append(bytes(buffer))
+            self.entries.append(buffer.raw().tobytes())  # memory order kept (Fortran too)
         else:
             copy = self._call.copy_of(buffer, address, nbytes)
             self.entries.append((self.attach(copy), 0, nbytes))
@@ -261,9 +262,9 @@ def _pickle_out_of_band(obj, envelope: _Envelope, by_value: bool) -> bytes:
     return out.getvalue()
 
 
-def _pack_one(obj, call: _Call, by_value: bool = False):
+def _pack_one(obj, call: _Call | None, by_value: bool = False, returning: bool = False):
     """``bytes``, or ``(_Envelope, main pickle)`` to seal once the whole
-    call is packed."""
+    call is packed (``call`` made on demand if None)."""
     if not by_value:
         buffers: list = []
         try:
@@ -271,22 +272,19 @@ def _pack_one(obj, call: _Call, by_value: bool = False):
         except _PLAIN_PICKLE_FAILS:
             pass  # perhaps a shoal object (a Lock, a Queue): see persistent_id
         else:
-            needs_more = (
-                b"__main__" in data
-                or b"_reconstruct" in data
-                or (len(data) >= THRESHOLD and _may_hold_large_binary(data, THRESHOLD))
-            )
-            if not needs_more:
+            verdict = _scan_pickle(data, THRESHOLD)
+            if verdict == 0:
                 if not buffers:
                     return data
-                envelope = _Envelope(call)
+                envelope = _Envelope(call or _Call(returning))
                 for buffer in buffers:
                     envelope.add_buffer(buffer)
                 if envelope.attachments:
                     return envelope, data
                 # Only small buffers: plain bytes are cheaper to send and load.
                 return _pickle_dumps(obj, PROTOCOL)
-            by_value = b"__main__" in data
+            by_value = verdict == 2
+    call = call or _Call(returning)
     envelope = _Envelope(call)
     try:
         data = _pickle_out_of_band(obj, envelope, by_value)
@@ -316,7 +314,7 @@ def pack(obj, by_value: bool = False, returning: bool = False):
     """``obj`` pickled: ``bytes``, or ``(body, attachments)`` when parts of
     it travel in shared memory. ``by_value`` pickles functions and classes
     by value (cloudpickle); ``returning`` marks a task's result."""
-    packed = _pack_one(obj, _Call(returning), by_value)
+    packed = _pack_one(obj, None, by_value, returning)
     if type(packed) is bytes:
         return packed
     envelope, data = packed
@@ -326,7 +324,10 @@ def pack(obj, by_value: bool = False, returning: bool = False):
 def pack_many(objs: list) -> list:
     """``[pack(o) for o in objs]``, with a buffer given to several of them
     copied to shared memory once (and mapped read-only by receivers)."""
-    return [p for _, batch in pack_batches(objs) for p in batch]
+    batches = list(pack_batches(objs))
+    if len(batches) == 1:
+        return batches[0][1]
+    return [p for _, batch in batches for p in batch]
 
 
 def pack_batches(objs: list):
@@ -334,6 +335,16 @@ def pack_batches(objs: list):
     as soon as a run of them is ready: a caller that sends each batch at
     once lets workers start on the first arrays while later ones are still
     being copied."""
+    # The common case, small plain objects, at plain pickle's speed.
+    buffers: list = []
+    try:
+        plain = [_pickle_dumps(o, PROTOCOL, buffer_callback=buffers.append) for o in objs]
+    except _PLAIN_PICKLE_FAILS:
+        pass
+    else:
+        if not buffers and _all_plain(plain, THRESHOLD):
+            yield 0, plain
+            return
     call = _Call()
     packed = [_pack_one(o, call) for o in objs]
     start = 0

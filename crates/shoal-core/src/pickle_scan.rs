@@ -1,15 +1,48 @@
-//! A quick look inside a pickle for large binary data written in-band
-//! (`bytes`, `bytearray`, or a non-contiguous array's copy), which is worth
-//! pickling again with that data moved to shared memory.
+//! A quick look inside a fresh pickle, to tell whether it must be made
+//! again another way:
 //!
-//! It looks for the opcodes that start such data (`BINBYTES`, `BINBYTES8`,
-//! `BYTEARRAY8`) followed by a length that is large and fits in what is
-//! left. A match elsewhere (inside other data) costs only a needless second
-//! pickling; real large binary data is never missed.
+//! - it names `__main__`: the other process's `__main__` is not the user's
+//!   script, so what lives there must go by value;
+//! - it holds large binary data written in-band (`bytes`, `bytearray`, a
+//!   non-contiguous array's copy), worth moving to shared memory; or it
+//!   rebuilds an array in-band (numpy's `_reconstruct`), which may be a
+//!   strided view of a shared array that must travel as a handle.
+//!
+//! Large binary data is spotted by the opcodes that start it (`BINBYTES`,
+//! `BINBYTES8`, `BYTEARRAY8`) followed by a length that is large and fits
+//! in what is left. A match elsewhere (inside other data) costs only a
+//! needless second pickling; real large binary data is never missed.
+
+use memchr::memmem;
 
 const BINBYTES: u8 = b'B';
 const BINBYTES8: u8 = 0x8e;
 const BYTEARRAY8: u8 = 0x96;
+
+/// What a pickle needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Fine as it is.
+    Plain,
+    /// Pickle again, moving data out of band.
+    OutOfBand,
+    /// Pickle again by value (and out of band).
+    ByValue,
+}
+
+/// Looks at a pickle made by plain pickle; buffers of at least `threshold`
+/// bytes belong in shared memory.
+pub fn scan(pickle: &[u8], threshold: usize) -> Verdict {
+    if memmem::find(pickle, b"__main__").is_some() {
+        Verdict::ByValue
+    } else if memmem::find(pickle, b"_reconstruct").is_some()
+        || may_hold_large_binary(pickle, threshold)
+    {
+        Verdict::OutOfBand
+    } else {
+        Verdict::Plain
+    }
+}
 
 /// Whether `pickle` may hold in-band binary data of at least `threshold`
 /// bytes.
@@ -20,9 +53,9 @@ pub fn may_hold_large_binary(pickle: &[u8], threshold: usize) -> bool {
     let fits = |at: usize, len: u64| {
         len >= threshold as u64 && (len as u128) <= (pickle.len() - at) as u128
     };
-    for (i, &op) in pickle.iter().enumerate() {
+    for i in memchr::memchr3_iter(BINBYTES, BINBYTES8, BYTEARRAY8, pickle) {
         let rest = &pickle[i + 1..];
-        let found = match op {
+        let found = match pickle[i] {
             BINBYTES if rest.len() >= 4 => {
                 let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
                 fits(i + 5, u64::from(len))
@@ -67,6 +100,14 @@ mod tests {
         p.extend_from_slice(&(70_000u64).to_le_bytes());
         p.extend(std::iter::repeat_n(1u8, 70_000));
         assert!(may_hold_large_binary(&p, 65_536));
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(scan(b"\x80\x05K\x01.", 65_536), Verdict::Plain);
+        assert_eq!(scan(b"c__main__\nf\n.", 65_536), Verdict::ByValue);
+        assert_eq!(scan(b"numpy._core.multiarray\n_reconstruct", 65_536), Verdict::OutOfBand);
+        assert_eq!(scan(&binbytes(100_000), 65_536), Verdict::OutOfBand);
     }
 
     #[test]

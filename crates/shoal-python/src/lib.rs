@@ -25,7 +25,8 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(shm::copy_to_segment, m)?)?;
     m.add_function(wrap_pyfunction!(shm::locate, m)?)?;
     m.add_function(wrap_pyfunction!(shm::find_segment_at, m)?)?;
-    m.add_function(wrap_pyfunction!(shm::may_hold_large_binary, m)?)?;
+    m.add_function(wrap_pyfunction!(shm::scan_pickle, m)?)?;
+    m.add_function(wrap_pyfunction!(shm::all_plain, m)?)?;
     shm::add_access_codes(m)?;
     m.add_function(wrap_pyfunction!(cpu_report, m)?)?;
     m.add("ShoalError", m.py().get_type::<errors::ShoalError>())?;

@@ -11,6 +11,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use shoal_core::fds::SharedFd;
+use shoal_core::pickle_scan::Verdict;
 use shoal_core::shm::{self, Access, Mapping};
 
 use crate::errors::to_py;
@@ -250,11 +251,28 @@ pub(crate) fn find_segment_at(address: usize, nbytes: usize) -> Option<(PySegmen
     shm::find(address, nbytes).map(|(map, offset)| (PySegment { map }, offset))
 }
 
-/// Whether a pickle may carry in-band binary data of `threshold` bytes or
-/// more (see `shoal_core::pickle_scan`).
+/// What a fresh plain pickle needs (see `shoal_core::pickle_scan`): 0 fine
+/// as it is, 1 pickled again out of band, 2 pickled again by value.
 #[pyfunction]
-pub(crate) fn may_hold_large_binary(pickle: &Bound<'_, PyBytes>, threshold: usize) -> bool {
-    shoal_core::pickle_scan::may_hold_large_binary(pickle.as_bytes(), threshold)
+pub(crate) fn scan_pickle(pickle: &Bound<'_, PyBytes>, threshold: usize) -> u8 {
+    match shoal_core::pickle_scan::scan(pickle.as_bytes(), threshold) {
+        Verdict::Plain => 0,
+        Verdict::OutOfBand => 1,
+        Verdict::ByValue => 2,
+    }
+}
+
+/// Whether every pickle in `pickles` is fine as it is (`scan_pickle` gives
+/// 0 for each): the fast path of a whole `map`'s chunks in one call.
+#[pyfunction]
+pub(crate) fn all_plain(pickles: &Bound<'_, pyo3::types::PyList>, threshold: usize) -> PyResult<bool> {
+    for item in pickles.iter() {
+        let bytes = item.cast::<PyBytes>()?;
+        if shoal_core::pickle_scan::scan(bytes.as_bytes(), threshold) != Verdict::Plain {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The descriptors of a list of `Fd`s and `Segment`s, to send.

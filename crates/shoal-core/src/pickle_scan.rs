@@ -106,7 +106,10 @@ mod tests {
     fn verdicts() {
         assert_eq!(scan(b"\x80\x05K\x01.", 65_536), Verdict::Plain);
         assert_eq!(scan(b"c__main__\nf\n.", 65_536), Verdict::ByValue);
-        assert_eq!(scan(b"numpy._core.multiarray\n_reconstruct", 65_536), Verdict::OutOfBand);
+        assert_eq!(
+            scan(b"numpy._core.multiarray\n_reconstruct", 65_536),
+            Verdict::OutOfBand
+        );
         assert_eq!(scan(&binbytes(100_000), 65_536), Verdict::OutOfBand);
     }
 

@@ -265,7 +265,10 @@ pub(crate) fn scan_pickle(pickle: &Bound<'_, PyBytes>, threshold: usize) -> u8 {
 /// Whether every pickle in `pickles` is fine as it is (`scan_pickle` gives
 /// 0 for each): the fast path of a whole `map`'s chunks in one call.
 #[pyfunction]
-pub(crate) fn all_plain(pickles: &Bound<'_, pyo3::types::PyList>, threshold: usize) -> PyResult<bool> {
+pub(crate) fn all_plain(
+    pickles: &Bound<'_, pyo3::types::PyList>,
+    threshold: usize,
+) -> PyResult<bool> {
     for item in pickles.iter() {
         let bytes = item.cast::<PyBytes>()?;
         if shoal_core::pickle_scan::scan(bytes.as_bytes(), threshold) != Verdict::Plain {

@@ -139,3 +139,17 @@ def store(value):
 
 def stored(_=None):
     return STORED
+
+
+def mapped_at(a):
+    """Address of the segment mapping ``a`` lives in, in this process."""
+    return _shoal.locate(a)[2].address
+
+
+def shoal_mappings(pid="self"):
+    """How many shoal segments a process has mapped."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return sum("memfd:shoal-shm" in line for line in f)
+    except FileNotFoundError:
+        return 0

@@ -109,6 +109,20 @@ def test_memory_is_freed_with_the_last_reference(make_pool):
     assert shoal_mappings() == before
 
 
+def test_a_worker_keeps_the_memory_alive_after_the_parent_lets_go(make_pool):
+    pool = make_pool(1)
+    a = shoal.shared.full(1000, 3.0)
+    pool.apply(sh.store, (a,))  # the worker keeps it in a global
+    before = shoal_mappings()
+    del a
+    gc.collect()
+    assert shoal_mappings() == before - 1, "the parent no longer maps it"
+    kept = pool.apply(sh.stored)  # still readable in the worker, and sent back
+    assert kept.sum() == 3000.0
+    kept[0] = 0  # the same shared memory, writable
+    assert pool.apply(sh.stored)[0] == 0
+
+
 def test_a_shared_array_goes_through_a_queue(make_pool):
     q = shoal.Queue()
     a = shoal.shared.zeros(5)

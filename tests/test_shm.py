@@ -227,3 +227,14 @@ def test_small_fortran_arrays_beside_large_ones_keep_their_order():
     got_small, got_big = unpack_here(_transfer.pack([small, big]))
     np.testing.assert_array_equal(got_small, small)
     np.testing.assert_array_equal(got_big, big)
+
+
+def test_a_worker_keeps_a_shared_segment_mapped_between_tasks_then_lets_go(make_pool):
+    pool = make_pool(1)
+    a = sample(np.float64)
+    addresses = pool.map(sh.mapped_at, [a] * 4, chunksize=1)
+    assert len(set(addresses)) == 1, "mapped once for the whole call"
+    (pid,) = pool.worker_pids()
+    assert h.wait_until(lambda: sh.shoal_mappings(pid) == 0, 5), "released once idle"
+    pool.apply(h.square, (3,))
+    assert sh.shoal_mappings(pid) == 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 # The C accelerator that `pickle` re-exports (see `_serialize`).
 import _pickle as pickle
 import io
+import os
 import sys
 
 from . import _shoal
@@ -365,6 +366,41 @@ def pack_batches(objs: list):
 # -------------------------------------------------------------- unpickling
 
 
+#: In a worker: the read-only segments of the last payload that had any,
+#: kept mapped so the next task of the same call (the same array given to
+#: many tasks) finds its pages already mapped. The worker lets go as soon
+#: as a payload without them comes, or it is idle for a moment.
+_recent: dict = {}
+keep_recent = False
+
+
+def _map(fd, access: int):
+    if access == _RAW:
+        return fd
+    if access != _READ_ONLY or not keep_recent:
+        return _Segment.map(fd, access)
+    st = os.fstat(fd.fileno())
+    key = (st.st_dev, st.st_ino)  # a sealed segment: its contents never change
+    segment = _recent.get(key)
+    return _Segment.map(fd, access) if segment is None else segment
+
+
+def _remember(fds: list, accesses: list, attachments: list) -> None:
+    global _recent
+    recent = {}
+    for fd, access, segment in zip(fds, accesses, attachments, strict=True):
+        if access == _READ_ONLY:
+            st = os.fstat(fd.fileno())
+            recent[(st.st_dev, st.st_ino)] = segment
+    _recent = recent
+
+
+def forget_recent() -> None:
+    """Unmaps the kept segments (they stay alive while arrays use them)."""
+    global _recent
+    _recent = {}
+
+
 class _Unpickler(pickle.Unpickler):
     attachments: list
 
@@ -381,10 +417,9 @@ def unpack(body, fds: list):
         raise pickle.UnpicklingError(
             f"a message names {len(accesses)} shared segments but {len(fds)} came with it"
         )
-    attachments = [
-        fd if access == _RAW else _Segment.map(fd, access)
-        for fd, access in zip(fds, accesses, strict=True)
-    ]
+    attachments = [_map(fd, access) for fd, access in zip(fds, accesses, strict=True)]
+    if keep_recent:
+        _remember(fds, accesses, attachments)
     buffers = []
     for entry in entries:
         if type(entry) is bytes:

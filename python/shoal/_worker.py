@@ -22,9 +22,13 @@ from ._serialize import (
     loads,
     unpicklable_result_error,
 )
+from . import _transfer
 from ._transfer import pack, unpack
 
 FLUSH_EVERY_NS = 2_000_000
+#: Seconds idle after which a worker unmaps the segments it kept between
+#: tasks of one call (see ``_transfer.keep_recent``).
+RELEASE_AFTER = 0.05
 
 #: This worker's slot in its pool, ``0..processes`` (from the Init frame).
 slot = -1
@@ -64,11 +68,15 @@ def serve(link, stdout, stderr) -> int:
     kind_task = _shoal.KIND_TASK
     max_memory = 0
     last_flush = perf_counter_ns()
+    _transfer.keep_recent = True
     while True:
         try:
-            frames = link.recv()
+            frames = link.recv(RELEASE_AFTER if _transfer._recent else None)
         except EOFError:
             return 0  # the parent is gone
+        if not frames:
+            _transfer.forget_recent()
+            continue
         for kind, a, b, body, fds in frames:
             if kind == kind_task:
                 entry = functions.get(b)
@@ -76,7 +84,12 @@ def serve(link, stdout, stderr) -> int:
                 try:
                     mode, fn, _retry_on = entry  # TypeError if unknown or failed to load
                     # Arguments in shared memory come with descriptors.
-                    args = loads(body) if fds is None else unpack(body, fds)
+                    if fds is None:
+                        if _transfer._recent:
+                            _transfer.forget_recent()
+                        args = loads(body)
+                    else:
+                        args = unpack(body, fds)
                     fds = body = None  # the mappings live only as long as the arguments
                     if mode == MODE_MAP:
                         result = [fn(x) for x in args]

@@ -99,15 +99,35 @@ impl WorkerLink {
     /// Blocks until at least one frame has arrived; returns every complete
     /// frame received so far. `Disconnected` when the parent has gone.
     pub fn recv_batch(&self) -> Result<Vec<Frame>> {
+        self.recv_batch_within(None)
+    }
+
+    /// As [`WorkerLink::recv_batch`], but returns no frames if none has
+    /// arrived after `wait` (when given).
+    pub fn recv_batch_within(&self, wait: Option<std::time::Duration>) -> Result<Vec<Frame>> {
         let mut guard = lock(&self.receiving);
         let r = &mut *guard;
         let mut frames = Vec::new();
+        let deadline = wait.map(|w| std::time::Instant::now() + w);
         loop {
             while let Some(frame) = r.decoder.next_frame()? {
                 frames.push(frame);
             }
             if !frames.is_empty() {
                 return Ok(frames);
+            }
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let mut p = libc::pollfd {
+                    fd: r.sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: polling one valid pollfd.
+                let ready = unsafe { libc::poll(&mut p, 1, left.as_millis() as libc::c_int) };
+                if ready == 0 {
+                    return Ok(frames);
+                }
             }
             let n = match r
                 .receiver

@@ -68,10 +68,13 @@ impl PyLink {
     }
 
     /// Blocks (GIL released) for the next frames: `[(kind, a, b, body,
-    /// fds)]`. Raises EOFError when the parent has gone.
-    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Vec<FrameTuple<'py>>> {
+    /// fds)]`; an empty list if `timeout` seconds pass first. Raises
+    /// EOFError when the parent has gone.
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Vec<FrameTuple<'py>>> {
         let inner = &self.inner;
-        let frames = py.detach(|| inner.recv_batch()).map_err(to_py)?;
+        let wait = crate::blocking::seconds(timeout)?;
+        let frames = py.detach(|| inner.recv_batch_within(wait)).map_err(to_py)?;
         frames
             .into_iter()
             .map(|f| {

@@ -13,7 +13,7 @@ import sys
 from time import perf_counter_ns
 
 # Keep imports light: every worker pays for them at start.
-from . import _shoal
+from . import _shoal, _transfer
 from ._output import capture_output, forward_logging
 from ._serialize import (
     MODE_MAP,
@@ -22,7 +22,6 @@ from ._serialize import (
     loads,
     unpicklable_result_error,
 )
-from . import _transfer
 from ._transfer import pack, unpack
 
 FLUSH_EVERY_NS = 2_000_000

@@ -106,7 +106,8 @@ def test_large_bytes_and_bytearray_move_out_of_the_pickle(kind):
 
 def test_memoryviews_pickle_and_keep_format_and_shape():
     a = np.arange(BIG, dtype=np.int32).reshape(1000, -1)
-    for view in (memoryview(a), memoryview(b"small"), memoryview(a)[::2]):
+    fortran = memoryview(np.asfortranarray(a))
+    for view in (memoryview(a), memoryview(b"small"), memoryview(a)[::2], fortran):
         got = unpack_here(_transfer.pack(view))
         assert type(got) is memoryview
         assert (got.format, got.shape) == (view.format, view.shape)

@@ -19,8 +19,9 @@ MODE_CALL = 2  # payload: (args, kwargs) -> f(*args, **kwargs)
 loads = pickle.loads
 _pickle_dumps = pickle.dumps
 
-
-_PLAIN_PICKLE_FAILS = (pickle.PicklingError, TypeError, AttributeError)
+#: What plain pickle raises for what only cloudpickle (or shoal's own
+#: pickler) can send: lambdas, closures, shoal's Locks and Queues.
+PLAIN_PICKLE_FAILS = (pickle.PicklingError, TypeError, AttributeError)
 
 
 def _by_value(obj: object) -> bytes:
@@ -36,23 +37,11 @@ def dumps(obj: object) -> bytes:
     cloudpickle also keeps their identity when they come back)."""
     try:
         data = _pickle_dumps(obj, PROTOCOL)
-    except _PLAIN_PICKLE_FAILS:
+    except PLAIN_PICKLE_FAILS:
         return _by_value(obj)
     if b"__main__" in data:
         return _by_value(obj)
     return data
-
-
-def dumps_many(objs: list) -> list[bytes]:
-    """``[dumps(o) for o in objs]``, at plain pickle's speed when it can."""
-    try:
-        out = [_pickle_dumps(o, PROTOCOL) for o in objs]
-    except _PLAIN_PICKLE_FAILS:
-        return [dumps(o) for o in objs]
-    for i, data in enumerate(out):
-        if b"__main__" in data:
-            out[i] = _by_value(objs[i])
-    return out
 
 
 def dumps_function(fn: object, mode: int, retry_on: tuple = ()):

@@ -31,7 +31,7 @@ import os
 import sys
 
 from . import _shoal
-from ._serialize import PROTOCOL
+from ._serialize import PLAIN_PICKLE_FAILS, PROTOCOL
 
 #: Buffers at least this large travel through shared memory. Measured on
 #: a 2-core machine (one argument, Pool.apply): below it the socket is as
@@ -51,9 +51,6 @@ _Segment = _shoal.Segment
 _RAW = -1  # an attachment that is not mapped (a socket)
 _READ_ONLY = _shoal.ACCESS_READ_ONLY
 _OWNED = _shoal.ACCESS_OWNED
-
-# Fallback triggers: plain pickle failed, or the pickle must go by value.
-_PLAIN_PICKLE_FAILS = (pickle.PicklingError, TypeError, AttributeError)
 
 
 class _Copy:
@@ -202,9 +199,10 @@ class _OutOfBand:
         """A reduction for ``obj`` that moves its data out of band, or None."""
         kind = type(obj)
         if kind is memoryview:
-            data = _PickleBuffer(obj) if obj.contiguous else obj.tobytes()
-            if obj.nbytes < THRESHOLD:
-                data = obj.tobytes()
+            if obj.nbytes >= THRESHOLD and obj.c_contiguous:
+                data = _PickleBuffer(obj)
+            else:
+                data = obj.tobytes()  # C order; a large copy still goes out of band
             return _as_memoryview, (data, obj.format, obj.shape)
         numpy = sys.modules.get("numpy")
         if numpy is not None and kind is numpy.ndarray and not obj.flags.forc:
@@ -274,7 +272,7 @@ def _pack_one(obj, call: _Call | None, by_value: bool = False, returning: bool =
         buffers: list = []
         try:
             data = _pickle_dumps(obj, PROTOCOL, buffer_callback=buffers.append)
-        except _PLAIN_PICKLE_FAILS:
+        except PLAIN_PICKLE_FAILS:
             pass  # perhaps a shoal object (a Lock, a Queue): see persistent_id
         else:
             verdict = _scan_pickle(data, THRESHOLD)
@@ -295,7 +293,7 @@ def _pack_one(obj, call: _Call | None, by_value: bool = False, returning: bool =
         data = _pickle_out_of_band(obj, envelope, by_value)
         if not by_value and b"__main__" in data:
             raise pickle.PicklingError("refers to __main__: goes by value")
-    except _PLAIN_PICKLE_FAILS:
+    except PLAIN_PICKLE_FAILS:
         if by_value:
             raise
         by_value = True
@@ -344,7 +342,7 @@ def pack_batches(objs: list):
     buffers: list = []
     try:
         plain = [_pickle_dumps(o, PROTOCOL, buffer_callback=buffers.append) for o in objs]
-    except _PLAIN_PICKLE_FAILS:
+    except PLAIN_PICKLE_FAILS:
         pass
     else:
         if not buffers and _all_plain(plain, THRESHOLD):

@@ -48,8 +48,19 @@ pickle them by reference):
                 ``checkpoint=`` (a fresh store each round: every result
                 computed and stored), and re-run against a full store; the
                 ratio is to the same map without a checkpoint.
+11. array-same  16 tasks, each given the same 64 MB float64 array, each
+                returning its sum (chunksize 1; joblib memmaps it).
+12. array-trip  8 tasks, each receiving a distinct 64 MB array and returning
+                a new one (a * 2).
+13. array-memory peak memory, summed over the parent and its workers, while 2
+                workers each read one 512 MB array (shoal: a shared array;
+                the others: passed as an argument). Reported as the sum of
+                memory with every page counted once, and as the plain sum of
+                RSS (a shared page counted in every process that maps it), in
+                MB and as a multiple of 512 MB. Each library is measured in a
+                fresh interpreter of its own.
 
-For workloads 1-4 and 6-8 every pool is created and warmed with a tiny map before the
+For workloads 1-4, 6-8 and 11-12 every pool is created and warmed with a tiny map before the
 clock starts, so start-up cost is excluded; each (library, variant) gets a
 fresh pool per round and all workloads interleave their rounds.
 """
@@ -112,6 +123,8 @@ workloads = importlib.import_module("workloads")
 inc = workloads.inc
 pi_chunk = workloads.pi_chunk
 pi_chunks = workloads.pi_chunks
+array_sum = workloads.array_sum
+array_scale = workloads.array_scale
 
 # Errors a library may raise during a measurement; recorded, not fatal.
 RUN_ERRORS = (
@@ -141,6 +154,9 @@ WORKLOADS = (
     "mandelbrot",
     "auto",
     "checkpoint",
+    "array-same",
+    "array-trip",
+    "array-memory",
 )
 LIB_ALIASES = {
     "shoal": "shoal",
@@ -334,6 +350,7 @@ class Case:
     times: list[float] = field(default_factory=list)
     speedups: list[float] = field(default_factory=list)  # pi: per-round serial/lib
     error: str | None = None
+    warm: Callable[[Any], Any] | None = None  # untimed, on the fresh pool
 
     @property
     def label(self):
@@ -835,6 +852,126 @@ def auto_cases(sleep_seconds, sort_tasks, pi_steps):
     return cases
 
 
+def array_cases(mb):
+    """array-same and array-trip: large arrays in and out of tasks."""
+    import numpy as np
+
+    n = mb * (1 << 20) // 8
+    rng = np.random.default_rng(0)
+    same = rng.standard_normal(n)
+    distinct = [rng.standard_normal(n) for _ in range(8)]
+    total = float(same.sum())
+
+    def check_same(res):
+        if len(res) != 16 or any(abs(r - total) > 1e-6 * abs(total) + 1e-6 for r in res):
+            raise AssertionError("wrong sums")
+
+    def check_trip(res):
+        res = list(res)
+        if len(res) != 8 or not all(
+            np.array_equal(r, d * 2.0) for r, d in zip(res, distinct, strict=True)
+        ):
+            raise AssertionError("wrong arrays back")
+
+    def pool_map(fn, items):
+        return lambda p: p.map(fn, items, chunksize=1)
+
+    def joblib_run(fn, items):
+        return lambda par: par(delayed(fn)(x) for x in items)
+
+    # Workers import numpy when they first unpickle an array: do that
+    # before the clock starts (fork-based pools inherit it).
+    tiny = [np.zeros(4)] * 4
+    warm = {
+        "shoal": pool_map(array_sum, tiny),
+        "mp": pool_map(array_sum, tiny),
+        "joblib": joblib_run(array_sum, tiny),
+        "mpire": mpire_map(array_sum, tiny),
+    }
+    cases = []
+    for w, fn, items, check, ntasks in (
+        ("array-same", array_sum, [same] * 16, check_same, 16),
+        ("array-trip", array_scale, distinct, check_trip, 8),
+    ):
+        cases += [
+            Case(w, "shoal", "map(cs=1)", ntasks, pool_map(fn, items), check, ref="", goal=w),
+            Case(w, "mp", "map(cs=1)", ntasks, pool_map(fn, items), check, ref=""),
+            Case(
+                w,
+                "joblib",
+                "Parallel",
+                ntasks,
+                joblib_run(fn, items),
+                check,
+                ref="",
+                note="joblib memmaps arrays over 1 MB (its default max_nbytes)",
+            ),
+            Case(w, "mpire", "map(chunk_size=1)", ntasks, mpire_map(fn, items), check, ref=""),
+        ]
+    for c in cases:
+        c.warm = warm[c.lib]
+    return cases
+
+
+def mpire_map(fn, items):
+    # Each array wrapped in a tuple (mpire unpacks arguments), and results
+    # kept as a list (mpire concatenates numpy results by default).
+    args = [(x,) for x in items]
+    return lambda p: p.map(fn, args, chunk_size=1, concatenate_numpy_output=False)
+
+
+def array_memory(libs, mb, rounds, timeout):
+    """array-memory: peak PSS/RSS while 2 workers each read one large
+    array, each library measured in a fresh interpreter of its own (so
+    nothing else this script holds is counted). Returns rows for the
+    memory table."""
+    import subprocess
+
+    rows = []
+    for key in ("shoal", "mp", "joblib", "mpire"):
+        if key not in libs:
+            continue
+        peaks = []
+        for r in range(rounds):
+            cmd = [sys.executable, os.path.join(HERE, "memory_probe.py"), key, str(mb)]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or None)
+            if done.returncode != 0:
+                print(f"  !! array-memory / {LIB_LABELS[key]}: {done.stderr.strip()[-500:]}")
+                break
+            unique, rss = json.loads(done.stdout.strip().splitlines()[-1])
+            peaks.append((unique, rss))
+            print(
+                f"  round {r + 1}/{rounds}  array-memory {LIB_LABELS[key]:<22} "
+                f"{unique / 2**20:.0f} MB (shared once), RSS sum {rss / 2**20:.0f} MB",
+                flush=True,
+            )
+        if peaks:
+            rows.append(
+                (LIB_LABELS[key], median([p for p, _ in peaks]), median([r for _, r in peaks]))
+            )
+    return rows
+
+
+def print_memory_table(rows, mb):
+    size = mb * (1 << 20)
+    print(f"\n== array-memory: peak over parent + workers while 2 workers read one {mb} MB array\n")
+    x = "x array"
+    print(f"{'library':<22} | {'memory':>10} | {x:>7} | {'sum of RSS':>10} | {x:>7}")
+    print("-" * 70)
+    for label, unique, rss in rows:
+        goal = ""
+        if label == "shoal" and mb >= 512:  # the goal is for the full size
+            goal = "  goal <= 1.2x: " + ("yes" if unique <= 1.2 * size else "NO")
+        print(
+            f"{label:<22} | {unique / 2**20:>7.0f} MB | {unique / size:>6.2f}x | "
+            f"{rss / 2**20:>7.0f} MB | {rss / size:>6.2f}x{goal}"
+        )
+    print("memory = every page counted once (shared memory by its largest RSS in any")
+    print("process, the rest by PSS), summed over the parent and its workers, including")
+    print("the interpreters themselves; sum of RSS counts a shared page in every process")
+    print("that maps it.")
+
+
 # --------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------
@@ -851,6 +988,8 @@ def time_case(case, lib, timeout):
     guard(timeout)
     pool = lib.start(case.workers)
     try:
+        if case.warm is not None:
+            case.warm(pool)
         gc.collect()
         t0 = time.perf_counter()
         res = case.run(pool)
@@ -1000,6 +1139,10 @@ def goal_check(c, t, per_task, vs_serial, mp_map, explicit, ratio):
         return f"<= 1.10x best explicit ({fmt_time(best)})", t <= 1.10 * best
     if c.goal == "checkpoint":
         return "<= 1.5x without", ratio is not None and ratio <= 1.5
+    if c.goal == "array-same":
+        return "<= 0.09 s", t <= 0.09
+    if c.goal == "array-trip":
+        return "<= 0.28 s", t <= 0.28
     return None, None
 
 
@@ -1154,6 +1297,9 @@ def main(argv=None):
     sleep_seconds = 0.05 if args.quick else 0.5
     sort_tasks = 4 if args.quick else 16
     mandelbrot_size = (100, 80, 200) if args.quick else (500, 400, 1000)
+    array_mb = 64 // scale
+    memory_mb = 512 // scale
+    memory_rows = None
 
     libs = {k: v for k, v in available_libs().items() if k in args.lib_keys}
     info = versions()
@@ -1186,6 +1332,12 @@ def main(argv=None):
             cases = pi_cases(pi_steps, pi_nchunks)
         elif w == "checkpoint":
             cases = checkpoint_cases(n_calls, store_dir.name)
+        elif w in ("array-same", "array-trip"):
+            cases = [c for c in array_cases(array_mb) if c.workload == w]
+        elif w == "array-memory":
+            print(f"\n== {w}", flush=True)
+            memory_rows = array_memory(libs, memory_mb, args.rounds, args.timeout)
+            continue
         elif w == "startup":
             cases = startup_cases()
         elif w == "sleep":
@@ -1209,6 +1361,8 @@ def main(argv=None):
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n== results ({time.perf_counter() - t_start:.1f} s total; load average {load})\n")
     print_table(rows)
+    if memory_rows is not None:
+        print_memory_table(memory_rows, memory_mb)
 
     if args.json:
         with open(args.json, "w") as f:

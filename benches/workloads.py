@@ -94,3 +94,13 @@ def mandelbrot_row(x, width, height, max_iter):
 def pi_chunk_of(bounds):
     """``pi_chunk(*bounds)``, for ``map`` over the chunks of ``pi_chunks``."""
     return pi_chunk(*bounds)
+
+
+def array_sum(a):
+    """Reads a whole array: the work of a task given a large argument."""
+    return float(a.sum())
+
+
+def array_scale(a):
+    """Receives an array and returns a new one of the same size."""
+    return a * 2.0

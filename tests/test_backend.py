@@ -97,7 +97,7 @@ def test_auto_picks_threads_for_a_gil_releasing_function():
         if choice.backend == "threads":
             assert "parallel" in choice.reason
             return
-    threads = [threading.Thread(target=h.digest_rounds, args=(40,)) for _ in range(2)]
+    threads = [threading.Thread(target=h.digest_rounds, args=(200,)) for _ in range(2)]
     for t in threads:
         t.start()
     before = [_backend._ran_and_queued(t)[0] for t in threads]

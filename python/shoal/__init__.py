@@ -45,6 +45,10 @@ _EXPORTS = {
     "Trace": "_trace",
     "TraceFormatError": "_trace",
     "report": "_report",
+    "Lock": "_sync",
+    "Value": "_sync",
+    "Queue": "_queue",
+    "Process": "_process",
 }
 
 # `map` is left out: `from shoal import *` must not replace the builtin.
@@ -54,9 +58,12 @@ __all__ = [
     "CheckpointError",
     "CpuReport",
     "IMapIterator",
+    "Lock",
     "LoopResult",
     "MapResult",
     "Pool",
+    "Process",
+    "Queue",
     "RemoteTraceback",
     "SerializationError",
     "ShoalError",
@@ -65,6 +72,7 @@ __all__ = [
     "TimeoutError",
     "Trace",
     "TraceFormatError",
+    "Value",
     "WorkerInitError",
     "WorkerLostError",
     "WorkerStartError",
@@ -76,11 +84,14 @@ __all__ = [
     "parallel_for",
     "parallel_reduce",
     "report",
+    "shared",
     "worker_id",
 ]
 
 
 def __getattr__(name: str):
+    if name == "shared":  # the submodule of shared arrays
+        return __import__(f"{__name__}.shared", fromlist=["zeros"])
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'shoal' has no attribute {name!r}")
@@ -91,10 +102,11 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | {"shared"})
 
 
 if TYPE_CHECKING:
+    from . import shared
     from ._backend import BackendChoice, last_choice
     from ._backend import map as map  # noqa: A004 - re-exported, not in __all__
     from ._checkpoint import cached
@@ -112,7 +124,10 @@ if TYPE_CHECKING:
     from ._identity import num_workers, worker_id
     from ._loops import LoopResult, parallel_for, parallel_reduce
     from ._pool import Pool
+    from ._process import Process
+    from ._queue import Queue
     from ._report import report
     from ._results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004
+    from ._sync import Lock, Value
     from ._threadpool import ThreadPool
     from ._trace import Trace, TraceFormatError

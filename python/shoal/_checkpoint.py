@@ -46,6 +46,7 @@ from ._serialize import (
     unpicklable_result_error,
 )
 from ._serialize import pickle as _pickle
+from ._transfer import loads_payload
 
 KEY_LEN = _shoal.KEY_LEN
 
@@ -489,9 +490,12 @@ class _ChunkRun:
         """A chunk's answer, on the pool's result thread."""
         i = self.missing[index]
         try:
-            if code == _shoal.OUTCOME_DONE:
+            if code == _shoal.OUTCOME_DONE and type(payload) is bytes:
                 values = loads(payload)  # before storing: what is stored loads
                 data = payload
+            elif code == _shoal.OUTCOME_DONE:  # large results came in shared memory
+                values = loads_payload(payload)
+                data = dumps(values)
             elif code == self.value_code:  # a thread pool's answer: the list itself
                 values, data = payload, dumps(payload)
             else:

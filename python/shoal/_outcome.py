@@ -16,6 +16,7 @@ from ._errors import (
 )
 from ._memory import format_bytes
 from ._serialize import loads
+from ._transfer import loads_payload
 
 _DONE = _shoal.OUTCOME_DONE
 _FAILED = _shoal.OUTCOME_FAILED
@@ -36,7 +37,7 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
     """``(True, value)`` or ``(False, exception)``. ``what`` names the task
     in messages, e.g. ``"items 0-99 of map(f)"``."""
     if code == _DONE:
-        return True, loads(payload)
+        return True, loads_payload(payload)
     if code == VALUE:
         return True, payload
     if code == RAISED:

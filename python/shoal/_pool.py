@@ -22,16 +22,23 @@ from ._output import deliver, parent_log_level
 from ._progress import Progress, check_progress
 from ._recorder import TraceRecorder
 from ._results import AsyncResult, IMapIterator, MapResult
-from ._serialize import (
-    MODE_CALL,
-    MODE_MAP,
-    MODE_STARMAP,
-    dumps,
-    dumps_function,
-    dumps_many,
-)
+from ._serialize import MODE_CALL, MODE_MAP, MODE_STARMAP, dumps_function
+from ._transfer import pack, pack_batches, pack_many, payload_nbytes
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
+
+
+def _timed_batches(chunks: list[list]):
+    """``pack_batches(chunks)`` as ``(start, payloads, ns spent packing them)``."""
+    batches = pack_batches(chunks)
+    while True:
+        started = time.perf_counter_ns()
+        try:
+            start, payloads = next(batches)
+        except StopIteration:
+            return
+        yield start, payloads, time.perf_counter_ns() - started
+
 
 #: Thread-count variables of numeric libraries, capped per worker so N
 #: workers do not each start a thread per core.
@@ -300,8 +307,9 @@ class Pool:
 
     #: How arguments and functions travel to the workers: pickled. (A
     #: ThreadPool hands them over by reference instead.)
-    _dumps = staticmethod(dumps)
-    _dumps_many = staticmethod(dumps_many)
+    _dumps = staticmethod(pack)
+    _dumps_many = staticmethod(pack_many)
+    _dumps_batches = staticmethod(_timed_batches)
     _dumps_function = staticmethod(dumps_function)
     #: The map family's default ``checkpoint`` and ``checkpoint_key``.
     _checkpoint: tuple = (None, None)
@@ -340,8 +348,8 @@ class Pool:
             raise ValueError(
                 f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}"
             )
-        setup = (sys.path, initializer, tuple(initargs), max_memory, parent_log_level(), processes)
-        init = dumps(setup)
+        setup = (list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level())
+        init = pack(setup + (processes,))
         # The trace's clock starts before the workers do.
         recorder = TraceRecorder("process", processes) if trace else None
         args, env = _worker_command()
@@ -540,7 +548,7 @@ class Pool:
         payload = self._dumps(args)
         if call is not None:
             ser_ns = time.perf_counter_ns() - started
-            self._recorder.sent(call, task_id, [1], [len(payload)], ser_ns)
+            self._recorder.sent(call, task_id, [1], [payload_nbytes(payload)], ser_ns)
         self._pending[task_id] = sink
         try:
             self._engine.submit_one(fn_id, task_id, payload, options.timeout, options.retries)
@@ -556,17 +564,18 @@ class Pool:
         sink: Callable,
         options: _Options,
         call: int | None = None,
-        payloads: list[bytes] | None = None,
+        payloads: list | None = None,
+        ser_ns: int = 0,
     ) -> None:
         """Sends ``chunks`` as tasks ``first_id, first_id + 1, ...``, each
         answered to ``sink``; ``call`` is their trace record; ``payloads``
-        are the chunks already pickled, if they are."""
-        started = time.perf_counter_ns()
+        are the chunks already packed, if they are (``ser_ns`` it took)."""
         if payloads is None:
+            started = time.perf_counter_ns()
             payloads = self._dumps_many(chunks)
-        if call is not None:
             ser_ns = time.perf_counter_ns() - started
-            sizes = [len(p) for p in payloads]
+        if call is not None:
+            sizes = [payload_nbytes(p) for p in payloads]
             self._recorder.sent(call, first_id, [len(c) for c in chunks], sizes, ser_ns)
         ids = range(first_id, first_id + len(payloads))
         self._pending.update(dict.fromkeys(ids, sink))
@@ -654,6 +663,13 @@ class Pool:
             if progress is not None:
                 progress.close()
             return MapResult(what, 0, 0, callback, error_callback)
+        batches = self._dumps_batches(chunks)
+        try:
+            packed = next(batches)  # pickling errors surface before anything is sent
+        except BaseException:
+            if progress is not None:
+                progress.close()
+            raise
         fn_id = self._register(func, mode, options)
         first = self._new_ids(len(chunks))
         release = self._release_function
@@ -673,9 +689,18 @@ class Pool:
                 _complete(task_id, code, payload, duration_ns)
 
         call = self._trace_call(method, func, chunksize)
+        sent = 0
         try:
-            self._send(fn_id, first, chunks, sink, options, call)
+            # Chunks with arrays in shared memory leave as soon as they are
+            # copied, so workers start while the rest are being copied.
+            for start, payloads, ser_ns in itertools.chain([packed], batches):
+                stop = start + len(payloads)
+                chunks_sent = chunks[start:stop]
+                self._send(fn_id, first + start, chunks_sent, sink, options, call, payloads, ser_ns)
+                sent = stop
         except BaseException:
+            # e.g. out of memory copying a later chunk: stop those already sent.
+            self._engine.cancel(list(range(first, first + sent)), True)
             done()
             raise
         return result

@@ -15,7 +15,9 @@ import threading
 import time
 
 from . import _shoal
+from ._transfer import payload_nbytes
 
+_DONE = _shoal.OUTCOME_DONE
 _OUTCOMES = {
     _shoal.OUTCOME_DONE: "ok",
     _shoal.OUTCOME_FAILED: "error",
@@ -93,7 +95,7 @@ class TraceRecorder:
                 if task is None:
                     continue
                 task["outcome"] = _OUTCOMES.get(code, "error")
-                task["bytes_out"] = len(payload) if isinstance(payload, bytes) else 0
+                task["bytes_out"] = payload_nbytes(payload) if code == _DONE else 0
                 task["done_ns"] = now
                 if run is not None:
                     slot, pid, start_ns, deser_ns, result_ser_ns = run

@@ -19,8 +19,9 @@ MODE_CALL = 2  # payload: (args, kwargs) -> f(*args, **kwargs)
 loads = pickle.loads
 _pickle_dumps = pickle.dumps
 
-
-_PLAIN_PICKLE_FAILS = (pickle.PicklingError, TypeError, AttributeError)
+#: What plain pickle raises for what only cloudpickle (or shoal's own
+#: pickler) can send: lambdas, closures, shoal's Locks and Queues.
+PLAIN_PICKLE_FAILS = (pickle.PicklingError, TypeError, AttributeError)
 
 
 def _by_value(obj: object) -> bytes:
@@ -36,7 +37,7 @@ def dumps(obj: object) -> bytes:
     cloudpickle also keeps their identity when they come back)."""
     try:
         data = _pickle_dumps(obj, PROTOCOL)
-    except _PLAIN_PICKLE_FAILS:
+    except PLAIN_PICKLE_FAILS:
         return _by_value(obj)
     if b"__main__" in data:
         return _by_value(obj)
@@ -44,10 +45,11 @@ def dumps(obj: object) -> bytes:
 
 
 def dumps_many(objs: list) -> list[bytes]:
-    """``[dumps(o) for o in objs]``, at plain pickle's speed when it can."""
+    """``[dumps(o) for o in objs]``, at plain pickle's speed when it can
+    (checkpoint keys hash these whole pickles)."""
     try:
         out = [_pickle_dumps(o, PROTOCOL) for o in objs]
-    except _PLAIN_PICKLE_FAILS:
+    except PLAIN_PICKLE_FAILS:
         return [dumps(o) for o in objs]
     for i, data in enumerate(out):
         if b"__main__" in data:
@@ -55,21 +57,17 @@ def dumps_many(objs: list) -> list[bytes]:
     return out
 
 
-def dumps_function(fn: object, mode: int, retry_on: tuple = ()) -> bytes:
-    """``(mode, fn, retry_on)`` for the workers. A function is pickled by
-    value when it lives in ``__main__`` (a worker's ``__main__`` is not the
-    user's script) or cannot be imported."""
+def dumps_function(fn: object, mode: int, retry_on: tuple = ()):
+    """``(mode, fn, retry_on)`` for the workers, packed (see ``_transfer``:
+    what a closure holds, a shared array say, may travel in shared memory).
+    A function is pickled by value when it lives in ``__main__`` (a
+    worker's ``__main__`` is not the user's script) or cannot be imported."""
+    from ._transfer import pack
+
     entry = (mode, fn, retry_on)
     module = getattr(fn, "__module__", None)
-    if module == "__main__" or module is None:
-        import cloudpickle
-
-        try:
-            return cloudpickle.dumps(entry, PROTOCOL)
-        except Exception as exc:
-            raise SerializationError(f"cannot send function {fn!r} to the workers: {exc}") from exc
     try:
-        return dumps(entry)
+        return pack(entry, by_value=module == "__main__" or module is None)
     except Exception as exc:
         raise SerializationError(f"cannot send function {fn!r} to the workers: {exc}") from exc
 

@@ -49,7 +49,7 @@ def _serve(link, handoff, workers: int, initializer, initargs: tuple) -> None:
     kind_task = _shoal.KIND_TASK
     last_flush = perf_counter_ns()
     while True:
-        for kind, a, b, _body in link.recv():
+        for kind, a, b, _body, _fds in link.recv():
             if kind == kind_task:
                 begin(a)
                 entry = tasks.get(a)

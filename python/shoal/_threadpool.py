@@ -72,6 +72,10 @@ def _no_bytes_each(objs: list) -> list[bytes]:
     return [b""] * len(objs)
 
 
+def _no_bytes_batch(objs: list):
+    yield 0, [b""] * len(objs), 0
+
+
 class ThreadPool(Pool):
     """A pool of worker threads with ``shoal.Pool``'s API (and so
     ``multiprocessing.pool.ThreadPool``'s): ``map``, ``starmap``, ``imap``,
@@ -100,6 +104,7 @@ class ThreadPool(Pool):
 
     _dumps = staticmethod(_no_bytes)
     _dumps_many = staticmethod(_no_bytes_each)
+    _dumps_batches = staticmethod(_no_bytes_batch)
     _dumps_function = staticmethod(_no_bytes)
 
     def __init__(
@@ -146,7 +151,9 @@ class ThreadPool(Pool):
             self._handoff.drop(task_id, 1)
             raise
 
-    def _send(self, fn_id, first_id, chunks, sink, options, call=None, payloads=None) -> None:
+    def _send(
+        self, fn_id, first_id, chunks, sink, options, call=None, payloads=None, ser_ns=0
+    ) -> None:
         # Threads take the chunks themselves; pickled ``payloads`` are not needed.
         self._handoff.put(fn_id, first_id, chunks)
         try:

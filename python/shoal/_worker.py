@@ -13,18 +13,21 @@ import sys
 from time import perf_counter_ns
 
 # Keep imports light: every worker pays for them at start.
-from . import _identity, _shoal
+from . import _identity, _shoal, _transfer
 from ._output import capture_output, forward_logging
 from ._serialize import (
     MODE_MAP,
     MODE_STARMAP,
-    dumps,
     dumps_exception,
     loads,
     unpicklable_result_error,
 )
+from ._transfer import pack, unpack
 
 FLUSH_EVERY_NS = 2_000_000
+#: Seconds idle after which a worker unmaps the segments it kept between
+#: tasks of one call (see ``_transfer.keep_recent``).
+RELEASE_AFTER = 0.05
 
 
 def _run(mode: int, fn, args):
@@ -34,11 +37,12 @@ def _run(mode: int, fn, args):
     return fn(*a, **kw)
 
 
-def _initialise(link, slot: int, body: bytes) -> int | None:
+def _initialise(link, slot: int, body: bytes, fds) -> int | None:
     """Runs the pool's set-up; returns the memory limit (0 for none), or
     None if the initializer raised."""
     try:
-        sys_path, initializer, initargs, max_memory, log_level, workers = loads(body)
+        init = loads(body) if fds is None else unpack(body, fds)
+        sys_path, initializer, initargs, max_memory, log_level, workers = init
         _identity.set_process(slot, workers)
         sys.path[:] = sys_path
         if log_level is not None:
@@ -60,19 +64,30 @@ def serve(link, stdout, stderr) -> int:
     kind_task = _shoal.KIND_TASK
     max_memory = 0
     last_flush = perf_counter_ns()
+    _transfer.keep_recent = True
     while True:
         try:
-            frames = link.recv()
+            frames = link.recv(RELEASE_AFTER if _transfer._recent else None)
         except EOFError:
             return 0  # the parent is gone
-        for kind, a, b, body in frames:
+        if not frames:
+            _transfer.forget_recent()
+            continue
+        for kind, a, b, body, fds in frames:
             if kind == kind_task:
                 entry = functions.get(b)
                 begin(a)
                 t0 = t1 = perf_counter_ns()
                 try:
                     mode, fn, _retry_on = entry  # TypeError if unknown or failed to load
-                    args = loads(body)
+                    # Arguments in shared memory come with descriptors.
+                    if fds is None:
+                        if _transfer._recent:
+                            _transfer.forget_recent()
+                        args = loads(body)
+                    else:
+                        args = unpack(body, fds)
+                    fds = body = None  # the mappings live only as long as the arguments
                     t1 = perf_counter_ns()
                     if mode == MODE_MAP:  # the common case, without a call
                         result = [fn(x) for x in args]
@@ -91,12 +106,13 @@ def serve(link, stdout, stderr) -> int:
                 else:
                     t2 = perf_counter_ns()
                     try:
-                        out = dumps(result)
+                        out = pack(result, returning=True)
                     except Exception as why:  # noqa: BLE001
                         error = unpicklable_result_error(result, mode, why)
                         failed(a, dumps_exception(error), False, t1 - t0)
                     else:
                         done(a, out, t1 - t0, perf_counter_ns() - t2)
+                    result = out = None
                 if stdout._partial or stderr._partial:  # attributes: cheaper than a property
                     stdout.end_line()
                     stderr.end_line()
@@ -112,13 +128,13 @@ def serve(link, stdout, stderr) -> int:
                     last_flush = now
             elif kind == _shoal.KIND_FUNC:
                 try:
-                    functions[a] = loads(body)
+                    functions[a] = loads(body) if fds is None else unpack(body, fds)
                 except BaseException as exc:  # noqa: BLE001 - fails its tasks
                     functions[a] = exc
             elif kind == _shoal.KIND_FORGET:
                 functions.pop(a, None)
             elif kind == _shoal.KIND_INIT:
-                max_memory = _initialise(link, b, body)
+                max_memory = _initialise(link, b, body, fds)
                 if max_memory is None:
                     return 1
             elif kind == _shoal.KIND_EXIT:

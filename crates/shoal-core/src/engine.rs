@@ -15,7 +15,7 @@ use crate::error::{CoreError, Result};
 use crate::frame::MAX_BODY;
 use crate::launch::Launch;
 use crate::scheduler::{EngineConfig, Event, Roster, Scheduler};
-use crate::task::Submission;
+use crate::task::{Payload, Submission};
 
 pub struct Engine {
     events: Sender<Event>,
@@ -99,9 +99,10 @@ impl Engine {
     }
 
     /// Makes a function known under `id`; tasks name it by id.
-    pub fn register_function(&self, id: u64, body: Vec<u8>) -> Result<()> {
+    pub fn register_function(&self, id: u64, body: impl Into<Payload>) -> Result<()> {
+        let body = body.into();
         self.ensure_open()?;
-        check_size(body.len())?;
+        check_size(body.body.len())?;
         self.send(Event::RegisterFn(id, body))
     }
 
@@ -113,7 +114,7 @@ impl Engine {
     pub fn submit(&self, submission: Submission) -> Result<()> {
         self.ensure_open()?;
         for (_, payload) in &submission.tasks {
-            check_size(payload.len())?;
+            check_size(payload.body.len())?;
         }
         self.send(Event::Submit(submission))
     }

@@ -16,6 +16,10 @@ pub enum FrameError {
     TooLarge { len: u64, max: u64 },
     #[error("connection closed in the middle of a frame ({0} bytes left over)")]
     Truncated(usize),
+    #[error("a frame names {wanted} file descriptors but {have} arrived")]
+    MissingFds { wanted: usize, have: usize },
+    #[error("a frame can carry at most 65535 file descriptors, not {0}")]
+    TooManyFds(usize),
 }
 
 /// What is wrong with a checkpoint store.

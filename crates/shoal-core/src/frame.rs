@@ -3,11 +3,14 @@
 //! Wire layout of one frame (little endian):
 //!
 //! ```text
-//! u32 body_len | u8 kind | u64 a | u64 b | body_len bytes of body
+//! u32 body_len | u8 kind | u64 a | u64 b | u16 nfds | body_len bytes of body
 //! ```
 //!
 //! `a` and `b` carry the ids a kind needs (task id, function id, a duration)
-//! so the body stays an opaque pickle.
+//! so the body stays an opaque pickle. `nfds` file descriptors (shared
+//! memory segments, sockets) travel with the frame by `SCM_RIGHTS`; they
+//! arrive no later than the frame's bytes (see [`crate::fds`]), and the
+//! decoder hands them out in order.
 //!
 //! The decoder treats its input as untrusted (`make fuzz` fuzzes it against
 //! this contract, written out in `src/fuzzing.rs`):
@@ -15,8 +18,8 @@
 //! - A bad frame is a [`FrameError`], never a panic. An unknown kind byte is
 //!   refused as soon as it arrives, without waiting for the rest of the header.
 //! - An error sticks: once [`Decoder::next_frame`] has returned one, it returns
-//!   the same error on every later call, whatever is fed, so nothing is
-//!   decoded from a stream after it went wrong.
+//!   the same error on every later call, whatever bytes are fed, so nothing
+//!   is decoded from a stream after it went wrong.
 //! - Memory follows the bytes that arrived, never a length a header declares.
 //!   The buffer's capacity is at most `4 * pending() + SPARE_CAPACITY` bytes,
 //!   with `pending()` as it was right after the last [`Decoder::feed`] (twice
@@ -24,10 +27,16 @@
 //!   that); [`Decoder::next_frame`] never grows it. Each frame's body is one
 //!   allocation of exactly its length, made once all of it has arrived.
 
-use crate::error::FrameError;
+use std::collections::VecDeque;
 
-/// Bytes before the body: length, kind, `a`, `b`.
-pub const HEADER_LEN: usize = 4 + 1 + 8 + 8;
+use crate::error::FrameError;
+use crate::fds::SharedFd;
+
+/// Bytes before the body: length, kind, `a`, `b`, descriptor count.
+pub const HEADER_LEN: usize = 4 + 1 + 8 + 8 + 2;
+
+/// The most descriptors one frame may carry.
+pub const MAX_FRAME_FDS: usize = u16::MAX as usize;
 
 /// The largest body a frame may carry. Bigger payloads belong in shared memory.
 pub const MAX_BODY: usize = u32::MAX as usize;
@@ -110,20 +119,29 @@ pub struct Frame {
     pub a: u64,
     pub b: u64,
     pub body: Vec<u8>,
+    /// Descriptors that came with it, in the order the sender listed them.
+    pub fds: Vec<SharedFd>,
 }
 
 impl Frame {
     pub fn new(kind: Kind, a: u64, b: u64, body: Vec<u8>) -> Frame {
-        Frame { kind, a, b, body }
+        Frame {
+            kind,
+            a,
+            b,
+            body,
+            fds: Vec::new(),
+        }
     }
 
-    /// Appends this frame's wire bytes to `out`.
+    /// Appends this frame's wire bytes to `out`; its descriptors are the
+    /// caller's to send alongside.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), FrameError> {
-        encode_into(out, self.kind, self.a, self.b, &self.body)
+        encode_with_fds(out, self.kind, self.a, self.b, &self.body, self.fds.len())
     }
 }
 
-/// Appends one frame to `out` without building a [`Frame`] first.
+/// Appends one frame without descriptors to `out`.
 pub fn encode_into(
     out: &mut Vec<u8>,
     kind: Kind,
@@ -131,40 +149,58 @@ pub fn encode_into(
     b: u64,
     body: &[u8],
 ) -> Result<(), FrameError> {
-    encode_parts_into(out, kind, a, b, &[body])
+    encode_parts_into(out, kind, a, b, &[body], 0)
+}
+
+/// Appends one frame to `out` that says `nfds` descriptors come with it.
+pub fn encode_with_fds(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    a: u64,
+    b: u64,
+    body: &[u8],
+    nfds: usize,
+) -> Result<(), FrameError> {
+    encode_parts_into(out, kind, a, b, &[body], nfds)
 }
 
 /// Appends one frame whose body is `parts` joined, without joining them
-/// first.
+/// first, and which says `nfds` descriptors come with it.
 pub fn encode_parts_into(
     out: &mut Vec<u8>,
     kind: Kind,
     a: u64,
     b: u64,
     parts: &[&[u8]],
+    nfds: usize,
 ) -> Result<(), FrameError> {
     let body_len: usize = parts.iter().map(|p| p.len()).sum();
     let len = u32::try_from(body_len).map_err(|_| FrameError::TooLarge {
         len: body_len as u64,
         max: MAX_BODY as u64,
     })?;
+    let nfds = u16::try_from(nfds).map_err(|_| FrameError::TooManyFds(nfds))?;
     out.reserve(HEADER_LEN + body_len);
     out.extend_from_slice(&len.to_le_bytes());
     out.push(kind as u8);
     out.extend_from_slice(&a.to_le_bytes());
     out.extend_from_slice(&b.to_le_bytes());
+    out.extend_from_slice(&nfds.to_le_bytes());
     for part in parts {
         out.extend_from_slice(part);
     }
     Ok(())
 }
 
-/// Incremental decoder: feed it bytes as they arrive, take frames out.
+/// Incremental decoder: feed it bytes and descriptors as they arrive, take
+/// frames out.
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
     /// Start of the first undecoded byte in `buf`.
     start: usize,
+    /// Descriptors received and not yet handed out with a frame.
+    fds: VecDeque<SharedFd>,
 }
 
 impl Decoder {
@@ -187,6 +223,11 @@ impl Decoder {
             self.buf.shrink_to(needed);
         }
         self.buf.extend_from_slice(data);
+    }
+
+    /// Appends received descriptors.
+    pub fn feed_fds(&mut self, fds: impl IntoIterator<Item = SharedFd>) {
+        self.fds.extend(fds);
     }
 
     /// Bytes received but not yet returned as frames.
@@ -212,20 +253,37 @@ impl Decoder {
         let len = u32::from_le_bytes(read_array(&avail[0..4])) as usize;
         let a = u64::from_le_bytes(read_array(&avail[5..13]));
         let b = u64::from_le_bytes(read_array(&avail[13..21]));
+        let nfds = u16::from_le_bytes(read_array(&avail[21..23])) as usize;
         // `get` rather than `HEADER_LEN + len`: no sum to overflow on 32 bits.
         let Some(body) = avail[HEADER_LEN..].get(..len) else {
             return Ok(None);
         };
+        // Descriptors travel no later than the first byte of their frame.
+        if self.fds.len() < nfds {
+            return Err(FrameError::MissingFds {
+                wanted: nfds,
+                have: self.fds.len(),
+            });
+        }
         let body = body.to_vec();
         self.start += HEADER_LEN + len;
-        Ok(Some(Frame { kind, a, b, body }))
+        let fds = self.fds.drain(..nfds).collect();
+        Ok(Some(Frame {
+            kind,
+            a,
+            b,
+            body,
+            fds,
+        }))
     }
 
-    /// Call at end of input: an incomplete frame left over is an error.
+    /// Call at end of input: an incomplete frame (or descriptors no frame
+    /// claimed) left over is an error.
     pub fn finish(&self) -> Result<(), FrameError> {
-        match self.pending() {
-            0 => Ok(()),
-            n => Err(FrameError::Truncated(n)),
+        match (self.pending(), self.fds.len()) {
+            (0, 0) => Ok(()),
+            (0, n) => Err(FrameError::MissingFds { wanted: 0, have: n }),
+            (n, _) => Err(FrameError::Truncated(n)),
         }
     }
 }
@@ -340,6 +398,36 @@ mod tests {
         d.feed(&bytes);
         assert_eq!(d.next_frame(), Ok(None));
         assert!(d.buffered_capacity() < 1024);
+    }
+
+    #[test]
+    fn descriptors_go_with_the_frame_that_names_them() {
+        // SAFETY: a valid name and flags; checked below.
+        let raw = unsafe { libc::memfd_create(c"frame-test".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: a new descriptor nothing else owns.
+        let fd = SharedFd::new(unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) });
+        let mut with = Frame::new(Kind::Task, 2, 1, b"x".to_vec());
+        with.fds = vec![fd.clone(), fd.clone()];
+        let bytes = encoded(&[Frame::new(Kind::Task, 1, 1, vec![]), with.clone()]);
+        let mut d = Decoder::new();
+        d.feed_fds([fd.clone(), fd.clone()]);
+        d.feed(&bytes);
+        assert!(d.next_frame().unwrap().unwrap().fds.is_empty());
+        assert_eq!(d.next_frame().unwrap().unwrap(), with);
+        d.finish().unwrap();
+    }
+
+    #[test]
+    fn a_frame_whose_descriptors_never_came_is_an_error() {
+        let mut patched = encoded(&[Frame::new(Kind::Done, 1, 1, vec![])]);
+        patched[21] = 3;
+        let mut d = Decoder::new();
+        d.feed(&patched);
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::MissingFds { wanted: 3, have: 0 })
+        );
     }
 
     #[test]

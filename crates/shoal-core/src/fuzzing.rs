@@ -27,8 +27,9 @@ pub fn check_decoder(input: &[u8]) {
 /// - has yielded exactly the frames that lie wholly in the bytes fed so far,
 ///   each of which encodes back to the very bytes it came from (so its kind
 ///   is a real one and its body is as long as its header says);
-/// - has reported an unknown kind as soon as that byte was fed, then only
-///   that same error, never another frame;
+/// - has reported an unknown kind as soon as that byte was fed, and a frame
+///   that says descriptors come with it (none are fed here) as soon as all
+///   of it was fed, then only that same error, never another frame;
 /// - counts as pending exactly the bytes fed and not yet decoded, and holds
 ///   no more buffer than the bound in [`crate::frame`]'s docs.
 ///
@@ -144,6 +145,14 @@ impl Expected {
             if end > stream.len() {
                 break;
             }
+            let nfds = u16::from_le_bytes([stream[at + 21], stream[at + 22]]);
+            if nfds > 0 {
+                let wanted = usize::from(nfds);
+                return Expected {
+                    ends,
+                    error: Some((end - 1, FrameError::MissingFds { wanted, have: 0 })),
+                };
+            }
             ends.push(end);
             at = end;
         }
@@ -179,6 +188,9 @@ pub fn seed_inputs() -> Vec<(&'static str, Vec<u8>)> {
     };
     let mut bad_kind = stream.clone();
     bad_kind[HEADER_LEN + 4 + 4] = 99;
+    let mut missing_fds = Vec::new();
+    crate::frame::encode_with_fds(&mut missing_fds, Kind::Task, 7, 1, b"arguments", 2)
+        .expect("small frame");
     vec![
         ("every-kind-in-one-read", with_reads(&[], &stream)),
         (
@@ -187,6 +199,7 @@ pub fn seed_inputs() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("truncated", with_reads(&[5], &stream[..stream.len() - 3])),
         ("unknown-kind", with_reads(&[30], &bad_kind)),
+        ("missing-fds", with_reads(&[], &missing_fds)),
     ]
 }
 

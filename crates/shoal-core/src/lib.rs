@@ -11,20 +11,30 @@
 //! - [`cpus`]: how many cores this process may use. [`memory`]: how much
 //!   memory a process holds.
 //! - [`store`] / [`digest`]: the checkpoint store and its task keys.
+//! - [`fds`]: descriptors passed between processes. [`shm`]: shared memory
+//!   segments. [`lock`], [`queue`], [`process`]: the primitives
+//!   `shoal.Lock`, `shoal.Queue` and `shoal.Process` stand on.
+//!   [`pickle_scan`]: spots large binary data inside a pickle.
 
 mod completions;
 pub mod cpus;
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod fds;
 pub mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod launch;
 pub mod link;
+pub mod lock;
 pub mod memory;
+pub mod pickle_scan;
+pub mod process;
+pub mod queue;
 mod scheduler;
+pub mod shm;
 pub mod spawn;
 pub mod status;
 pub mod store;
@@ -38,7 +48,7 @@ pub use launch::{Launch, ThreadLauncher, WorkerEnds};
 pub use scheduler::EngineConfig;
 pub use spawn::WorkerCommand;
 pub use task::{
-    BrokenPool, Completion, ExitInfo, Outcome, RunInfo, Stream, Submission, TaskOptions,
+    BrokenPool, Completion, ExitInfo, Outcome, Payload, RunInfo, Stream, Submission, TaskOptions,
     WorkerOutput, WorkerRecord,
 };
 pub use timing::RunTiming;

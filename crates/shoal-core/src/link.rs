@@ -5,12 +5,13 @@
 //! thread may block in [`WorkerLink::recv_batch`] while another thread of
 //! the user's code prints, and that output must still leave.
 
-use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{CoreError, Result};
+use crate::fds::{send_all_with_fds, FdReceiver, SharedFd};
 use crate::frame::{encode_into, encode_parts_into, Decoder, Frame, Kind};
 use crate::spawn::{WORKER_SOCKET_FD, WORKER_STATUS_FD};
 use crate::status::StatusPage;
@@ -25,11 +26,15 @@ struct Receiving {
     sock: UnixStream,
     decoder: Decoder,
     chunk: Vec<u8>,
+    receiver: FdReceiver,
+    fds: Vec<SharedFd>,
 }
 
 struct Sending {
     sock: UnixStream,
     out: Vec<u8>,
+    /// Descriptors the frames in `out` carry.
+    out_fds: Vec<SharedFd>,
     /// When the current task started (`CLOCK_MONOTONIC` ns).
     started_ns: u64,
     /// The process's CPU time, and when it was read.
@@ -78,6 +83,8 @@ impl WorkerLink {
     /// A link on a socket and a status page's memfd: the ends the engine
     /// hands a thread worker ([`crate::launch::WorkerEnds`]).
     pub fn from_fds(sock: OwnedFd, status: OwnedFd) -> Result<WorkerLink> {
+        // Segments arrive as descriptors; many may be open at once.
+        crate::shm::raise_fd_limit();
         let sock = UnixStream::from(sock);
         let status = StatusPage::map(&status)?; // the mapping outlives the descriptor
         let read_sock = sock
@@ -88,10 +95,13 @@ impl WorkerLink {
                 sock: read_sock,
                 decoder: Decoder::new(),
                 chunk: vec![0u8; READ_CHUNK],
+                receiver: FdReceiver::default(),
+                fds: Vec::new(),
             }),
             sending: Mutex::new(Sending {
                 sock,
                 out: Vec::new(),
+                out_fds: Vec::new(),
                 started_ns: 0,
                 cpu_ns: 0,
                 cpu_read_at_ns: 0,
@@ -103,9 +113,16 @@ impl WorkerLink {
     /// Blocks until at least one frame has arrived; returns every complete
     /// frame received so far. `Disconnected` when the parent has gone.
     pub fn recv_batch(&self) -> Result<Vec<Frame>> {
+        self.recv_batch_within(None)
+    }
+
+    /// As [`WorkerLink::recv_batch`], but returns no frames if none has
+    /// arrived after `wait` (when given).
+    pub fn recv_batch_within(&self, wait: Option<std::time::Duration>) -> Result<Vec<Frame>> {
         let mut guard = lock(&self.receiving);
         let r = &mut *guard;
         let mut frames = Vec::new();
+        let deadline = wait.map(|w| std::time::Instant::now() + w);
         loop {
             while let Some(frame) = r.decoder.next_frame()? {
                 frames.push(frame);
@@ -113,12 +130,28 @@ impl WorkerLink {
             if !frames.is_empty() {
                 return Ok(frames);
             }
-            let n = match r.sock.read(&mut r.chunk) {
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let mut p = libc::pollfd {
+                    fd: r.sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: polling one valid pollfd.
+                let ready = unsafe { libc::poll(&mut p, 1, left.as_millis() as libc::c_int) };
+                if ready == 0 {
+                    return Ok(frames);
+                }
+            }
+            let n = match r
+                .receiver
+                .recv(r.sock.as_raw_fd(), &mut r.chunk, 0, &mut r.fds)
+            {
                 Ok(0) => return Err(CoreError::Disconnected),
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(CoreError::io("read from parent", e)),
             };
+            r.decoder.feed_fds(r.fds.drain(..));
             r.decoder.feed(&r.chunk[..n]);
         }
     }
@@ -133,9 +166,16 @@ impl WorkerLink {
         if s.out.is_empty() {
             return Ok(());
         }
-        let Sending { sock, out, .. } = &mut *s;
-        let res = sock.write_all(out);
+        let Sending {
+            sock, out, out_fds, ..
+        } = &mut *s;
+        let res = if out_fds.is_empty() {
+            sock.write_all(out)
+        } else {
+            send_all_with_fds(sock.as_raw_fd(), out, out_fds)
+        };
         out.clear();
+        out_fds.clear();
         res.map_err(|e| match e.kind() {
             std::io::ErrorKind::BrokenPipe => CoreError::Disconnected,
             _ => CoreError::io("write to parent", e),
@@ -151,12 +191,14 @@ impl WorkerLink {
     /// Marks the worker idle and queues the task's answer (`Done`, `Failed`
     /// or `Retryable`) with the time since [`WorkerLink::begin`] and its
     /// [`RunTiming`]; `deser_ns` and `result_ser_ns` are what the caller
-    /// measured of that time.
+    /// measured of that time. `fds` (the result's shared memory) travel
+    /// with it.
     pub fn finish(
         &self,
         kind: Kind,
         task: u64,
         body: &[u8],
+        fds: &[SharedFd],
         deser_ns: u64,
         result_ser_ns: u64,
     ) -> Result<()> {
@@ -174,13 +216,16 @@ impl WorkerLink {
             cpu_ns: s.cpu_ns,
         };
         let ran = now.saturating_sub(s.started_ns);
-        Ok(encode_parts_into(
+        encode_parts_into(
             &mut s.out,
             kind,
             task,
             ran,
             &[body, &timing.to_bytes()],
-        )?)
+            fds.len(),
+        )?;
+        s.out_fds.extend_from_slice(fds);
+        Ok(())
     }
 
     pub fn status(&self) -> &StatusPage {
@@ -198,6 +243,7 @@ impl WorkerLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn a_link_talks_to_the_other_end() {

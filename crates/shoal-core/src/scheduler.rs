@@ -20,7 +20,7 @@ use crate::frame::{Frame, Kind};
 use crate::launch::Launch;
 use crate::memory::rss_bytes;
 use crate::task::{
-    BrokenPool, Completion, ExitInfo, Outcome, RunInfo, Stream, Submission, TaskOptions,
+    BrokenPool, Completion, ExitInfo, Outcome, Payload, RunInfo, Stream, Submission, TaskOptions,
     WorkerOutput, WorkerRecord,
 };
 use crate::timing::monotonic_ns;
@@ -43,7 +43,7 @@ const MAX_ENDED_RECORDS: usize = 10_000;
 
 pub(crate) enum Event {
     Submit(Submission),
-    RegisterFn(u64, Vec<u8>),
+    RegisterFn(u64, Payload),
     ReleaseFn(u64),
     /// Tasks to cancel; `true` also stops those already at a worker.
     Cancel(Vec<u64>, bool),
@@ -79,7 +79,7 @@ pub struct EngineConfig {
     /// How each worker is started: a process or a thread.
     pub launch: Launch,
     /// Body of the `Init` frame every worker receives first.
-    pub init: Vec<u8>,
+    pub init: Payload,
     pub max_tasks_per_child: Option<u64>,
     /// Resident memory a worker may use, in bytes. Over it, a worker is
     /// killed mid-task (the task fails, or is retried) or, between tasks,
@@ -89,7 +89,7 @@ pub struct EngineConfig {
 
 struct TaskState {
     fn_id: u64,
-    payload: Vec<u8>,
+    payload: Payload,
     options: TaskOptions,
     /// Worker deaths while running this task so far.
     failures: u32,
@@ -113,7 +113,7 @@ impl TaskState {
 }
 
 struct FnState {
-    body: Vec<u8>,
+    body: Payload,
     /// Tasks using it that have not completed.
     live_tasks: usize,
     /// The owner released it; drop when `live_tasks` reaches 0.
@@ -341,7 +341,10 @@ impl Scheduler {
                     return;
                 }
                 let outcome = if frame.kind == Kind::Done {
-                    Outcome::Done(body)
+                    Outcome::Done(Payload {
+                        body,
+                        fds: frame.fds,
+                    })
                 } else {
                     Outcome::Failed(body)
                 };
@@ -666,12 +669,7 @@ impl Scheduler {
             })
             .unwrap_or_default();
         let mut w = WorkerHandle::start(id, slot, &self.config.launch, &self.events_tx)?;
-        w.queue(&Frame::new(
-            Kind::Init,
-            id,
-            slot as u64,
-            self.config.init.clone(),
-        ));
+        w.queue_parts(Kind::Init, id, slot as u64, &self.config.init);
         w.flush();
         self.workers.insert(id, w);
         Ok(())

@@ -2,14 +2,32 @@
 
 use std::time::Duration;
 
+use crate::fds::SharedFd;
 use crate::timing::RunTiming;
+
+/// A pickle and the descriptors (shared memory segments, sockets) its
+/// out-of-band parts live in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payload {
+    pub body: Vec<u8>,
+    pub fds: Vec<SharedFd>,
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(body: Vec<u8>) -> Payload {
+        Payload {
+            body,
+            fds: Vec::new(),
+        }
+    }
+}
 
 /// A batch of tasks that share a function and options, as one `map` makes.
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub fn_id: u64,
     /// Per task: its id (unique, non-zero) and pickled arguments.
-    pub tasks: Vec<(u64, Vec<u8>)>,
+    pub tasks: Vec<(u64, Payload)>,
     pub options: TaskOptions,
 }
 
@@ -35,7 +53,7 @@ pub struct ExitInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The function returned; the pickled result.
-    Done(Vec<u8>),
+    Done(Payload),
     /// The function raised; the pickled exception (and traceback text).
     Failed(Vec<u8>),
     /// The worker died while running this task, and no retry was left.

@@ -7,7 +7,8 @@
 //! small tasks cost one system call.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::thread::JoinHandle;
@@ -15,11 +16,13 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::Result;
+use crate::fds::{send_all_with_fds, FdReceiver, SharedFd};
 use crate::frame::{Decoder, Frame};
 use crate::launch::{launch_thread, Launch};
 use crate::scheduler::Event;
 use crate::spawn::spawn_worker;
 use crate::status::StatusPage;
+use crate::task::Payload;
 
 /// The engine's own number for a worker, never reused within an engine.
 pub(crate) type WorkerId = u64;
@@ -39,10 +42,13 @@ pub(crate) struct WorkerHandle {
     /// The socket has closed; the worker is being reaped.
     gone: bool,
     pub(crate) status: StatusPage,
-    /// Encoded frames for the writer thread; `None` once hung up.
-    outbox: Option<Sender<Vec<u8>>>,
+    /// Encoded frames and the descriptors they carry, for the writer
+    /// thread; `None` once hung up.
+    outbox: Option<Sender<(Vec<u8>, Vec<SharedFd>)>>,
     /// Frames being batched for the next send.
     pending_out: Vec<u8>,
+    /// Descriptors the batched frames carry, in frame order.
+    pending_fds: Vec<SharedFd>,
     threads: Vec<JoinHandle<()>>,
     /// Task ids sent to this worker and not yet answered, in the order sent.
     pub(crate) inflight: VecDeque<u64>,
@@ -141,7 +147,7 @@ impl WorkerHandle {
                 )
             }
         };
-        let (tx, rx) = crossbeam_channel::unbounded::<Vec<u8>>();
+        let (tx, rx) = crossbeam_channel::unbounded::<(Vec<u8>, Vec<SharedFd>)>();
         let read_sock = dup(&sock)?;
         let events = events.clone();
         let reader = std::thread::Builder::new()
@@ -161,6 +167,7 @@ impl WorkerHandle {
             status,
             outbox: Some(tx),
             pending_out: Vec::new(),
+            pending_fds: Vec::new(),
             threads: vec![reader, writer],
             inflight: VecDeque::new(),
             known_fns: HashSet::new(),
@@ -182,9 +189,18 @@ impl WorkerHandle {
             .expect("frame size checked at submit");
     }
 
-    pub(crate) fn queue_parts(&mut self, kind: crate::frame::Kind, a: u64, b: u64, body: &[u8]) {
-        crate::frame::encode_into(&mut self.pending_out, kind, a, b, body)
+    /// Queues a frame whose body and descriptors are `payload`.
+    pub(crate) fn queue_parts(
+        &mut self,
+        kind: crate::frame::Kind,
+        a: u64,
+        b: u64,
+        payload: &Payload,
+    ) {
+        let (body, fds) = (&payload.body, &payload.fds);
+        crate::frame::encode_with_fds(&mut self.pending_out, kind, a, b, body, fds.len())
             .expect("frame size checked at submit");
+        self.pending_fds.extend_from_slice(fds);
     }
 
     pub(crate) fn flush(&mut self) {
@@ -192,10 +208,11 @@ impl WorkerHandle {
             return;
         }
         let buf = std::mem::take(&mut self.pending_out);
+        let fds = std::mem::take(&mut self.pending_fds);
         if let Some(outbox) = &self.outbox {
             // A send fails only when the writer gave up on a dead socket;
             // the reader reports the death.
-            let _ = outbox.send(buf);
+            let _ = outbox.send((buf, fds));
         }
     }
 
@@ -301,16 +318,25 @@ impl WorkerHandle {
     }
 }
 
-fn read_loop(id: WorkerId, mut sock: UnixStream, events: Sender<Event>) {
+fn read_loop(id: WorkerId, sock: UnixStream, events: Sender<Event>) {
     let mut decoder = Decoder::new();
     let mut chunk = vec![0u8; READ_CHUNK];
+    let mut receiver = FdReceiver::default();
+    let mut fds = Vec::new();
     loop {
-        let n = match sock.read(&mut chunk) {
+        let n = match receiver.recv(sock.as_raw_fd(), &mut chunk, 0, &mut fds) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    eprintln!("shoal: {e}; the worker will be replaced");
+                    let _ = events.send(Event::BadStream(id));
+                    return;
+                }
+                break;
+            }
         };
+        decoder.feed_fds(fds.drain(..));
         decoder.feed(&chunk[..n]);
         let mut frames = Vec::new();
         loop {
@@ -332,13 +358,21 @@ fn read_loop(id: WorkerId, mut sock: UnixStream, events: Sender<Event>) {
     let _ = events.send(Event::Gone(id));
 }
 
-fn write_loop(mut sock: UnixStream, outbox: Receiver<Vec<u8>>) {
-    while let Ok(mut buf) = outbox.recv() {
+fn write_loop(mut sock: UnixStream, outbox: Receiver<(Vec<u8>, Vec<SharedFd>)>) {
+    while let Ok((mut buf, mut fds)) = outbox.recv() {
         // Coalesce whatever else is queued into the same write.
-        while let Ok(more) = outbox.try_recv() {
+        while let Ok((more, more_fds)) = outbox.try_recv() {
             buf.extend_from_slice(&more);
+            fds.extend(more_fds);
         }
-        if sock.write_all(&buf).is_err() {
+        let sent = if fds.is_empty() {
+            sock.write_all(&buf)
+        } else {
+            send_all_with_fds(sock.as_raw_fd(), &buf, &fds)
+        };
+        // Our references to the descriptors go here; the worker has its own.
+        drop(fds);
+        if sent.is_err() {
             // The worker is gone; the reader reports it. Drain until hung up.
             while outbox.recv().is_ok() {}
             return;

@@ -17,12 +17,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shoal_core::fds::SharedFd;
 use shoal_core::frame::Kind;
 use shoal_core::link::WorkerLink;
+use shoal_core::shm;
 use shoal_core::timing::monotonic_ns;
 use shoal_core::{
-    BrokenPool, Completion, CoreError, Engine, EngineConfig, Launch, Next, Outcome, Stream,
-    Submission, TaskOptions, ThreadLauncher, WorkerCommand, WorkerEnds, WorkerOutput,
+    BrokenPool, Completion, CoreError, Engine, EngineConfig, Launch, Next, Outcome, Payload,
+    Stream, Submission, TaskOptions, ThreadLauncher, WorkerCommand, WorkerEnds, WorkerOutput,
 };
 
 const WORKER_ENV: &str = "SHOAL_TEST_WORKER";
@@ -105,6 +107,23 @@ fn worker_loop(link: &WorkerLink) -> i32 {
                 Kind::Forget => {
                     functions.remove(&frame.a);
                 }
+                Kind::Task if functions.get(&frame.b).map(Vec::as_slice) == Some(b"fds") => {
+                    // Answers with the sizes of the segments it was sent,
+                    // and sends them back.
+                    link.begin(frame.a);
+                    let sizes: Vec<String> = frame
+                        .fds
+                        .iter()
+                        .map(|fd| shm::size(fd).unwrap().to_string())
+                        .collect();
+                    let body = sizes.join(",").into_bytes();
+                    if link
+                        .finish(Kind::Done, frame.a, &body, &frame.fds, 0, 0)
+                        .is_err()
+                    {
+                        return 71;
+                    }
+                }
                 Kind::Task => {
                     let (task, fn_id) = (frame.a, frame.b);
                     link.begin(task);
@@ -118,7 +137,7 @@ fn worker_loop(link: &WorkerLink) -> i32 {
                         Err(Raised::Retryable(err)) => (Kind::Retryable, err),
                     };
                     // The fake worker spends no time on (de)serialisation.
-                    let queued = link.finish(kind, task, &body, 0, 0);
+                    let queued = link.finish(kind, task, &body, &[], 0, 0);
                     if queued.is_err() {
                         return 71;
                     }
@@ -298,6 +317,8 @@ const CRASH: u64 = 4;
 const FAIL: u64 = 5;
 const PID: u64 = 6;
 const CMD: u64 = 7;
+/// Answers with the sizes of the segments a task carries, and returns them.
+const FDS: u64 = 8;
 
 fn worker_command() -> WorkerCommand {
     WorkerCommand {
@@ -319,7 +340,7 @@ fn config(workers: usize) -> EngineConfig {
     EngineConfig {
         workers,
         launch: Launch::Process(worker_command()),
-        init: b"init".to_vec(),
+        init: b"init".to_vec().into(),
         max_tasks_per_child: None,
         max_memory: None,
     }
@@ -348,6 +369,7 @@ impl Pool {
             (FAIL, b"fail"),
             (PID, b"pid"),
             (CMD, b"cmd"),
+            (FDS, b"fds"),
         ] {
             engine
                 .register_function(id, body.to_vec())
@@ -385,7 +407,7 @@ fn submission<T: AsRef<[u8]>>(fn_id: u64, tasks: &[(u64, T)], options: TaskOptio
         fn_id,
         tasks: tasks
             .iter()
-            .map(|(id, a)| (*id, a.as_ref().to_vec()))
+            .map(|(id, a)| (*id, a.as_ref().to_vec().into()))
             .collect(),
         options,
     }
@@ -494,7 +516,7 @@ fn collect_with_output(
 
 fn done_body(c: &Completion) -> &[u8] {
     match &c.outcome {
-        Outcome::Done(body) => body,
+        Outcome::Done(payload) => &payload.body,
         other => panic!("task {} did not succeed: {other:?}", c.task),
     }
 }
@@ -560,6 +582,46 @@ fn thousand_echoes_on_two_workers() {
     expect_quiet(&pool, Duration::from_millis(50));
     // Nobody died, so the same two workers are still there.
     assert_eq!(pool.worker_pids(), pids);
+}
+
+#[test]
+fn segments_travel_to_workers_and_back() {
+    let pool = Pool::with_workers(2);
+    let small = SharedFd::new(shm::create_copy(b"hello", true).unwrap());
+    let big = SharedFd::new(shm::create_copy(&vec![7u8; 1 << 20], true).unwrap());
+    // The same segment goes to many tasks, a couple of times in one.
+    let tasks: Vec<(u64, Payload)> = (1..=200)
+        .map(|i| {
+            let fds = if i % 2 == 0 {
+                vec![small.clone(), big.clone(), small.clone()]
+            } else {
+                vec![big.clone()]
+            };
+            (i, Payload { body: vec![], fds })
+        })
+        .collect();
+    pool.submit(Submission {
+        fn_id: FDS,
+        tasks,
+        options: TaskOptions::default(),
+    })
+    .unwrap();
+    let got = collect(&pool, &ids(1..201), LONG);
+    for i in 1..=200u64 {
+        let Outcome::Done(payload) = &got[&i].outcome else {
+            panic!("task {i}: {:?}", got[&i].outcome);
+        };
+        let want = if i % 2 == 0 { "5,1048576,5" } else { "1048576" };
+        assert_eq!(payload.body, want.as_bytes(), "task {i}");
+        let back: Vec<usize> = payload
+            .fds
+            .iter()
+            .map(|fd| shm::size(fd).unwrap())
+            .collect();
+        let sizes: Vec<String> = back.iter().map(usize::to_string).collect();
+        assert_eq!(sizes.join(","), want);
+        assert!(payload.fds.iter().all(shm::is_sealed));
+    }
 }
 
 #[test]
@@ -1235,7 +1297,7 @@ fn max_tasks_per_child_with_two_workers_and_many_tasks() {
 #[test]
 fn initializer_failure_breaks_the_pool() {
     let mut cfg = config(2);
-    cfg.init = b"fail-init".to_vec();
+    cfg.init = b"fail-init".to_vec().into();
     let pool = Pool::start(cfg);
     let tasks: Vec<(u64, &str)> = (1..=5).map(|i| (i, "x")).collect();
     pool.submit(submission(ECHO, &tasks, TaskOptions::default()))
@@ -1269,7 +1331,7 @@ fn initializer_failure_breaks_the_pool() {
 /// returns their completions.
 fn run_on_workers_that_never_start(init: &[u8]) -> (Pool, HashMap<u64, Completion>) {
     let mut cfg = config(2);
-    cfg.init = init.to_vec();
+    cfg.init = init.to_vec().into();
     let pool = Pool::start(cfg);
     let tasks: Vec<(u64, &str)> = (1..=3).map(|i| (i, "x")).collect();
     pool.submit(submission(ECHO, &tasks, TaskOptions::default()))
@@ -1336,7 +1398,7 @@ fn crashing_task_with_retries_does_not_break_a_batching_pool() {
     let dir = scratch_dir("strict-batch");
     let log = dir.join("attempts");
     let mut cfg = config(1);
-    cfg.init = b"strict-batch".to_vec();
+    cfg.init = b"strict-batch".to_vec().into();
     command_of(&mut cfg)
         .env
         .push((DELAY_ENV.to_string(), "100".to_string()));
@@ -1370,7 +1432,7 @@ fn crashing_task_with_retries_does_not_break_a_batching_pool() {
 #[test]
 fn strict_batching_workers_run_tasks() {
     let mut cfg = config(2);
-    cfg.init = b"strict-batch".to_vec();
+    cfg.init = b"strict-batch".to_vec().into();
     let pool = Pool::start(cfg);
     let tasks: Vec<(u64, String)> = (1..=300).map(|i| (i, i.to_string())).collect();
     pool.submit(submission(ECHO, &tasks, TaskOptions::default()))
@@ -1603,7 +1665,7 @@ fn thread_config(workers: usize, counts: &Arc<ThreadCounts>, start_fails: bool) 
     EngineConfig {
         workers,
         launch: Launch::Thread(launcher),
-        init: b"init".to_vec(),
+        init: b"init".to_vec().into(),
         max_tasks_per_child: None,
         max_memory: None,
     }
@@ -1744,7 +1806,7 @@ fn a_failing_launcher_fails_the_start_and_max_memory_is_refused() {
     let mut cfg = EngineConfig {
         workers: 1,
         launch: Launch::Thread(launcher),
-        init: Vec::new(),
+        init: Payload::default(),
         max_tasks_per_child: None,
         max_memory: None,
     };

@@ -7,13 +7,36 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use shoal_core::link::WorkerLink;
 use shoal_core::{
-    BrokenPool, Completion, Engine, EngineConfig, Launch, Next, Outcome, RunInfo, Stream,
+    BrokenPool, Completion, Engine, EngineConfig, Launch, Next, Outcome, Payload, RunInfo, Stream,
     Submission, TaskOptions, ThreadLauncher, WorkerCommand, WorkerEnds, WorkerOutput,
 };
 
 use crate::blocking::{seconds, wait_interruptibly};
 use crate::errors::to_py;
 use crate::link::PyLink;
+use crate::shm::{fd_list, shared_fds};
+
+/// A payload from Python: pickled bytes, or `(bytes, [Fd | Segment])` when
+/// parts of it live in shared memory.
+fn payload(item: &Bound<'_, PyAny>) -> PyResult<Payload> {
+    if let Ok(bytes) = item.cast::<PyBytes>() {
+        return Ok(bytes.as_bytes().to_vec().into());
+    }
+    let (body, fds): (Vec<u8>, Bound<'_, PyAny>) = item.extract()?;
+    Ok(Payload {
+        body,
+        fds: shared_fds(&fds)?,
+    })
+}
+
+/// The Python form of a payload: bytes, or `(bytes, [Fd])`.
+fn payload_object(py: Python<'_>, p: Payload) -> PyResult<Bound<'_, PyAny>> {
+    let body = PyBytes::new(py, &p.body).into_any();
+    if p.fds.is_empty() {
+        return Ok(body);
+    }
+    Ok((body, fd_list(py, p.fds)?).into_pyobject(py)?.into_any())
+}
 
 /// Completion codes, exported as `OUTCOME_*` constants.
 const DONE: u8 = 0;
@@ -65,7 +88,7 @@ impl PyEngine {
         program: PathBuf,
         args: Vec<String>,
         env: Vec<(String, String)>,
-        init: Vec<u8>,
+        init: &Bound<'_, PyAny>,
         max_tasks_per_child: Option<u64>,
         max_memory: Option<u64>,
         trace: bool,
@@ -73,7 +96,7 @@ impl PyEngine {
         let config = EngineConfig {
             workers,
             launch: Launch::Process(WorkerCommand { program, args, env }),
-            init,
+            init: payload(init)?,
             max_tasks_per_child,
             max_memory,
         };
@@ -95,7 +118,7 @@ impl PyEngine {
         let config = EngineConfig {
             workers,
             launch: Launch::Thread(thread_launcher(start_worker)),
-            init: Vec::new(),
+            init: Payload::default(),
             max_tasks_per_child: None,
             max_memory: None,
         };
@@ -103,9 +126,10 @@ impl PyEngine {
         Ok(PyEngine { inner, trace })
     }
 
-    fn register_function(&self, fn_id: u64, body: &[u8]) -> PyResult<()> {
+    /// `body`: the pickled function, bytes or `(bytes, [Fd])`.
+    fn register_function(&self, fn_id: u64, body: &Bound<'_, PyAny>) -> PyResult<()> {
         self.inner
-            .register_function(fn_id, body.to_vec())
+            .register_function(fn_id, payload(body)?)
             .map_err(to_py)
     }
 
@@ -125,8 +149,7 @@ impl PyEngine {
     ) -> PyResult<()> {
         let mut tasks = Vec::with_capacity(payloads.len());
         for (i, item) in payloads.iter().enumerate() {
-            let bytes = item.cast::<PyBytes>()?;
-            tasks.push((first_id + i as u64, bytes.as_bytes().to_vec()));
+            tasks.push((first_id + i as u64, payload(&item)?));
         }
         self.send(fn_id, tasks, timeout, retries)
     }
@@ -137,11 +160,12 @@ impl PyEngine {
         &self,
         fn_id: u64,
         task_id: u64,
-        payload: &[u8],
+        payload: &Bound<'_, PyAny>,
         timeout: Option<f64>,
         retries: u32,
     ) -> PyResult<()> {
-        self.send(fn_id, vec![(task_id, payload.to_vec())], timeout, retries)
+        let task = self::payload(payload)?;
+        self.send(fn_id, vec![(task_id, task)], timeout, retries)
     }
 
     /// Cancels tasks; `stop_running` also stops those a worker already has
@@ -226,7 +250,7 @@ impl PyEngine {
     fn send(
         &self,
         fn_id: u64,
-        tasks: Vec<(u64, Vec<u8>)>,
+        tasks: Vec<(u64, Payload)>,
         timeout: Option<f64>,
         retries: u32,
     ) -> PyResult<()> {
@@ -285,7 +309,7 @@ fn run_tuple(py: Python<'_>, run: RunInfo) -> PyResult<Bound<'_, PyAny>> {
 
 fn completion_tuple(py: Python<'_>, c: Completion, trace: bool) -> PyResult<Bound<'_, PyTuple>> {
     let (code, payload): (u8, Bound<'_, PyAny>) = match c.outcome {
-        Outcome::Done(body) => (DONE, PyBytes::new(py, &body).into_any()),
+        Outcome::Done(result) => (DONE, payload_object(py, result)?),
         Outcome::Failed(body) => (FAILED, PyBytes::new(py, &body).into_any()),
         Outcome::Lost(exit) => (LOST, exit_tuple(py, exit)?.into_any()),
         Outcome::TimedOut { pid, timeout } => (

@@ -6,7 +6,11 @@ mod blocking;
 mod engine;
 mod errors;
 mod link;
+mod process;
+mod queue;
+mod shm;
 mod store;
+mod sync;
 
 use pyo3::prelude::*;
 
@@ -14,6 +18,17 @@ use pyo3::prelude::*;
 fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyEngine>()?;
     m.add_class::<link::PyLink>()?;
+    m.add_class::<shm::PyFd>()?;
+    m.add_class::<shm::PySegment>()?;
+    m.add_class::<sync::PySharedLock>()?;
+    m.add_class::<queue::PyMessageQueue>()?;
+    m.add_class::<process::PyChild>()?;
+    m.add_function(wrap_pyfunction!(shm::copy_to_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(shm::locate, m)?)?;
+    m.add_function(wrap_pyfunction!(shm::find_segment_at, m)?)?;
+    m.add_function(wrap_pyfunction!(shm::scan_pickle, m)?)?;
+    m.add_function(wrap_pyfunction!(shm::all_plain, m)?)?;
+    shm::add_access_codes(m)?;
     m.add_function(wrap_pyfunction!(cpu_report, m)?)?;
     m.add("ShoalError", m.py().get_type::<errors::ShoalError>())?;
     m.add(

@@ -2,11 +2,12 @@
 //! `shoal._worker`.
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList};
 use shoal_core::frame::Kind;
 use shoal_core::link::WorkerLink;
 
 use crate::errors::to_py;
+use crate::shm::{fd_list, shared_fds};
 
 pub(crate) fn add_frame_kinds(m: &Bound<'_, PyModule>) -> PyResult<()> {
     for (name, kind) in [
@@ -39,8 +40,15 @@ fn kind_from(byte: u8) -> PyResult<Kind> {
         })
 }
 
-/// A received frame as Python sees it: `(kind, a, b, body)`.
-type FrameTuple<'py> = (u8, u64, u64, Bound<'py, PyBytes>);
+/// A received frame as Python sees it: `(kind, a, b, body, fds)`, with
+/// `fds` a list of `Fd`s, or None when none came (the common case).
+type FrameTuple<'py> = (
+    u8,
+    u64,
+    u64,
+    Bound<'py, PyBytes>,
+    Option<Bound<'py, PyList>>,
+);
 
 /// Thread-safe: user code may print from its own threads while the main
 /// thread waits in `recv`.
@@ -66,15 +74,25 @@ impl PyLink {
         })
     }
 
-    /// Blocks (GIL released) for the next frames: `[(kind, a, b, body)]`.
-    /// Raises EOFError when the parent has gone.
-    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Vec<FrameTuple<'py>>> {
+    /// Blocks (GIL released) for the next frames: `[(kind, a, b, body,
+    /// fds)]`; an empty list if `timeout` seconds pass first. Raises
+    /// EOFError when the parent has gone.
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Vec<FrameTuple<'py>>> {
         let inner = &self.inner;
-        let frames = py.detach(|| inner.recv_batch()).map_err(to_py)?;
-        Ok(frames
+        let wait = crate::blocking::seconds(timeout)?;
+        let frames = py.detach(|| inner.recv_batch_within(wait)).map_err(to_py)?;
+        frames
             .into_iter()
-            .map(|f| (f.kind as u8, f.a, f.b, PyBytes::new(py, &f.body)))
-            .collect())
+            .map(|f| {
+                let fds = if f.fds.is_empty() {
+                    None
+                } else {
+                    Some(fd_list(py, f.fds)?)
+                };
+                Ok((f.kind as u8, f.a, f.b, PyBytes::new(py, &f.body), fds))
+            })
+            .collect()
     }
 
     /// Queues a reply; it leaves with `flush()`.
@@ -96,11 +114,34 @@ impl PyLink {
     }
 
     /// Marks the worker idle and queues the task's result, with the time
-    /// spent unpickling its arguments and pickling the result.
+    /// spent unpickling its arguments and pickling the result. `body`:
+    /// bytes, or `(bytes, [Fd | Segment])` when parts of it are in shared
+    /// memory.
     #[pyo3(signature = (task_id, body, deser_ns=0, result_ser_ns=0))]
-    fn done(&self, task_id: u64, body: &[u8], deser_ns: u64, result_ser_ns: u64) -> PyResult<()> {
+    fn done(
+        &self,
+        task_id: u64,
+        body: &Bound<'_, PyAny>,
+        deser_ns: u64,
+        result_ser_ns: u64,
+    ) -> PyResult<()> {
+        if let Ok(bytes) = body.cast::<PyBytes>() {
+            return self
+                .inner
+                .finish(
+                    Kind::Done,
+                    task_id,
+                    bytes.as_bytes(),
+                    &[],
+                    deser_ns,
+                    result_ser_ns,
+                )
+                .map_err(to_py);
+        }
+        let (body, fds): (Vec<u8>, Bound<'_, PyAny>) = body.extract()?;
+        let fds = shared_fds(&fds)?;
         self.inner
-            .finish(Kind::Done, task_id, body, deser_ns, result_ser_ns)
+            .finish(Kind::Done, task_id, &body, &fds, deser_ns, result_ser_ns)
             .map_err(to_py)
     }
 
@@ -114,7 +155,7 @@ impl PyLink {
             Kind::Failed
         };
         self.inner
-            .finish(kind, task_id, body, deser_ns, 0)
+            .finish(kind, task_id, body, &[], deser_ns, 0)
             .map_err(to_py)
     }
 

@@ -1,0 +1,173 @@
+//! Single processes started on the user's behalf (`shoal.Process`).
+//!
+//! They are spawned like workers ([`crate::spawn`]): a fresh interpreter
+//! with a socket and `PR_SET_PDEATHSIG`, so none outlives its parent. That
+//! signal fires when the *thread* that forked exits, so every spawn happens
+//! on one launcher thread that lives as long as the process: a Process
+//! started from a short-lived Python thread must not die with that thread.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, ExitStatus};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::error::{CoreError, Result};
+use crate::spawn::{spawn_worker, WorkerCommand};
+
+type Reply = mpsc::Sender<Result<(Child, UnixStream)>>;
+
+fn launcher() -> &'static Mutex<mpsc::Sender<(WorkerCommand, Reply)>> {
+    static LAUNCHER: OnceLock<Mutex<mpsc::Sender<(WorkerCommand, Reply)>>> = OnceLock::new();
+    LAUNCHER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<(WorkerCommand, Reply)>();
+        std::thread::Builder::new()
+            .name("shoal-launcher".into())
+            .spawn(move || {
+                for (command, reply) in rx {
+                    let _ = reply.send(spawn_worker(&command).map(|s| (s.child, s.sock)));
+                }
+            })
+            .expect("cannot start shoal's launcher thread");
+        Mutex::new(tx)
+    })
+}
+
+/// A started child: waited for with a timeout, signalled only while it
+/// has not been reaped (so a recycled pid is never hit).
+pub struct ChildProcess {
+    pid: u32,
+    child: Mutex<Child>,
+    status: Mutex<Option<ExitStatus>>,
+    /// Readable when the child exits (`pidfd_open`); `None` if the kernel
+    /// lacks it, and then waits poll.
+    pidfd: Option<OwnedFd>,
+}
+
+impl ChildProcess {
+    /// Starts `command`; returns the child and the parent's end of its
+    /// socket (the child finds its end at descriptor 3).
+    pub fn start(command: WorkerCommand) -> Result<(ChildProcess, UnixStream)> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        launcher()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((command, reply_tx))
+            .map_err(|_| CoreError::Config("shoal's launcher thread has stopped".into()))?;
+        let (child, sock) = reply_rx
+            .recv()
+            .map_err(|_| CoreError::Config("shoal's launcher thread has stopped".into()))??;
+        let pid = child.id();
+        // SAFETY: pidfd_open on the pid of a child we have not reaped.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        // SAFETY: a new descriptor nothing else owns, if the call succeeded.
+        let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
+        Ok((
+            ChildProcess {
+                pid,
+                child: Mutex::new(child),
+                status: Mutex::new(None),
+                pidfd,
+            },
+            sock,
+        ))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The exit status if the child has ended (reaping it).
+    pub fn poll(&self) -> Option<ExitStatus> {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if status.is_none() {
+            let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+            *status = child.try_wait().ok().flatten();
+        }
+        *status
+    }
+
+    /// Waits at most `wait` for the child to end.
+    pub fn wait_within(&self, wait: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(status) = self.poll() {
+                return Some(status);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match &self.pidfd {
+                Some(fd) => {
+                    let mut p = libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+                    // SAFETY: polling one valid pollfd.
+                    unsafe { libc::poll(&mut p, 1, ms) };
+                }
+                None => std::thread::sleep(left.min(Duration::from_millis(2))),
+            }
+        }
+    }
+
+    /// Sends `signal` unless the child has already been reaped.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if status.is_some() {
+            return Ok(());
+        }
+        let _child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: signalling our own unreaped child (its pid cannot have
+        // been recycled while we hold the lock that reaping takes).
+        if unsafe { libc::kill(self.pid as libc::pid_t, signal) } < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ESRCH) {
+                return Err(CoreError::io("signal a child process", err));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn sh(script: &str) -> WorkerCommand {
+        WorkerCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![],
+        }
+    }
+
+    #[test]
+    fn exit_codes_and_signals_are_reported() {
+        let (child, _sock) = ChildProcess::start(sh("exit 3")).unwrap();
+        let status = child.wait_within(Duration::from_secs(10)).unwrap();
+        assert_eq!(status.code(), Some(3));
+
+        let (child, _sock) = ChildProcess::start(sh("sleep 30")).unwrap();
+        assert!(child.wait_within(Duration::from_millis(50)).is_none());
+        child.signal(libc::SIGKILL).unwrap();
+        let status = child.wait_within(Duration::from_secs(10)).unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        child.signal(libc::SIGKILL).unwrap();
+    }
+
+    #[test]
+    fn a_child_outlives_the_thread_that_started_it() {
+        let (child, _sock) = std::thread::spawn(|| ChildProcess::start(sh("sleep 0.3; exit 7")))
+            .join()
+            .unwrap()
+            .unwrap();
+        let status = child.wait_within(Duration::from_secs(10)).unwrap();
+        assert_eq!(status.code(), Some(7));
+    }
+}

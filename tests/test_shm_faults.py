@@ -1,0 +1,110 @@
+"""Shared memory when processes are killed: no descriptor or mapping left
+in the parent, nothing in /dev/shm, no process left behind."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import helpers_mod as h
+import numpy as np
+import pytest
+import shm_helpers as sh
+import shoal
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.isolated]
+
+
+def shoal_mappings(pid="self"):
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return sum("memfd:shoal-shm" in line for line in f)
+    except FileNotFoundError:
+        return 0
+
+
+def dev_shm():
+    return sorted(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else []
+
+
+def test_killing_a_worker_that_holds_segments_leaks_nothing(tmp_path):
+    shm_before = dev_shm()
+    big = np.random.default_rng(0).standard_normal(1 << 20)  # 8 MB
+    with shoal.Pool(2) as pool:
+        pool.map(sh.total, [big] * 2)  # warm: workers and their descriptors exist
+        gc.collect()
+        fds_before = len(os.listdir("/proc/self/fd"))
+        maps_before = shoal_mappings()
+        marker = tmp_path / "died"
+        result = pool.apply_async(sh.hold_array_then_die, (big, str(marker)))
+        with pytest.raises(shoal.WorkerLostError):
+            result.get(timeout=20)
+        assert marker.exists()
+        assert h.wait_until(lambda: len(pool.worker_pids()) == 2, 10)
+        # The pool still works with large arrays after the death.
+        assert pool.map(sh.total, [big, big]) == [float(big.sum())] * 2
+        del result
+        gc.collect()
+        assert len(os.listdir("/proc/self/fd")) <= fds_before
+        assert shoal_mappings() <= maps_before
+    assert dev_shm() == shm_before
+
+
+PARENT_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import numpy as np
+    import shoal
+    sys.path.insert(0, {tests!r})
+    import shm_helpers as sh
+
+    if __name__ == "__main__":
+        shared = shoal.shared.zeros(1 << 20)
+        lock, value, queue = shoal.Lock(), shoal.Value("i", 1), shoal.Queue()
+        pool = shoal.Pool(2)
+        big = np.ones(1 << 20)
+        pending = [pool.apply_async(sh.hold_lock, (lock, 60)) for _ in range(2)]
+        pending += [pool.apply_async(sh.total, (big,)) for _ in range(4)]
+        child = shoal.Process(target=sh.hold_lock, args=(lock, 60))
+        child.start()
+        queue.put(big)
+        while not lock.locked():
+            time.sleep(0.01)
+        print(json.dumps({{"workers": pool.worker_pids(), "child": child.pid}}), flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_killing_the_parent_leaves_no_process_and_nothing_in_dev_shm(tmp_path):
+    shm_before = dev_shm()
+    script = tmp_path / "parent.py"
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    script.write_text(PARENT_SCRIPT.format(tests=tests_dir))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        line = parent.stdout.readline()
+        pids = json.loads(line)
+        children = pids["workers"] + [pids["child"]]
+        assert all(h.pid_alive(p) for p in children)
+        assert h.wait_until(lambda: all(shoal_mappings(p) > 0 for p in children), 10)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        assert not h.wait_pids_gone(children, 10), "a child outlived its killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=10)
+        parent.stdout.close()
+    # Every process that held the segments is gone, so the kernel has freed
+    # them; and none was ever a file in /dev/shm.
+    assert all(shoal_mappings(p) == 0 for p in children)
+    assert dev_shm() == shm_before

@@ -7,6 +7,9 @@ PIP := $(PYTHON) -m pip
 ## Build the Rust engine and install shoal (editable) with test and bench extras.
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test,bench,dev]'
+	# Bytecode, as a regular install has: workers start without compiling
+	# shoal's modules (which PYTHONDONTWRITEBYTECODE=1 would make every time).
+	$(PYTHON) -m compileall -q python/shoal
 
 ## Install, then run every test: the engine's Rust tests and the Python suite.
 test: install test-rust test-python

@@ -100,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shoal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser(
-        "demo", help="the workshops' lessons (GIL, threads, processes, schedules, chunking)"
+        "demo",
+        help="the workshops' lessons (GIL, threads, processes, schedules, chunking)",
+        description="Measures the parallel-Python workshops' lessons on this machine: "
+        "pure Python on threads vs processes (the GIL), I/O waits and numpy on threads, "
+        "the pi program, Mandelbrot with static vs dynamic schedules, and tiny tasks "
+        "with and without chunking. Prints speed-ups with one sentence per lesson and "
+        "writes an HTML page with each lesson's timeline.",
     )
     p_demo.add_argument(
         "--rounds", type=_positive(int), default=3, help="alternating rounds (default 3)"
@@ -113,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         "--html", default="shoal-demo.html", help="timeline page (default shoal-demo.html)"
     )
     p_demo.set_defaults(run=demo)
-    p_ckpt = sub.add_parser("checkpoint", help="look into or clear a checkpoint store")
+    p_ckpt = sub.add_parser(
+        "checkpoint",
+        help="look into or clear a checkpoint store",
+        description="Shows what a checkpoint store (map(..., checkpoint='run.sqlite')) "
+        "holds, or removes stored results so they are computed again.",
+    )
     ckpt = p_ckpt.add_subparsers(dest="action", required=True)
     p_info = ckpt.add_parser("info", help="tasks stored per function, size, when")
     p_info.add_argument("file", help="the store, e.g. run.sqlite")

@@ -547,12 +547,27 @@ fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A fresh, empty directory for files the workers write.
-fn scratch_dir(name: &str) -> PathBuf {
+/// A fresh, empty directory for files the workers write, removed with it.
+struct ScratchDir(PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch_dir(name: &str) -> ScratchDir {
     let dir = std::env::temp_dir().join(format!("shoal-core-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir); // left by an earlier run with this pid
     std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    ScratchDir(dir)
 }
 
 fn ids(range: std::ops::Range<u64>) -> Vec<u64> {
@@ -784,7 +799,6 @@ fn crash_is_lost_others_complete_and_worker_is_replaced() {
         assert_ne!(pid, crashed);
         assert!(now.contains(&pid), "pid {pid} not among {now:?}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -840,7 +854,6 @@ fn crash_without_retries_left_is_lost_after_every_attempt() {
         .unwrap();
     let got = collect(&pool, &ids(3..7), LONG);
     assert!(got.values().all(|c| done_body(c) == b"ok"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -923,7 +936,6 @@ fn retry_after_one_crash_succeeds() {
     for i in 1..=3 {
         assert!(dir.join(format!("marker-{i}")).exists());
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -1415,7 +1427,6 @@ fn crashing_task_with_retries_does_not_break_a_batching_pool() {
         .unwrap_or_default()
         .lines()
         .count();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         matches!(got[&1].outcome, Outcome::Lost(_)),
         "{:?} after {attempts} attempts",
@@ -1502,7 +1513,6 @@ fn close_while_a_crashed_task_waits_for_its_retry() {
     assert_eq!(done_body(&got[&1]), b"survived");
     expect_finished(&pool, Duration::from_secs(5));
     assert!(pool.join(Some(Duration::from_secs(5))));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -462,3 +462,10 @@ def log_call_busy(path_and_item):
         os.close(fd)
     busy_python(3_000)
     return item
+
+
+def imported(name):
+    """Whether this process has imported module ``name``."""
+    import sys
+
+    return name in sys.modules

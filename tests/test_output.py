@@ -125,6 +125,16 @@ def test_logging_records_reach_the_parents_loggers(root_handler):
     assert "ValueError: inside" in logging.Formatter().format(error)
 
 
+def test_workers_import_logging_only_when_the_tasks_do(root_handler):
+    # It costs a worker ~25 ms at start; forwarding is set up on first import.
+    with shoal.Pool(1) as p:
+        assert not p.apply(h.imported, ("logging",))
+        p.apply(h.log_record, ("shoal.test.late", "late"))
+        assert p.apply(h.imported, ("logging",))
+    records = [r for r in root_handler.records if r.name == "shoal.test.late"]
+    assert [r.getMessage() for r in records] == ["late says 42", "it failed"]
+
+
 def test_records_below_the_parents_level_are_not_sent(root_handler):
     logging.getLogger().setLevel(logging.ERROR)
     with shoal.Pool(1) as p:

@@ -167,6 +167,11 @@ def _numpy(workers: int, scale: float, pools: dict) -> Lesson | None:
     try:
         import numpy as np
     except ImportError:
+        print(
+            "(numpy is not installed: the lesson on compiled code that releases the GIL "
+            "is skipped; pip install numpy to see it)\n",
+            flush=True,
+        )
         return None
     rng = np.random.default_rng(0)
     arrays = [rng.random(int(1_500_000 * scale)) for _ in range(8)]

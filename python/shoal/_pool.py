@@ -287,9 +287,10 @@ class Pool:
       ``retry_on`` (exception classes) also re-runs a task that raised one
       of them; these three can also be given per call;
     - ``max_memory`` (bytes, or a string such as ``"2GB"``) caps each
-      worker's resident memory: a worker over it after a task is replaced,
-      one over it during a task is killed and the task fails with
-      :class:`shoal.WorkerLostError` (``reason == "memory"``);
+      worker's own resident memory (shared memory it maps does not count):
+      a worker over it after a task is replaced, one over it during a task
+      is killed and the task fails with :class:`shoal.WorkerLostError`
+      (``reason == "memory"``);
     - ``progress`` (``True`` or ``"always"``) and ``on_progress(done,
       total)`` report how far each map-family call has got; also per call;
     - ``trace=True`` records every task (where and when it ran, its sizes

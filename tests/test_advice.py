@@ -77,6 +77,7 @@ def test_time_spent_pickling_points_to_shared_memory():
     assert "40 ms pickling arguments in the parent, 40 ms unpickling them in workers" in text
     assert "tasks carried 100 MB of arguments" in text
     assert "shared memory" in text
+    assert "shoal.shared" in text  # shoal's own, not multiprocessing.shared_memory
 
 
 def test_slow_start_suggests_reusing_the_pool():

@@ -407,6 +407,44 @@ def test_frozenset_constants_hash_the_same_in_every_interpreter():
     assert len(digests) == 1
 
 
+MAIN_CLASS_SCRIPT = """
+import sys, shoal
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+def norm(p):
+    print("ran", p.x, file=sys.stderr)
+    return p.x * p.x + p.y * p.y
+
+if __name__ == "__main__":
+    with shoal.Pool(2) as pool:
+        print(pool.map(norm, [Point(i, 1) for i in range(4)], checkpoint=sys.argv[1]))
+"""
+
+
+def test_a_map_over_instances_of_a_main_class_resumes(tmp_path, store):
+    # Such arguments go to the workers by value (cloudpickle), whose pickle
+    # differs in every run: the key must come from their plain pickle.
+    script = tmp_path / "points.py"
+    script.write_text(MAIN_CLASS_SCRIPT)
+    runs = [
+        subprocess.run(
+            [sys.executable, str(script), store],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT,
+        )
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert [r.stdout for r in runs] == ["[1, 2, 5, 10]\n"] * 2
+    assert runs[0].stderr.count("ran") == 4
+    assert "ran" not in runs[1].stderr, "the second run computed nothing"
+
+
 def test_a_large_numpy_argument_is_hashed_in_place_and_fast():
     a = np.random.default_rng(1).random(8_000_000)  # 64 MB
     salt = b"s"

@@ -178,9 +178,10 @@ def _pickling(summary: TraceSummary) -> Advice | None:
         f"function ran ({seconds(t.parent_ser)} pickling arguments in the parent, "
         f"{seconds(t.deser)} unpickling them in workers, {seconds(t.result_ser)} pickling "
         f"results); tasks carried {size(summary.bytes_in)} of arguments and "
-        f"{size(summary.bytes_out)} of results. Keep large arrays in shared memory "
-        "(a numpy array over multiprocessing.shared_memory) and send each task an index "
-        "or a slice instead of the data.",
+        f"{size(summary.bytes_out)} of results. Send large data as numpy arrays, not "
+        "Python objects (arrays travel in shared memory), or keep it in a shoal.shared "
+        "array, which every worker sees, and send each task an index or a slice instead "
+        "of the data.",
     )
 
 

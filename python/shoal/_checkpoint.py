@@ -12,7 +12,8 @@ arguments; a re-run loads what is stored and computes only the rest.
 - The arguments' part is a hash of their pickle; numpy arrays and other
   out-of-band buffers are hashed in place, not copied into the pickle.
 - ``map``/``starmap`` store a chunk (one task) as one row: its key is the
-  hash of the chunk's pickle, made anyway to send it; its value the
+  hash of the chunk's pickle, sent as it is when it is plain data (chunks
+  with arrays are packed again, to travel in shared memory); its value the
   worker's answer as it came. A re-run makes the same chunks (the automatic
   chunk size follows the input's length alone) and sends only those not
   stored. Per-item rows cost a SQLite insert and lookup each, many times a
@@ -21,6 +22,8 @@ arguments; a re-run loads what is stored and computes only the rest.
   workers pickle each result on its own (``_StoreEach``).
 - Either way the parent stores results as they arrive: a kill midway keeps
   the finished work, up to the store's last commit (at most ~0.25 s old).
+- The tasks are the pool's own otherwise (``_Tasks``): traced, counted for
+  ``progress``, stopped by ``pool.cancel``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import os
 import threading
 import types
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import _shoal
 from ._serialize import (
@@ -41,12 +45,14 @@ from ._serialize import (
     MODE_STARMAP,
     dumps,
     dumps_exception,
-    dumps_many,
     loads,
     unpicklable_result_error,
 )
 from ._serialize import pickle as _pickle
-from ._transfer import loads_payload
+from ._transfer import THRESHOLD, loads_payload
+
+if TYPE_CHECKING:
+    from ._progress import Progress
 
 KEY_LEN = _shoal.KEY_LEN
 
@@ -269,13 +275,28 @@ class _Failed:
         return _Failed, (self.payload,)
 
 
+class _Item:
+    """An item sent to ``_StoreEach`` as it is, not as its plain pickle: the
+    pool packs it as any task's arguments (large arrays in shared memory,
+    shared arrays and shoal's Lock, Value and Queue as handles; on a
+    ThreadPool, the object itself)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __reduce__(self):
+        return _Item, (self.value,)
+
+
 class _StoreEach:
     """What the workers run for a checkpointed call: the user's function on
-    one pickled item (the parent pickled it once, for its key and to send),
-    its result pickled on its own (the parent stores these bytes as they
-    are), and an exception caught so the chunk's other items still run and
-    are stored. A result that can't be pickled fails its item only (it could
-    not travel back to the parent either)."""
+    one item -- pickled when the parent pickled it for its key anyway (plain
+    data), else an ``_Item`` --, its result pickled on its own (the parent
+    stores these bytes as they are), and an exception caught so the chunk's
+    other items still run and are stored. A result that can't be pickled
+    fails its item only (it could not travel back to the parent either)."""
 
     __slots__ = ("fn", "star")
 
@@ -286,9 +307,10 @@ class _StoreEach:
     def __reduce__(self):
         return _StoreEach, (self.fn, self.star)
 
-    def __call__(self, item: bytes):
+    def __call__(self, item):
         try:
-            value = self.fn(*loads(item)) if self.star else self.fn(loads(item))
+            args = item.value if type(item) is _Item else loads(item)
+            value = self.fn(*args) if self.star else self.fn(args)
         except Exception as exc:  # noqa: BLE001 - re-raised in the parent
             return _Failed(dumps_exception(exc))
         try:
@@ -300,24 +322,61 @@ class _StoreEach:
 # ----------------------------------------------------------------- parent side
 class _Tasks:
     """Runs chunks of items on a pool's workers through one registered
-    function. The one place this module touches the pool's internals."""
+    function, as one call of the pool's own: in its trace, counted for
+    ``progress``, stopped by ``pool.cancel``. The one place this module
+    touches the pool's internals, with ``_progress``."""
 
-    def __init__(self, pool, fn: Callable, mode: int, options) -> None:
+    def __init__(
+        self, pool, fn: Callable, mode: int, options, traced: tuple, progress: Progress | None
+    ) -> None:
         self._pool = pool
         self._options = options
         self.workers = pool._processes
         self._fn_id = pool._register(fn, mode, options)
+        self._trace = pool._trace_call(*traced)  # (method, user's function, chunksize)
+        self.progress = progress
+        self._lock = threading.Lock()
+        self._in_flight: set[int] = set()
+        self._cancelled = False
 
-    def send(self, chunks: list[list], sink: Callable, payloads: list[bytes] | None = None) -> None:
+    def send(self, chunks: list[list], sink: Callable, payloads: list | None = None) -> int:
         """Each chunk is one task; ``sink(index, code, payload, duration_ns)``
         gets its answer on the pool's result thread. ``payloads``: the
-        chunks already pickled, if they are."""
+        chunks already pickled, if they can be sent as they are. Returns
+        the first task's id."""
         first = self._pool._new_ids(len(chunks))
+        ids = range(first, first + len(chunks))
+        progress, in_flight, lock = self.progress, self._in_flight, self._lock
+        sizes = [len(chunk) for chunk in chunks] if progress is not None else None
 
         def answer(task_id, code, payload, duration_ns):
+            with lock:
+                in_flight.discard(task_id)
+            if progress is not None:
+                progress.advance(sizes[task_id - first])
             sink(task_id - first, code, payload, duration_ns)
 
-        self._pool._send(self._fn_id, first, chunks, answer, self._options, payloads=payloads)
+        with lock:
+            in_flight.update(ids)
+        try:
+            self._pool._send(
+                self._fn_id, first, chunks, answer, self._options, self._trace, payloads
+            )
+        except BaseException:
+            with lock:
+                in_flight.difference_update(ids)
+            raise
+        if self._cancelled:  # cancel() ran while these were being sent
+            self.cancel()
+        return first
+
+    def cancel(self) -> None:
+        """Stops the tasks sent so far, and those sent from now on."""
+        with self._lock:
+            self._cancelled = True
+            ids = list(self._in_flight)
+        if ids:
+            self._pool._engine.cancel(ids, True)
 
     def track(self, iterator, feeder: threading.Thread) -> None:
         """``close``/``join``/``terminate`` treat them like imap's own."""
@@ -326,6 +385,24 @@ class _Tasks:
 
     def release(self) -> None:
         self._pool._release_function(self._fn_id)
+        if self.progress is not None:
+            self.progress.close()
+
+
+def _progress(pool, what: str, total: int | None, asked: tuple) -> Progress | None:
+    """The call's progress report; ``asked``: its ``progress`` and
+    ``on_progress``, None where the pool's apply."""
+    return pool._call_progress(what, total, *asked)
+
+
+def _count_stored(progress: Progress | None, items: int, done: bool) -> None:
+    """Counts items answered from the store; closes the report if ``done``."""
+    if progress is None:
+        return
+    if items:
+        progress.advance(items)
+    if done:
+        progress.close()
 
 
 class _Call:
@@ -367,11 +444,11 @@ class _Call:
         return keys, self.store.get_many(keys), payloads if sendable else None
 
     @staticmethod
-    def pickled(items: list, positions, pickles: list[bytes] | None) -> list[bytes]:
+    def pickled(items: list, positions, pickles: list[bytes] | None) -> list:
         """The items at ``positions`` (a list or a range) as the runner takes
-        them."""
+        them: their pickles if made on the way, else as they are."""
         if pickles is None:
-            return [dumps(items[p]) for p in positions]
+            return [_Item(items[p]) for p in positions]
         if isinstance(positions, range):
             return pickles[positions.start : positions.stop]
         return [pickles[p] for p in positions]
@@ -400,62 +477,93 @@ class _Call:
 
 
 def map_async(
-    pool, func, iterable, chunksize, star, callback, error_callback, checkpoint, key, options
+    pool,
+    func,
+    iterable,
+    chunksize,
+    star,
+    callback,
+    error_callback,
+    checkpoint,
+    key,
+    options,
+    progress: tuple,
 ):
     """``map_async``/``starmap_async`` with a checkpoint: stored results are
     loaded, the missing ones computed and stored as they arrive. Without
-    ``checkpoint_key`` a chunk is stored as one row; with it, each item."""
+    ``checkpoint_key`` a chunk is stored as one row; with it, each item.
+    ``progress``: the call's ``progress`` and ``on_progress``."""
     from ._results import AsyncResult
 
-    what = f"{'starmap' if star else 'map'}({_name(func)})"
+    method = "starmap" if star else "map"
+    what = f"{method}({_name(func)})"
     call = _Call(func, star, checkpoint, key)
     if key is None:
-        return _map_chunks(pool, what, call, iterable, chunksize, callback, error_callback, options)
+        return _map_chunks(
+            pool, what, call, iterable, chunksize, callback, error_callback, options, progress
+        )
     items = list(iterable)
     keys, stored, pickles = call.lookup(items)
+    reporter = _progress(pool, what, len(items), progress)
     out = [None if data is None else call.load(data) for data in stored]
     missing = [i for i, data in enumerate(stored) if data is None]
     result = AsyncResult(what, callback, error_callback)
+    _count_stored(reporter, len(items) - len(missing), not missing)
     if not missing:
         result._set(True, out)
         return result
+    traced = (method, func, chunksize)
     if chunksize is None:  # as Pool.map: about four chunks per worker
         chunksize = -(-len(missing) // (pool._processes * 4))
     if len(missing) == len(items):  # nothing stored: chunks are plain ranges
         missing = range(len(items))
     chunks = [missing[i : i + chunksize] for i in range(0, len(missing), chunksize)]
-    tasks = _Tasks(pool, call.runner, MODE_MAP, options)
+    tasks = _Tasks(pool, call.runner, MODE_MAP, options, traced, reporter)
     run = _MapRun(what, call, result, out, keys, chunks, tasks)
     run.start([call.pickled(items, chunk, pickles) for chunk in chunks])
     return result
 
 
-def _map_chunks(pool, what, call, iterable, chunksize, callback, error_callback, options):
+def _map_chunks(pool, what, call, iterable, chunksize, callback, error_callback, options, progress):
     """A checkpointed map stored chunk by chunk: a chunk's key is the hash
-    of its pickle (made anyway to send it), its row the worker's answer as
-    it came (the chunk's results, pickled together). A stored chunk is not
-    sent. The chunking depends on the input's length alone, so a re-run
-    with any number of workers makes the same chunks."""
+    of its pickle (made anyway to send it, when it is plain data), its row
+    the worker's answer as it came (the chunk's results, pickled together).
+    A stored chunk is not sent. The chunking depends on the input's length
+    alone, so a re-run with any number of workers makes the same chunks."""
     from ._results import AsyncResult
 
     items = iterable if isinstance(iterable, list) else list(iterable)
     n = len(items)
+    traced = ("starmap" if call.star else "map", call.func, chunksize)
     if chunksize is None:
         chunksize = max(1, -(-n // _MAP_CHUNKS))
     chunks = [items[i : i + chunksize] for i in range(0, n, chunksize)]
-    payloads = dumps_many(chunks)
+    payloads, sendable = _chunk_pickles(chunks)
     keys = _shoal.task_keys(call.chunk_salt, payloads)
     stored = call.store.get_many(keys)
+    reporter = _progress(pool, what, n, progress)
     out = [None if data is None else call.load(data) for data in stored]
     missing = [i for i, data in enumerate(stored) if data is None]
     result = AsyncResult(what, callback, error_callback)
+    _count_stored(reporter, n - sum(len(chunks[i]) for i in missing), not missing)
     if not missing:
         result._set(True, list(itertools.chain.from_iterable(out)))
         return result
-    tasks = _Tasks(pool, call.func, MODE_STARMAP if call.star else MODE_MAP, options)
+    mode = MODE_STARMAP if call.star else MODE_MAP
+    tasks = _Tasks(pool, call.func, mode, options, traced, reporter)
     run = _ChunkRun(what, call, result, out, keys, missing, tasks)
-    run.start([chunks[i] for i in missing], [payloads[i] for i in missing])
+    run.start([chunks[i] for i in missing], [payloads[i] for i in missing] if sendable else None)
     return result
+
+
+def _chunk_pickles(chunks: list[list]) -> tuple[list[bytes], bool]:
+    """Per chunk, what its key is hashed from (as for an item: its pickle,
+    with arrays hashed in place); and whether these are the chunks' plain
+    pickles, fit to send as they are. Otherwise the pool packs the chunks
+    as without a checkpoint: large arrays travel in shared memory, shared
+    arrays as handles, and what lives in ``__main__`` by value."""
+    payloads, sendable = _key_payloads(chunks)
+    return payloads, sendable and _shoal.all_plain(payloads, THRESHOLD)
 
 
 class _ChunkRun:
@@ -479,12 +587,13 @@ class _ChunkRun:
         self.decode = decode  # imported here: workers need not load it
         self.value_code = VALUE
 
-    def start(self, chunks: list[list], payloads: list[bytes]) -> None:
+    def start(self, chunks: list[list], payloads: list[bytes] | None) -> None:
         try:
-            self.tasks.send(chunks, self.sink, payloads)
+            first = self.tasks.send(chunks, self.sink, payloads)
         except BaseException:
             self.tasks.release()
             raise
+        self.result._tasks = range(first, first + len(chunks))  # for pool.cancel
 
     def sink(self, index: int, code: int, payload, duration_ns: int) -> None:
         """A chunk's answer, on the pool's result thread."""
@@ -548,12 +657,13 @@ class _MapRun:
 
         self.decode = decode  # imported here: workers need not load it
 
-    def start(self, payloads: list[list[bytes]]) -> None:
+    def start(self, payloads: list[list]) -> None:
         try:
-            self.tasks.send(payloads, self.sink)
+            first = self.tasks.send(payloads, self.sink)
         except BaseException:
             self.tasks.release()
             raise
+        self.result._tasks = range(first, first + len(payloads))  # for pool.cancel
 
     def sink(self, index: int, code: int, payload, duration_ns: int) -> None:
         """A chunk's answer, on the pool's result thread."""
@@ -613,16 +723,26 @@ class _ResumeIterator:
         self._total: int | None = None  # items, once the input is exhausted
         self._taken = 0
         self._stopped = False
+        self._cancelled = False
         self._stored = False  # every result is answered and committed
         self._store_error: BaseException | None = None  # the last commit failed
 
     # --- feeder and result-thread side
     def _wait_for_room(self, block: int) -> bool:
+        """Reserves room for ``block`` items; False if the input is to be
+        read no further (cancelled, or the pool terminated)."""
         with self._cond:
-            while not self._stopped and self._ahead > 0 and self._ahead + block > self._read_ahead:
+            while (
+                not self._stopped
+                and not self._cancelled
+                and self._ahead > 0
+                and self._ahead + block > self._read_ahead
+            ):
                 self._cond.wait()
+            if self._stopped or self._cancelled:
+                return False
             self._ahead += block
-            return not self._stopped
+            return True
 
     def _deliver(self, outcomes: list[tuple[int, tuple[bool, object] | None]]) -> None:
         """``(position, outcome)`` pairs."""
@@ -658,6 +778,12 @@ class _ResumeIterator:
     def _stop(self) -> None:
         with self._cond:
             self._stopped = True
+            self._cond.notify_all()
+
+    def _cancel(self) -> None:
+        """Reads no more input; what was sent is answered (cancelled)."""
+        with self._cond:
+            self._cancelled = True
             self._cond.notify_all()
 
     # --- consumer side
@@ -711,13 +837,20 @@ class _ResumeIterator:
     __next__ = next  # type: ignore[assignment]  # noqa: A003
 
 
-def imap(pool, func, iterable, chunksize, ordered, checkpoint, key, options) -> _ResumeIterator:
-    """``imap``/``imap_unordered`` with a checkpoint."""
+def imap(
+    pool, func, iterable, chunksize, ordered, checkpoint, key, options, progress: tuple
+) -> _ResumeIterator:
+    """``imap``/``imap_unordered`` with a checkpoint; ``progress``: the
+    call's ``progress`` and ``on_progress``."""
     name = "imap" if ordered else "imap_unordered"
-    it = _ResumeIterator(f"{name}({_name(func)})", ordered)
+    what = f"{name}({_name(func)})"
+    it = _ResumeIterator(what, ordered)
     call = _Call(func, False, checkpoint, key)
-    tasks = _Tasks(pool, call.runner, MODE_MAP, options)
+    total = len(iterable) if hasattr(iterable, "__len__") else None
+    reporter = _progress(pool, what, total, progress)
+    tasks = _Tasks(pool, call.runner, MODE_MAP, options, (name, func, chunksize), reporter)
     feeder = _Feeder(it, call, tasks, iter(iterable), chunksize)
+    it._feed = feeder  # for pool.cancel
     thread = threading.Thread(target=feeder.run, name="shoal-checkpoint-feeder", daemon=True)
     feeder.tasks.track(it, thread)
     thread.start()
@@ -752,7 +885,8 @@ class _Feeder:
                 size = self.chunksize or _auto_chunk(self._item_ns)
                 block_len = min(size * self.tasks.workers * 4 * growth, _IMAP_READ_AHEAD)
                 block_len = max(block_len, size)
-                if not self.it._wait_for_room(block_len):
+                if not self.it._wait_for_room(block_len):  # cancelled or terminated
+                    self.it._end_input(position)
                     return
                 block, error = [], None
                 try:
@@ -790,6 +924,7 @@ class _Feeder:
             self._fail(list(range(position, position + len(block))), exc)
             return True
         self.it._deliver(hits)
+        _count_stored(self.tasks.progress, len(hits), False)
         missing = [k for k, data in enumerate(stored) if data is None]
         if not missing:
             return False
@@ -808,6 +943,11 @@ class _Feeder:
                 self._outstanding -= len(chunks)
             self._fail([p for chunk in where for p in chunk], exc)
         return True
+
+    def cancel(self) -> None:
+        """``pool.cancel``: stops reading the input and the chunks sent."""
+        self.it._cancel()
+        self.tasks.cancel()
 
     def _fail(self, positions: list[int], error: BaseException) -> None:
         """``error`` at the first position; the others are skipped, as imap

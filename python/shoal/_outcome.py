@@ -67,8 +67,9 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
     if code == _shoal.OUTCOME_OVER_MEMORY:
         pid, rss, limit = payload
         return False, WorkerLostError(
-            f"worker process {pid} was killed by shoal while running {what}: its memory "
-            f"({format_bytes(rss)} resident) went over max_memory={format_bytes(limit)}; "
+            f"worker process {pid} was killed by shoal while running {what}: its own memory "
+            f"({format_bytes(rss)} resident, shared memory not counted) went over "
+            f"max_memory={format_bytes(limit)}; "
             "the pool replaced it (raise max_memory, or use less memory per task)",
             pid=pid,
             exitcode=None,

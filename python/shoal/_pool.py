@@ -287,9 +287,10 @@ class Pool:
       ``retry_on`` (exception classes) also re-runs a task that raised one
       of them; these three can also be given per call;
     - ``max_memory`` (bytes, or a string such as ``"2GB"``) caps each
-      worker's resident memory: a worker over it after a task is replaced,
-      one over it during a task is killed and the task fails with
-      :class:`shoal.WorkerLostError` (``reason == "memory"``);
+      worker's own resident memory (shared memory it maps does not count):
+      a worker over it after a task is replaced, one over it during a task
+      is killed and the task fails with :class:`shoal.WorkerLostError`
+      (``reason == "memory"``);
     - ``progress`` (``True`` or ``"always"``) and ``on_progress(done,
       total)`` report how far each map-family call has got; also per call;
     - ``trace=True`` records every task (where and when it ran, its sizes
@@ -647,7 +648,7 @@ class Pool:
             star = mode == MODE_STARMAP
             return _checkpoint.map_async(
                 self, func, iterable, chunksize, star, callback, error_callback,
-                checkpoint, checkpoint_key, options,
+                checkpoint, checkpoint_key, options, (progress, on_progress),
             )  # fmt: skip
         items = iterable if hasattr(iterable, "__len__") else list(iterable)
         n = len(items)
@@ -739,8 +740,9 @@ class Pool:
             from . import _checkpoint
 
             return _checkpoint.imap(
-                self, func, iterable, chunksize, ordered, checkpoint, checkpoint_key, options
-            )
+                self, func, iterable, chunksize, ordered, checkpoint, checkpoint_key, options,
+                (progress, on_progress),
+            )  # fmt: skip
         total = len(iterable) if hasattr(iterable, "__len__") else None
         source = iter(iterable)
         fn_id = self._register(func, MODE_MAP, options)
@@ -821,6 +823,8 @@ class Pool:
         for result in results:
             if isinstance(result, IMapIterator) and hasattr(result, "_feed"):
                 result._feed.cancel()
+            elif _is_checkpointed_imap(result):
+                result._feed.cancel()
             elif isinstance(result, (_PoolFuture, AsyncResult)):
                 ids.extend(result._tasks)
             else:
@@ -883,6 +887,12 @@ class Pool:
 
     def __reduce__(self):
         raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
+
+def _is_checkpointed_imap(obj: Any) -> bool:
+    # The checkpoint module is loaded if such an iterator exists.
+    checkpoint = sys.modules.get(f"{__package__}._checkpoint")
+    return checkpoint is not None and isinstance(obj, checkpoint._ResumeIterator)
 
 
 def _auto_imap_chunk(item_ns: float) -> int:

@@ -44,19 +44,6 @@ def dumps(obj: object) -> bytes:
     return data
 
 
-def dumps_many(objs: list) -> list[bytes]:
-    """``[dumps(o) for o in objs]``, at plain pickle's speed when it can
-    (checkpoint keys hash these whole pickles)."""
-    try:
-        out = [_pickle_dumps(o, PROTOCOL) for o in objs]
-    except PLAIN_PICKLE_FAILS:
-        return [dumps(o) for o in objs]
-    for i, data in enumerate(out):
-        if b"__main__" in data:
-            out[i] = _by_value(objs[i])
-    return out
-
-
 def dumps_function(fn: object, mode: int, retry_on: tuple = ()):
     """``(mode, fn, retry_on)`` for the workers, packed (see ``_transfer``:
     what a closure holds, a shared array say, may travel in shared memory).

@@ -1,17 +1,24 @@
 //! Resident memory of a process, for `max_memory`.
 
-/// Resident set size of process `pid` (this process if `None`) in bytes,
-/// from `/proc/<pid>/statm`; `None` if it cannot be read (the process is
-/// gone, or this is not Linux).
+/// The memory process `pid` (this process if `None`) holds of its own, in
+/// bytes: its resident set less the resident pages it shares (files and
+/// shared memory segments, from `/proc/<pid>/statm`), which is its
+/// anonymous memory. Shared memory segments are left out because they are
+/// allocated once, however many workers map them: a 1 GB shared array
+/// that every worker reads is not 1 GB per worker. `None` if it cannot be
+/// read (the process is gone, or this is not Linux).
 pub fn rss_bytes(pid: Option<u32>) -> Option<u64> {
     let path = match pid {
         Some(pid) => format!("/proc/{pid}/statm"),
         None => "/proc/self/statm".to_string(),
     };
     let text = std::fs::read_to_string(path).ok()?;
-    // Fields: size resident shared text lib data dt, in pages.
-    let pages: u64 = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * page_size())
+    // Fields: size resident shared text lib data dt, in pages; `shared` is
+    // the resident pages backed by files and shared memory.
+    let mut fields = text.split_ascii_whitespace().skip(1);
+    let resident: u64 = fields.next()?.parse().ok()?;
+    let shared: u64 = fields.next()?.parse().ok()?;
+    Some(resident.saturating_sub(shared) * page_size())
 }
 
 fn page_size() -> u64 {
@@ -33,6 +40,20 @@ mod tests {
         let after = rss_bytes(Some(std::process::id())).unwrap();
         assert!(after >= before + (32 << 20), "{before} -> {after}");
         drop(block);
+    }
+
+    #[test]
+    fn shared_memory_it_maps_is_not_its_own() {
+        use crate::fds::SharedFd;
+        use crate::shm::{create, Access, Mapping};
+
+        let len = 64 << 20;
+        let segment = Mapping::map(SharedFd::new(create(len).unwrap()), Access::Shared).unwrap();
+        let before = rss_bytes(None).unwrap();
+        // SAFETY: the mapping is `len` writable bytes, alive until `segment` drops.
+        unsafe { std::ptr::write_bytes(segment.as_ptr(), 1, len) };
+        let after = rss_bytes(None).unwrap();
+        assert!(after < before + (16 << 20), "{before} -> {after}");
     }
 
     #[test]

@@ -336,7 +336,7 @@ class _Tasks:
         self._trace = pool._trace_call(*traced)  # (method, user's function, chunksize)
         self.progress = progress
         self._lock = threading.Lock()
-        self._in_flight: set[int] = set()
+        self._sent: list[range] = []  # task ids, for cancel (finished ones are ignored)
         self._cancelled = False
 
     def send(self, chunks: list[list], sink: Callable, payloads: list | None = None) -> int:
@@ -345,28 +345,24 @@ class _Tasks:
         chunks already pickled, if they can be sent as they are. Returns
         the first task's id."""
         first = self._pool._new_ids(len(chunks))
-        ids = range(first, first + len(chunks))
-        progress, in_flight, lock = self.progress, self._in_flight, self._lock
-        sizes = [len(chunk) for chunk in chunks] if progress is not None else None
+        progress = self.progress
+        if progress is None:
 
-        def answer(task_id, code, payload, duration_ns):
-            with lock:
-                in_flight.discard(task_id)
-            if progress is not None:
+            def answer(task_id, code, payload, duration_ns):
+                sink(task_id - first, code, payload, duration_ns)
+
+        else:
+            sizes = [len(chunk) for chunk in chunks]
+
+            def answer(task_id, code, payload, duration_ns):
                 progress.advance(sizes[task_id - first])
-            sink(task_id - first, code, payload, duration_ns)
+                sink(task_id - first, code, payload, duration_ns)
 
-        with lock:
-            in_flight.update(ids)
-        try:
-            self._pool._send(
-                self._fn_id, first, chunks, answer, self._options, self._trace, payloads
-            )
-        except BaseException:
-            with lock:
-                in_flight.difference_update(ids)
-            raise
-        if self._cancelled:  # cancel() ran while these were being sent
+        self._pool._send(self._fn_id, first, chunks, answer, self._options, self._trace, payloads)
+        with self._lock:
+            self._sent.append(range(first, first + len(chunks)))
+            cancelled = self._cancelled
+        if cancelled:  # cancel() ran while these were being sent
             self.cancel()
         return first
 
@@ -374,7 +370,7 @@ class _Tasks:
         """Stops the tasks sent so far, and those sent from now on."""
         with self._lock:
             self._cancelled = True
-            ids = list(self._in_flight)
+            ids = [task_id for sent in self._sent for task_id in sent]
         if ids:
             self._pool._engine.cancel(ids, True)
 
@@ -545,14 +541,18 @@ def _map_chunks(pool, what, call, iterable, chunksize, callback, error_callback,
     out = [None if data is None else call.load(data) for data in stored]
     missing = [i for i, data in enumerate(stored) if data is None]
     result = AsyncResult(what, callback, error_callback)
-    _count_stored(reporter, n - sum(len(chunks[i]) for i in missing), not missing)
+    if reporter is not None:
+        _count_stored(reporter, n - sum(len(chunks[i]) for i in missing), not missing)
     if not missing:
         result._set(True, list(itertools.chain.from_iterable(out)))
         return result
     mode = MODE_STARMAP if call.star else MODE_MAP
     tasks = _Tasks(pool, call.func, mode, options, traced, reporter)
     run = _ChunkRun(what, call, result, out, keys, missing, tasks)
-    run.start([chunks[i] for i in missing], [payloads[i] for i in missing] if sendable else None)
+    if len(missing) < len(chunks):
+        chunks = [chunks[i] for i in missing]
+        payloads = [payloads[i] for i in missing]
+    run.start(chunks, payloads if sendable else None)
     return result
 
 
@@ -566,20 +566,20 @@ def _chunk_pickles(chunks: list[list]) -> tuple[list[bytes], bool]:
     return payloads, sendable and _shoal.all_plain(payloads, THRESHOLD)
 
 
-class _ChunkRun:
-    """A checkpointed map's missing chunks in flight: each is stored as it
+class _Run:
+    """A checkpointed map's chunks in flight: each chunk is stored as it
     arrives; the first failure, or the last chunk (once everything is
-    committed), makes the result ready."""
+    committed), makes the result ready. Subclasses store a chunk's answer
+    in their ``sink`` (called on the pool's result thread), then call
+    ``chunk_done``; ``value`` is the finished result."""
 
-    def __init__(self, what, call: _Call, result, out: list, keys: bytes, missing, tasks) -> None:
+    def __init__(self, what, call: _Call, result, out: list, tasks, n_chunks: int) -> None:
         self.what = what
         self.call = call
         self.result = result
-        self.out = out  # per chunk: its results, None until they come
-        self.keys = keys
-        self.missing = missing  # the chunks sent, by their index in `out`
+        self.out = out
         self.tasks = tasks
-        self.left = len(missing)
+        self.left = n_chunks
         self.error: BaseException | None = None
         self.done = False
         from ._outcome import VALUE, decode
@@ -587,13 +587,44 @@ class _ChunkRun:
         self.decode = decode  # imported here: workers need not load it
         self.value_code = VALUE
 
-    def start(self, chunks: list[list], payloads: list[bytes] | None) -> None:
+    def start(self, chunks: list, payloads: list[bytes] | None = None) -> None:
         try:
             first = self.tasks.send(chunks, self.sink, payloads)
         except BaseException:
             self.tasks.release()
             raise
         self.result._tasks = range(first, first + len(chunks))  # for pool.cancel
+
+    def value(self) -> list:
+        """The call's result once every chunk is in."""
+        return self.out
+
+    def chunk_done(self) -> None:
+        """Counts a chunk as answered (stored or failed), on the result thread."""
+        self.left -= 1
+        if self.left == 0:
+            self.tasks.release()
+            try:
+                self.call.store.flush()
+            except Exception as exc:  # noqa: BLE001 - the last commit failed
+                self.error = self.error or exc
+        # As multiprocessing: the first failure makes the result ready; the
+        # other chunks are still stored as they finish.
+        if not self.done and (self.error is not None or self.left == 0):
+            self.done = True
+            if self.error is None:
+                self.result._set(True, self.value())
+            else:
+                self.result._set(False, self.error)
+
+
+class _ChunkRun(_Run):
+    """Chunks stored whole, one row each (see ``_map_chunks``)."""
+
+    def __init__(self, what, call: _Call, result, out: list, keys: bytes, missing, tasks) -> None:
+        super().__init__(what, call, result, out, tasks, len(missing))
+        self.keys = keys
+        self.missing = missing  # the chunks sent, by their index in `out`
 
     def sink(self, index: int, code: int, payload, duration_ns: int) -> None:
         """A chunk's answer, on the pool's result thread."""
@@ -614,56 +645,26 @@ class _ChunkRun:
             if data is not None:
                 key = self.keys[i * KEY_LEN : (i + 1) * KEY_LEN]
                 self.call.store.put_many(self.call.function, key, [data], [len(values)])
-                self.out[i] = values
+                self.out[i] = values  # per chunk: its results
         except Exception as exc:  # noqa: BLE001 - e.g. the store failed
             self.error = self.error or exc
-        self.left -= 1
-        if self.left == 0:
-            self.tasks.release()
-            try:
-                self.call.store.flush()
-            except Exception as exc:  # noqa: BLE001 - the last commit failed
-                self.error = self.error or exc
-        # As multiprocessing: the first failure makes the result ready; the
-        # other chunks are still stored as they finish.
-        if not self.done and (self.error is not None or self.left == 0):
-            self.done = True
-            if self.error is None:
-                self.result._set(True, list(itertools.chain.from_iterable(self.out)))
-            else:
-                self.result._set(False, self.error)
+        self.chunk_done()
+
+    def value(self) -> list:
+        return list(itertools.chain.from_iterable(self.out))
 
 
-class _MapRun:
-    """A checkpointed map's chunks in flight: each is stored as it arrives
-    and its values put in place; the first failure, or the last chunk (once
-    everything is committed), makes the result ready."""
+class _MapRun(_Run):
+    """Items stored one row each (``checkpoint_key=``); a chunk's values are
+    put in place as it arrives."""
 
     def __init__(self, what, call: _Call, result, out: list, keys: bytes, chunks, tasks) -> None:
-        self.what = what
-        self.call = call
-        self.result = result
-        self.out = out
-        self.tasks = tasks
+        super().__init__(what, call, result, out, tasks, len(chunks))
         # Per chunk: its items' keys, and the slice of `out` it fills (None
         # when its items are not side by side).
         self.chunk_keys = [_keys_at(keys, chunk) for chunk in chunks]
         self.spans = [(c[0], c[-1] + 1) if c[-1] - c[0] == len(c) - 1 else None for c in chunks]
         self.chunks = chunks
-        self.left = len(chunks)
-        self.error: BaseException | None = None
-        self.done = False
-        from ._outcome import decode
-
-        self.decode = decode  # imported here: workers need not load it
-
-    def start(self, payloads: list[list]) -> None:
-        try:
-            first = self.tasks.send(payloads, self.sink)
-        except BaseException:
-            self.tasks.release()
-            raise
-        self.result._tasks = range(first, first + len(payloads))  # for pool.cancel
 
     def sink(self, index: int, code: int, payload, duration_ns: int) -> None:
         """A chunk's answer, on the pool's result thread."""
@@ -683,21 +684,7 @@ class _MapRun:
                 self.error = outputs
         except Exception as exc:  # noqa: BLE001 - e.g. the store failed
             self.error = self.error or exc
-        self.left -= 1
-        if self.left == 0:
-            self.tasks.release()
-            try:
-                self.call.store.flush()
-            except Exception as exc:  # noqa: BLE001 - the last commit failed
-                self.error = self.error or exc
-        # As multiprocessing: the first failure makes the result ready; the
-        # other chunks are still stored as they finish.
-        if not self.done and (self.error is not None or self.left == 0):
-            self.done = True
-            if self.error is None:
-                self.result._set(True, self.out)
-            else:
-                self.result._set(False, self.error)
+        self.chunk_done()
 
 
 class _ResumeIterator:

@@ -24,7 +24,6 @@ import importlib
 import time
 
 import numpy as np
-
 import shoal
 
 RE = (-2.0, 1.0)  # the real axis, down the rows

@@ -529,38 +529,59 @@ fn connect(path: &Path) -> std::result::Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// `(application_id, user_version)` from the file's header.
-fn header(conn: &Connection) -> rusqlite::Result<(i32, i32)> {
-    let id = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-    let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    Ok((id, version))
+/// `(application_id, user_version, tables)` of the file, read in one
+/// transaction: another process may be creating the store meanwhile, and
+/// separate reads could see half of its work.
+fn header(conn: &Connection) -> rusqlite::Result<(i32, i32, i64)> {
+    let in_transaction = !conn.is_autocommit();
+    if !in_transaction {
+        conn.execute_batch("BEGIN")?;
+    }
+    let read = (|| {
+        let id = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables = conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        Ok((id, version, tables))
+    })();
+    if !in_transaction {
+        conn.execute_batch("COMMIT")?;
+    }
+    read
+}
+
+/// Runs `op` again while another connection holds the lock it needs, for
+/// up to [`BUSY_TIMEOUT`]: some statements (changing the journal mode) fail
+/// at once instead of waiting as SQLite's busy timeout makes others do.
+fn when_not_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match op() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn check_header(conn: &Connection) -> std::result::Result<bool, StoreError> {
     match header(conn)? {
-        (APPLICATION_ID, version) if version > FORMAT_VERSION => Err(StoreError::NewerFormat {
+        (APPLICATION_ID, version, _) if version > FORMAT_VERSION => Err(StoreError::NewerFormat {
             found: version,
             supported: FORMAT_VERSION,
         }),
-        (APPLICATION_ID, FORMAT_VERSION) => Ok(true),
-        (APPLICATION_ID, version) if version >= 1 => Err(StoreError::OlderFormat {
+        (APPLICATION_ID, FORMAT_VERSION, _) => Ok(true),
+        (APPLICATION_ID, version, _) if version >= 1 => Err(StoreError::OlderFormat {
             found: version,
             supported: FORMAT_VERSION,
         }),
-        (APPLICATION_ID, version) => Err(StoreError::Damaged(format!(
+        (APPLICATION_ID, version, _) => Err(StoreError::Damaged(format!(
             "its header says store format {version}, which no shoal wrote"
         ))),
-        (0, 0) => {
-            let tables: i64 =
-                conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))?;
-            if tables == 0 {
-                Ok(false)
-            } else {
-                Err(StoreError::NotAStore(
-                    "it is a SQLite database of another program".into(),
-                ))
-            }
-        }
+        (0, 0, 0) => Ok(false),
         _ => Err(StoreError::NotAStore(
             "it is a SQLite database of another program".into(),
         )),
@@ -577,7 +598,8 @@ fn prepare(conn: &Connection) -> std::result::Result<(), StoreError> {
         // before the file's first write.
         conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     }
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    let mode: String =
+        when_not_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::NotAStore(format!(
             "SQLite could not put it in WAL mode (it stays in {mode} mode)"

@@ -15,12 +15,6 @@ from shoal import _shoal
 pytestmark = pytest.mark.timeout(60)
 
 
-def shoal_mappings():
-    """Shared-memory segments this process has mapped."""
-    with open("/proc/self/maps") as f:
-        return sum("memfd:shoal-shm" in line for line in f)
-
-
 def test_constructors():
     z = shoal.shared.zeros((3, 4), dtype=np.int32)
     assert z.shape == (3, 4) and z.dtype == np.int32 and not z.any()
@@ -97,26 +91,26 @@ def test_it_outlives_the_pool(make_pool):
 
 
 def test_memory_is_freed_with_the_last_reference(make_pool):
-    before = shoal_mappings()
+    before = sh.shoal_mappings()
     a = shoal.shared.zeros(1 << 20)
     view = a[10:20]
-    assert shoal_mappings() == before + 1
+    assert sh.shoal_mappings() == before + 1
     del a
     gc.collect()
-    assert shoal_mappings() == before + 1, "a view keeps the memory alive"
+    assert sh.shoal_mappings() == before + 1, "a view keeps the memory alive"
     del view
     gc.collect()
-    assert shoal_mappings() == before
+    assert sh.shoal_mappings() == before
 
 
 def test_a_worker_keeps_the_memory_alive_after_the_parent_lets_go(make_pool):
     pool = make_pool(1)
     a = shoal.shared.full(1000, 3.0)
     pool.apply(sh.store, (a,))  # the worker keeps it in a global
-    before = shoal_mappings()
+    before = sh.shoal_mappings()
     del a
     gc.collect()
-    assert shoal_mappings() == before - 1, "the parent no longer maps it"
+    assert sh.shoal_mappings() == before - 1, "the parent no longer maps it"
     kept = pool.apply(sh.stored)  # still readable in the worker, and sent back
     assert kept.sum() == 3000.0
     kept[0] = 0  # the same shared memory, writable

@@ -20,14 +20,6 @@ import shoal
 pytestmark = [pytest.mark.timeout(60), pytest.mark.isolated]
 
 
-def shoal_mappings(pid="self"):
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            return sum("memfd:shoal-shm" in line for line in f)
-    except FileNotFoundError:
-        return 0
-
-
 def dev_shm():
     return sorted(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else []
 
@@ -39,7 +31,7 @@ def test_killing_a_worker_that_holds_segments_leaks_nothing(tmp_path):
         pool.map(sh.total, [big] * 2)  # warm: workers and their descriptors exist
         gc.collect()
         fds_before = len(os.listdir("/proc/self/fd"))
-        maps_before = shoal_mappings()
+        maps_before = sh.shoal_mappings()
         marker = tmp_path / "died"
         result = pool.apply_async(sh.hold_array_then_die, (big, str(marker)))
         with pytest.raises(shoal.WorkerLostError):
@@ -51,7 +43,7 @@ def test_killing_a_worker_that_holds_segments_leaks_nothing(tmp_path):
         del result
         gc.collect()
         assert len(os.listdir("/proc/self/fd")) <= fds_before
-        assert shoal_mappings() <= maps_before
+        assert sh.shoal_mappings() <= maps_before
     assert dev_shm() == shm_before
 
 
@@ -95,7 +87,7 @@ def test_killing_the_parent_leaves_no_process_and_nothing_in_dev_shm(tmp_path):
         pids = json.loads(line)
         children = pids["workers"] + [pids["child"]]
         assert all(h.pid_alive(p) for p in children)
-        assert h.wait_until(lambda: all(shoal_mappings(p) > 0 for p in children), 10)
+        assert h.wait_until(lambda: all(sh.shoal_mappings(p) > 0 for p in children), 10)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
         assert not h.wait_pids_gone(children, 10), "a child outlived its killed parent"
@@ -106,5 +98,5 @@ def test_killing_the_parent_leaves_no_process_and_nothing_in_dev_shm(tmp_path):
         parent.stdout.close()
     # Every process that held the segments is gone, so the kernel has freed
     # them; and none was ever a file in /dev/shm.
-    assert all(shoal_mappings(p) == 0 for p in children)
+    assert all(sh.shoal_mappings(p) == 0 for p in children)
     assert dev_shm() == shm_before

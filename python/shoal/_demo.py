@@ -163,16 +163,9 @@ def _io(workers: int, scale: float, pools: dict) -> Lesson:
     )
 
 
-def _numpy(workers: int, scale: float, pools: dict) -> Lesson | None:
-    try:
-        import numpy as np
-    except ImportError:
-        print(
-            "(numpy is not installed: the lesson on compiled code that releases the GIL "
-            "is skipped; pip install numpy to see it)\n",
-            flush=True,
-        )
-        return None
+def _numpy(workers: int, scale: float, pools: dict) -> Lesson:
+    import numpy as np
+
     rng = np.random.default_rng(0)
     arrays = [rng.random(int(1_500_000 * scale)) for _ in range(8)]
     threads = pools["threads"]
@@ -287,8 +280,6 @@ def run(workers: int, scale: float, rounds: int, on_lesson: Callable) -> list[Le
             pool.map(nothing, range(2 * workers), chunksize=1)  # workers up
         for make in LESSONS:
             lesson = make(workers, scale, pools)
-            if lesson is None:
-                continue
             lesson.measure(rounds)
             lesson.pools = {label: pool.trace() for label, pool in lesson.pools.items()}
             on_lesson(lesson)

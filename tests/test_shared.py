@@ -135,3 +135,20 @@ def test_the_fd_count_stays_flat_across_many_calls(make_pool):
         pool.map(sh.scale, [big, big + 1])
         gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= fds + 2
+
+
+def test_a_read_only_view_arrives_read_only(make_pool):
+    a = shoal.shared.zeros((8, 8))
+    view = a[:, ::2]
+    view.flags.writeable = False
+    got = make_pool(1).apply(sh.identity_flags, (view,))
+    assert got == (False, (8, 4))
+
+
+def test_many_views_of_one_array_share_one_segment():
+    a = shoal.shared.zeros((300, 4))
+    q = shoal.Queue()
+    q.put([a[i] for i in range(300)])  # one descriptor, not 300
+    rows = q.get(timeout=10)
+    rows[7][0] = 1.0
+    assert a[7, 0] == 1.0

@@ -239,3 +239,12 @@ def test_a_worker_keeps_a_shared_segment_mapped_between_tasks_then_lets_go(make_
     assert h.wait_until(lambda: sh.shoal_mappings(pid) == 0, 5), "released once idle"
     pool.apply(h.square, (3,))
     assert sh.shoal_mappings(pid) == 0
+
+
+def test_a_retried_task_sees_its_argument_as_it_was_sent(make_pool, tmp_path):
+    # The failed run wrote into its (large) argument; the retry must not see it.
+    a = np.zeros(BIG)
+    marker = str(tmp_path / "ran")
+    got = make_pool(1).apply(sh.bump_fail_first, (a, marker), retries=1, retry_on=sh.Flaky)
+    assert got == 1.0
+    assert (a == 0).all(), "the caller's array is unchanged"

@@ -74,6 +74,27 @@ def test_a_lock_whose_holder_was_killed_is_taken_over(make_pool):
     lock.release()
 
 
+def test_a_lock_held_by_a_killed_unreaped_process_is_taken_over():
+    # A killed child stays a zombie until joined; it holds nothing any more.
+    lock = shoal.Lock()
+    child = shoal.Process(target=sh.hold_lock, args=(lock, 60))
+    child.start()
+    try:
+        assert h.wait_until(lock.locked, 10)
+        os.kill(child.pid, signal.SIGKILL)
+        assert lock.acquire(timeout=5), "waited on a zombie's lock"
+        lock.release()
+    finally:
+        child.join(10)
+
+
+def test_huge_timeouts_mean_no_timeout():
+    lock, queue = shoal.Lock(), shoal.Queue()
+    queue.put("item")
+    assert lock.acquire(timeout=1e19)
+    assert queue.get(timeout=1e300) == "item"
+
+
 def test_shoal_objects_refuse_plain_pickle():
     for obj in (shoal.Lock(), shoal.Value("i"), shoal.Queue()):
         with pytest.raises(TypeError, match="not pickled otherwise"):
@@ -273,6 +294,11 @@ def test_misuse_is_reported():
     with pytest.raises(RuntimeError, match="already started"):
         p.start()
     p.join(10)
+    p.close()
+    assert "closed" in repr(p)
+    for misuse in (p.start, p.join):
+        with pytest.raises(ValueError, match="closed"):
+            misuse()
     with pytest.raises(TypeError, match="callable"):
         shoal.Process(target=42)
 

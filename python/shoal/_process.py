@@ -58,6 +58,7 @@ class Process:
         self.name = name if name is not None else f"Process-{next(_counter)}"
         self.daemon = bool(daemon)
         self._child = None
+        self._closed = False
 
     def run(self) -> None:
         """What the child runs: the target, by default."""
@@ -65,6 +66,7 @@ class Process:
             self._target(*self._args, **self._kwargs)
 
     def start(self) -> None:
+        self._check_open()
         if self._child is not None:
             raise RuntimeError(f"{self.name} was already started; a process starts once")
         if type(self).run is Process.run:
@@ -81,7 +83,12 @@ class Process:
         self._child = _shoal.Child(sys.executable, args, env, body, fds)
         _children.add(self)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self.name} is closed")
+
     def _check_started(self, what: str):
+        self._check_open()
         if self._child is None:
             raise ValueError(f"can only {what} a started process; call start() first")
         return self._child
@@ -118,7 +125,11 @@ class Process:
         """Releases the handle on a finished process."""
         if self.is_alive():
             raise ValueError(f"cannot close {self.name}: it is still running")
+        if self._child is not None:
+            self._child.wait(0)  # reaps it (it has ended)
+        _children.discard(self)
         self._child = None
+        self._closed = True
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -126,7 +137,9 @@ class Process:
         return state
 
     def __repr__(self) -> str:
-        if self._child is None:
+        if self._closed:
+            status = "closed"
+        elif self._child is None:
             status = "initial"
         else:
             code = self.exitcode

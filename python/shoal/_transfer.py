@@ -77,12 +77,9 @@ class _Call:
     """What the payloads of one call share: the copies, by the buffer they
     copy, so an array given to many tasks of a call is copied once."""
 
-    __slots__ = ("returning", "_copies")
+    __slots__ = ("_copies",)
 
-    def __init__(self, returning: bool = False) -> None:
-        # A result goes back to the process that owns what it sent: an
-        # OWNED segment (the task's own argument) may go back as a handle.
-        self.returning = returning
+    def __init__(self) -> None:
         self._copies: dict[tuple[int, int], _Copy] = {}
 
     def copy_of(self, buffer, address: int, nbytes: int) -> _Copy:
@@ -102,15 +99,17 @@ class _Envelope:
         self.attachments: list = []  # Fd, Segment or _Copy
         self.accesses: list[int] = []
         self.entries: list = []  # (attachment, offset, nbytes) or inline bytes
-        self._index: dict[int, int] = {}
+        self._index: dict[object, int] = {}
         self._call = call
 
     def attach(self, obj, access: int = _RAW) -> int:
         """Index of ``obj`` (an ``Fd``, a ``Segment`` or a ``_Copy``) among
-        this payload's attachments."""
-        index = self._index.get(id(obj))
+        this payload's attachments. Views of one segment (each ``locate``
+        makes a new ``Segment`` object) share one attachment."""
+        key = ("segment", obj.address) if type(obj) is _Segment else id(obj)
+        index = self._index.get(key)
         if index is None:
-            index = self._index[id(obj)] = len(self.attachments)
+            index = self._index[key] = len(self.attachments)
             self.attachments.append(obj)
             self.accesses.append(access)
             if type(obj) is _Copy:
@@ -121,7 +120,8 @@ class _Envelope:
         """The pickler's ``buffer_callback``: every buffer goes out of band
         (returns False); small ones ride inline in the header."""
         address, nbytes, segment, offset = _locate(buffer)
-        if segment is not None and (segment.access != _OWNED or self._call.returning):
+        # An owned mapping is private: its writes are not in the segment.
+        if segment is not None and segment.access != _OWNED:
             self.entries.append((self.attach(segment, segment.access), offset, nbytes))
         elif nbytes < THRESHOLD:
             self.entries.append(buffer.raw().tobytes())  # memory order kept (Fortran too)
@@ -219,6 +219,8 @@ class _OutOfBand:
             # A view of a shared segment: travels as a handle, strides and all.
             segment, start = found
             region = memoryview(segment)[start : start + high - low]
+            if not array.flags.writeable:
+                region = region.toreadonly()  # arrives read-only, as it was sent
             offset = array.__array_interface__["data"][0] - low
             args = (_PickleBuffer(region), array.dtype, array.shape, array.strides, offset)
             return _as_strided, args
@@ -266,7 +268,7 @@ def _pickle_out_of_band(obj, envelope: _Envelope, by_value: bool) -> bytes:
     return out.getvalue()
 
 
-def _pack_one(obj, call: _Call | None, by_value: bool = False, returning: bool = False):
+def _pack_one(obj, call: _Call | None, by_value: bool = False):
     """``bytes``, or ``(_Envelope, main pickle)`` to seal once the whole
     call is packed (``call`` made on demand if None)."""
     if not by_value:
@@ -280,7 +282,7 @@ def _pack_one(obj, call: _Call | None, by_value: bool = False, returning: bool =
             if verdict == 0:
                 if not buffers:
                     return data
-                envelope = _Envelope(call or _Call(returning))
+                envelope = _Envelope(call or _Call())
                 for buffer in buffers:
                     envelope.add_buffer(buffer)
                 if envelope.attachments:
@@ -288,7 +290,7 @@ def _pack_one(obj, call: _Call | None, by_value: bool = False, returning: bool =
                 # Only small buffers: plain bytes are cheaper to send and load.
                 return _pickle_dumps(obj, PROTOCOL)
             by_value = verdict == 2
-    call = call or _Call(returning)
+    call = call or _Call()
     envelope = _Envelope(call)
     try:
         data = _pickle_out_of_band(obj, envelope, by_value)
@@ -314,11 +316,11 @@ def _pickle_in_band(obj, by_value: bool) -> bytes:
     return out.getvalue()
 
 
-def pack(obj, by_value: bool = False, returning: bool = False):
+def pack(obj, by_value: bool = False):
     """``obj`` pickled: ``bytes``, or ``(body, attachments)`` when parts of
     it travel in shared memory. ``by_value`` pickles functions and classes
-    by value (cloudpickle); ``returning`` marks a task's result."""
-    packed = _pack_one(obj, None, by_value, returning)
+    by value (cloudpickle)."""
+    packed = _pack_one(obj, None, by_value)
     if type(packed) is bytes:
         return packed
     envelope, data = packed

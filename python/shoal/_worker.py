@@ -106,7 +106,7 @@ def serve(link, stdout, stderr) -> int:
                 else:
                     t2 = perf_counter_ns()
                     try:
-                        out = pack(result, returning=True)
+                        out = pack(result)
                     except Exception as why:  # noqa: BLE001
                         error = unpicklable_result_error(result, mode, why)
                         failed(a, dumps_exception(error), False, t1 - t0)

@@ -35,8 +35,18 @@ fn my_pid() -> u32 {
 
 fn is_dead(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    let failed = unsafe { libc::kill(pid as libc::pid_t, 0) } != 0;
-    failed && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    // A zombie (killed, not yet reaped by its parent) still answers
+    // signal 0, but runs no more code: its locks are free to take over.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, after_name) = stat.rsplit_once(')')?;
+            Some(after_name.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 impl SharedLock {

@@ -23,15 +23,16 @@ use std::sync::{Arc, Mutex, Weak};
 use crate::error::{CoreError, Result};
 use crate::fds::SharedFd;
 
-/// How a segment is mapped. Every mapping is shared (`MAP_SHARED`): its
-/// bytes are the segment's, so the segment can stand for them in another
-/// process.
+/// How a segment is mapped. Read-only and shared mappings are the
+/// segment's own bytes (`MAP_SHARED`), so the segment can stand for them in
+/// another process; an owned mapping is private (copy-on-write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Read-only: a sealed copy that several tasks read.
     ReadOnly,
-    /// Writable, and used by one process at a time: a task's own copy of
-    /// an argument, or a result. Writing costs no copy.
+    /// Writable and private (`MAP_PRIVATE`): a task's own copy of an
+    /// argument, or a result. Pages are copied only when written, and the
+    /// segment keeps what was sent, so a retried task sees it unchanged.
     Owned,
     /// Writable by every process that maps it: a shared array.
     Shared,
@@ -154,22 +155,14 @@ impl Mapping {
         if len == 0 {
             return Err(CoreError::Config("an empty shared memory segment".into()));
         }
-        let prot = match access {
-            Access::ReadOnly => libc::PROT_READ,
-            Access::Owned | Access::Shared => libc::PROT_READ | libc::PROT_WRITE,
+        let (prot, flags) = match access {
+            Access::ReadOnly => (libc::PROT_READ, libc::MAP_SHARED),
+            Access::Owned => (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE),
+            Access::Shared => (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED),
         };
         // SAFETY: a fresh mapping of a descriptor we hold, at an address
         // the kernel picks; failure is checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
         if ptr == libc::MAP_FAILED {
             return Err(os_error("map shared memory"));
         }
@@ -256,14 +249,15 @@ mod tests {
     }
 
     #[test]
-    fn an_unsealed_copy_can_be_owned_and_written() {
+    fn an_owned_mapping_writes_its_own_copy() {
         let fd = SharedFd::new(create_copy(b"hello", false).unwrap());
         assert!(!is_sealed(&fd));
         let owned = Mapping::map(fd.clone(), Access::Owned).unwrap();
         // SAFETY: writing inside a writable mapping of 5 bytes.
         unsafe { *owned.as_ptr() = b'J' };
+        assert_eq!(bytes(&owned), b"Jello");
         let again = Mapping::map(fd, Access::ReadOnly).unwrap();
-        assert_eq!(bytes(&again), b"Jello");
+        assert_eq!(bytes(&again), b"hello", "the segment keeps what was sent");
     }
 
     #[test]

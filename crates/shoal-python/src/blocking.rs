@@ -35,10 +35,15 @@ where
     }
 }
 
+/// Timeouts from this many seconds (about 31 years) on mean "no timeout":
+/// larger ones would overflow `Duration` and `Instant`.
+const FOREVER_SECONDS: f64 = 1e9;
+
 /// A Python timeout in seconds, checked.
 pub(crate) fn seconds(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     match timeout {
         None => Ok(None),
+        Some(t) if t >= FOREVER_SECONDS && t.is_finite() => Ok(None),
         Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
         Some(t) => Err(pyo3::exceptions::PyValueError::new_err(format!(
             "timeout must be a non-negative number of seconds, got {t}"

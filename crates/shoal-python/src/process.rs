@@ -40,9 +40,10 @@ impl PyChild {
         let fds = shared_fds(fds)?;
         let command = WorkerCommand { program, args, env };
         py.detach(move || {
-            let (inner, mut sock) = ChildProcess::start(command)?;
+            // Encoded first: a frame that can't be sent starts no process.
             let mut frame = Vec::new();
             encode_with_fds(&mut frame, Kind::Task, 0, 0, &body, fds.len())?;
+            let (inner, mut sock) = ChildProcess::start(command)?;
             use std::os::fd::AsRawFd;
             let sent = if fds.is_empty() {
                 sock.write_all(&frame)

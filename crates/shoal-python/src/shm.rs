@@ -220,7 +220,10 @@ pub(crate) fn copy_to_segment(
     let fd = py.detach(move || {
         // SAFETY: `raw` holds the exporter's buffer (and a reference to it)
         // until after this closure returns, so the `len` bytes at `addr`
-        // stay valid and unchanged by us.
+        // stay valid; we never write them. With the GIL released another
+        // Python thread may write them meanwhile (as while numpy copies
+        // without the GIL): the slice is only handed to `pwrite`, so the
+        // kernel reads it, and such a copy is torn, never out of bounds.
         let data = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
         shm::create_copy(data, sealed)
     });

@@ -17,8 +17,6 @@ from ._serialize import loads
 from ._transfer import pack, unpack
 
 _RAW = -1
-#: What the engine's queue says once closed (crates/shoal-python/src/queue.rs).
-_CLOSED = "the queue is closed"
 
 Empty = _stdlib_queue.Empty
 Full = _stdlib_queue.Full
@@ -39,9 +37,7 @@ class Queue:
         body, fds = (packed, ()) if type(packed) is bytes else packed
         try:
             sent = self._mq.put(body, fds, _wait(block, timeout))
-        except ValueError as exc:
-            if str(exc) != _CLOSED:
-                raise  # e.g. an item with too many shared segments
+        except _shoal.QueueClosed:
             raise ValueError("put() on a closed shoal.Queue") from None
         if not sent:
             raise Full
@@ -49,9 +45,7 @@ class Queue:
     def get(self, block: bool = True, timeout: float | None = None):
         try:
             got = self._mq.get(_wait(block, timeout))
-        except ValueError as exc:
-            if str(exc) != _CLOSED:
-                raise  # e.g. a malformed message
+        except _shoal.QueueClosed:
             raise ValueError(
                 "get() on a closed shoal.Queue: it was closed (by this or another "
                 "process) and every item in it has been taken"

@@ -19,6 +19,13 @@ create_exception!(
     "A checkpoint store could not be used: not a store, a newer format, damaged, or unwritable."
 );
 
+create_exception!(
+    _shoal,
+    QueueClosed,
+    PyValueError,
+    "The queue was closed: no more puts, and every item has been taken."
+);
+
 pub(crate) fn to_py(err: CoreError) -> PyErr {
     match err {
         CoreError::Closed => PyValueError::new_err("Pool not running"),

@@ -35,6 +35,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "CheckpointError",
         m.py().get_type::<errors::CheckpointError>(),
     )?;
+    m.add("QueueClosed", m.py().get_type::<errors::QueueClosed>())?;
     store::add_store_items(m)?;
     engine::add_outcome_codes(m)?;
     link::add_frame_kinds(m)?;

@@ -95,7 +95,9 @@ class TraceRecorder:
                 if task is None:
                     continue
                 task["outcome"] = _OUTCOMES.get(code, "error")
-                task["bytes_out"] = payload_nbytes(payload) if code == _DONE else 0
+                # A result (maybe in shared memory) or a pickled exception.
+                answered = code == _DONE or type(payload) is bytes
+                task["bytes_out"] = payload_nbytes(payload) if answered else 0
                 task["done_ns"] = now
                 if run is not None:
                     slot, pid, start_ns, deser_ns, result_ser_ns = run

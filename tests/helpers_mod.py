@@ -436,6 +436,13 @@ def busy_python(n):
     return total
 
 
+def spin_until(event, seconds):
+    """Pure-Python CPU work until ``event`` is set (at most ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while not event.is_set() and time.monotonic() < deadline:
+        busy_python(1_000)
+
+
 def busy_python_index(i):
     return busy_python(2_000) + i
 

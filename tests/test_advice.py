@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import shoal
-from shoal._advice import advise
+from shoal.trace.advice import advise
 from trace_factory import Call, make_trace
 
 pytestmark = pytest.mark.timeout(60)

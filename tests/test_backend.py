@@ -9,7 +9,7 @@ import time
 import helpers_mod as h
 import pytest
 import shoal
-from shoal import _backend
+from shoal.parallel import auto as _backend
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,7 +46,7 @@ def test_decide_threads_on_one_core():
 def test_a_threads_run_time_counts_work_not_waits():
     event = threading.Event()
     sleeper = threading.Thread(target=event.wait, args=(5,))
-    worker = threading.Thread(target=h.busy_python, args=(2_000_000,))
+    worker = threading.Thread(target=h.spin_until, args=(event, 5))
     sleeper.start()
     worker.start()
     before = {t: _backend._ran_and_queued(t) for t in (sleeper, worker)}
@@ -59,6 +59,14 @@ def test_a_threads_run_time_counts_work_not_waits():
     assert ran < 0.01 and queued < 0.01  # waiting is neither running nor ready
     ran, queued = (b - a for a, b in zip(before[worker], after[worker], strict=True))
     assert ran + queued > 0.05  # running or ready to run nearly all the time
+
+
+def test_an_ended_threads_clock_reads_as_none():
+    thread = threading.Thread(target=int)
+    thread.start()
+    thread.join()
+    assert _backend._ran_and_queued(thread) is None
+    assert _backend._sample({0: thread}) == {}
 
 
 # ----------------------------------------------------------- measured, live

@@ -6,7 +6,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from shoal._bench import (
+from shoal.cli.bench import (
     Point,
     amdahl_fit,
     amdahl_speedup,

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "shoal._cli", *args],
+        [sys.executable, "-m", "shoal.cli", *args],
         capture_output=True,
         text=True,
         timeout=100,

@@ -20,7 +20,7 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 def shoal(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "shoal._cli", *args],
+        [sys.executable, "-m", "shoal.cli", *args],
         capture_output=True,
         text=True,
         timeout=100,
@@ -115,7 +115,7 @@ def test_info_exits_1_when_the_self_check_fails():
     # Workers are started with sys.executable: make it a program that exits at once.
     script = (
         "import sys; sys.executable = '/bin/false'\n"
-        "from shoal._cli import main\n"
+        "from shoal.cli.main import main\n"
         "sys.exit(main(['info']))"
     )
     done = subprocess.run(
@@ -127,7 +127,7 @@ def test_info_exits_1_when_the_self_check_fails():
 
 def test_a_closed_pipe_is_not_a_failure():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shoal._cli", "info"],
+        [sys.executable, "-m", "shoal.cli", "info"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import shm_helpers as sh
 import shoal
-from shoal import _backend, _transfer
+from shoal.parallel import auto as _backend
+from shoal.wire import transfer as _transfer
 
 pytestmark = pytest.mark.timeout(60)
 

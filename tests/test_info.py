@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from shoal import CpuReport
-from shoal._info import cpu_limits, cpu_reason, gil_status, self_check, shared_memory, versions
+from shoal.cli.info import cpu_limits, cpu_reason, gil_status, self_check, shared_memory, versions
 
 pytestmark = pytest.mark.timeout(60)
 

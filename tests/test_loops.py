@@ -12,7 +12,7 @@ import threading
 import helpers_mod as h
 import pytest
 import shoal
-from shoal import _loops
+from shoal.parallel import loops as _loops
 
 pytestmark = pytest.mark.timeout(120)
 

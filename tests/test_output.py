@@ -1,5 +1,5 @@
 """Worker output reaches the parent: prints (stdout and stderr) and logging
-records, tagged with the worker, whole lines only (``shoal._output``).
+records, tagged with the worker, whole lines only (``shoal.worker.output``).
 
 The parent writes to its *current* ``sys.stdout``/``sys.stderr`` objects, not
 to file descriptors: pytest's ``capsys`` replaces them exactly as Jupyter

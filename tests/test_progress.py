@@ -1,4 +1,4 @@
-"""``progress=`` and ``on_progress=`` on the map family (``shoal._progress``)."""
+"""``progress=`` and ``on_progress=`` on the map family (``shoal.pool.progress``)."""
 
 from __future__ import annotations
 

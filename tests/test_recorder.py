@@ -1,4 +1,4 @@
-"""``Pool(trace=True)`` and ``pool.trace()`` (``shoal._recorder``): every
+"""``Pool(trace=True)`` and ``pool.trace()`` (``shoal.trace.recorder``): every
 task once, times in order, workers and sizes as they really were."""
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 import shoal
-from shoal._report import render
-from shoal._timeline import PALETTE, PLOT_WIDTH
+from shoal.trace.report import render
+from shoal.trace.timeline import PALETTE, PLOT_WIDTH
 from trace_factory import Call, make_trace
 
 pytestmark = pytest.mark.timeout(120)

@@ -8,7 +8,8 @@ import helpers_mod as h
 import numpy as np
 import pytest
 import shm_helpers as sh
-from shoal import _shoal, _transfer
+from shoal import _shoal
+from shoal.wire import transfer as _transfer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -235,7 +235,7 @@ def test_failed_cancelled_and_lost_tasks_are_counted_and_placed():
     trace = shoal.Trace.from_dict(data)
     s = trace.summary()
     assert s.outcomes == {"ok": 3, "lost": 1, "cancelled": 1, "timeout": 1}
-    from shoal._trace_summary import lanes
+    from shoal.trace.summary import lanes
 
     slot = lanes(trace, s.wall)[lost["worker"]]
     lost_interval = next(iv for iv in slot if iv.task.id == lost["id"])

@@ -16,39 +16,39 @@ __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _EXPORTS = {
-    "Pool": "_pool",
-    "ThreadPool": "_threadpool",
-    "worker_id": "_identity",
-    "num_workers": "_identity",
-    "parallel_for": "_loops",
-    "parallel_reduce": "_loops",
-    "LoopResult": "_loops",
-    "map": "_backend",
-    "BackendChoice": "_backend",
-    "last_choice": "_backend",
-    "AsyncResult": "_results",
-    "IMapIterator": "_results",
-    "MapResult": "_results",
-    "TimeoutError": "_results",
-    "cached": "_checkpoint",
-    "CheckpointError": "_errors",
-    "CpuReport": "_cpus",
-    "cpu_count": "_cpus",
-    "cpu_report": "_cpus",
-    "RemoteTraceback": "_errors",
-    "SerializationError": "_errors",
-    "ShoalError": "_errors",
-    "TaskTimeoutError": "_errors",
-    "WorkerInitError": "_errors",
-    "WorkerLostError": "_errors",
-    "WorkerStartError": "_errors",
-    "Trace": "_trace",
-    "TraceFormatError": "_trace",
-    "report": "_report",
-    "Lock": "_sync",
-    "Value": "_sync",
-    "Queue": "_queue",
-    "Process": "_process",
+    "Pool": "pool.pool",
+    "ThreadPool": "pool.threadpool",
+    "worker_id": "worker.identity",
+    "num_workers": "worker.identity",
+    "parallel_for": "parallel.loops",
+    "parallel_reduce": "parallel.loops",
+    "LoopResult": "parallel.loops",
+    "map": "parallel.auto",
+    "BackendChoice": "parallel.auto",
+    "last_choice": "parallel.auto",
+    "AsyncResult": "pool.results",
+    "IMapIterator": "pool.results",
+    "MapResult": "pool.results",
+    "TimeoutError": "pool.results",
+    "cached": "checkpoint.call",
+    "CheckpointError": "errors",
+    "CpuReport": "cpus",
+    "cpu_count": "cpus",
+    "cpu_report": "cpus",
+    "RemoteTraceback": "errors",
+    "SerializationError": "errors",
+    "ShoalError": "errors",
+    "TaskTimeoutError": "errors",
+    "WorkerInitError": "errors",
+    "WorkerLostError": "errors",
+    "WorkerStartError": "errors",
+    "Trace": "trace.trace",
+    "TraceFormatError": "trace.trace",
+    "report": "trace.report",
+    "Lock": "sync.primitives",
+    "Value": "sync.primitives",
+    "Queue": "sync.queue",
+    "Process": "sync.process",
 }
 
 # `map` is left out: `from shoal import *` must not replace the builtin.
@@ -107,11 +107,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from . import shared
-    from ._backend import BackendChoice, last_choice
-    from ._backend import map as map  # noqa: A004 - re-exported, not in __all__
-    from ._checkpoint import cached
-    from ._cpus import CpuReport, cpu_count, cpu_report
-    from ._errors import (
+    from .checkpoint.call import cached
+    from .cpus import CpuReport, cpu_count, cpu_report
+    from .errors import (
         CheckpointError,
         RemoteTraceback,
         SerializationError,
@@ -121,13 +119,15 @@ if TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
-    from ._identity import num_workers, worker_id
-    from ._loops import LoopResult, parallel_for, parallel_reduce
-    from ._pool import Pool
-    from ._process import Process
-    from ._queue import Queue
-    from ._report import report
-    from ._results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004
-    from ._sync import Lock, Value
-    from ._threadpool import ThreadPool
-    from ._trace import Trace, TraceFormatError
+    from .parallel.auto import BackendChoice, last_choice
+    from .parallel.auto import map as map  # noqa: A004 - re-exported, not in __all__
+    from .parallel.loops import LoopResult, parallel_for, parallel_reduce
+    from .pool.pool import Pool
+    from .pool.results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004
+    from .pool.threadpool import ThreadPool
+    from .sync.primitives import Lock, Value
+    from .sync.process import Process
+    from .sync.queue import Queue
+    from .trace.report import report
+    from .trace.trace import Trace, TraceFormatError
+    from .worker.identity import num_workers, worker_id

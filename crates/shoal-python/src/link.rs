@@ -1,5 +1,5 @@
 //! `Link`: the worker process's end of its connection, used by
-//! `shoal._worker`.
+//! `shoal.worker`.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};

@@ -1,0 +1,63 @@
+"""``progress=`` and ``on_progress=``: how far a call has got.
+
+``progress=True`` shows a tqdm bar (``tqdm.auto``: a widget in Jupyter,
+text in a terminal; nothing when the output is not a terminal), and
+``progress="always"`` shows it even then. ``on_progress(done, total)`` is
+called after every finished chunk (``total`` is None for an ``imap`` over
+an input of unknown length). Both run on the pool's result thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .results import call_back
+
+
+def check_progress(progress: Any, on_progress: Any) -> None:
+    if not (progress is True or progress is False or progress == "always"):
+        raise ValueError(f"progress must be True, False or 'always', got {progress!r}")
+    if on_progress is not None and not callable(on_progress):
+        raise TypeError(f"on_progress must be a callable(done, total), got {on_progress!r}")
+
+
+class Progress:
+    """One call's count of finished items, shown and/or reported."""
+
+    def __init__(
+        self, what: str, total: int | None, show: bool | str, callback: Callable | None
+    ) -> None:
+        self._done = 0
+        self._total = total
+        self._callback = callback
+        self._lock = threading.Lock()
+        self._bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            # disable=None: no bar when not a terminal (the notebook bar
+            # treats None as "show").
+            self._bar = tqdm(
+                total=total,
+                desc=what,
+                unit="item",
+                dynamic_ncols=True,
+                disable=None if show is True else False,
+            )
+
+    def advance(self, items: int) -> None:
+        with self._lock:
+            self._done += items
+            done = self._done
+            if self._bar is not None:
+                self._bar.update(items)
+        if self._callback is not None:
+            call_back(self._callback, done, self._total)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None

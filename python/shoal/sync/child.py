@@ -1,0 +1,51 @@
+"""The child of a ``shoal.Process``: ``python -m shoal.sync.child``,
+started by the engine. It receives its work as one frame, runs it, and
+exits with multiprocessing's exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+from .. import _shoal
+from ..wire.serialize import loads
+from ..wire.transfer import unpack
+
+
+def _run() -> int:
+    try:
+        link = _shoal.Link()
+        (_kind, _a, _b, body, fds), *_ = link.recv()
+    except (_shoal.ShoalError, EOFError) as exc:
+        print(f"shoal.sync.child: {exc}; it is started by shoal.Process", file=sys.stderr)
+        return 2
+    name = "?"
+    try:
+        name, target, args, kwargs = loads(body) if fds is None else unpack(body, fds)
+        del body, fds
+        if target is not None:
+            target(*args, **kwargs)
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        if isinstance(exc.code, int):
+            return exc.code
+        print(exc.code, file=sys.stderr)
+        return 1
+    except BaseException:  # noqa: BLE001 - reported as multiprocessing does
+        import traceback
+
+        print(f"Process {name}:", file=sys.stderr)
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def main() -> int:
+    code = _run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

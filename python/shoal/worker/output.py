@@ -1,0 +1,193 @@
+"""A worker's ``print`` output and ``logging`` records, sent to the parent.
+
+Worker side: :class:`LineWriter` replaces ``sys.stdout``/``sys.stderr`` and
+sends whole lines as frames (a partial line waits for its newline, the end
+of the task, or the worker's exit), so lines from different workers never
+mix. :func:`forward_logging` sends ``logging`` records the same way.
+
+Parent side: :func:`deliver` writes lines to the parent's *current*
+``sys.stdout``/``sys.stderr`` (so ``contextlib.redirect_stdout`` and Jupyter,
+which replaces them, both work), each prefixed with ``[worker N]``, and hands
+records to the parent's loggers.
+"""
+
+from __future__ import annotations
+
+import _thread
+import io
+import sys
+
+from .. import _shoal
+from ..wire.serialize import PROTOCOL, pickle
+
+#: ``extra`` fields of a log record that are not plain values travel as repr.
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class LineWriter(io.TextIOBase):
+    """A worker's ``sys.stdout`` or ``sys.stderr``."""
+
+    def __init__(self, link, stream: int, name: str) -> None:
+        self._link = link
+        self._stream = stream
+        self._name = name
+        self._partial = ""  # text after the last newline; read by the worker loop
+        # User code may print from several threads.
+        self._lock = _thread.allocate_lock()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    @property
+    def errors(self) -> str:
+        return "backslashreplace"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            head, newline, tail = text.rpartition("\n")
+            if not newline:
+                self._partial += text
+                return len(text)
+            lines, self._partial = self._partial + head + "\n", tail
+        self._send(lines)
+        return len(text)
+
+    def end_line(self) -> None:
+        """Sends a partial line as a line of its own (at a task's end)."""
+        with self._lock:
+            lines, self._partial = self._partial, ""
+        if lines:
+            self._send(lines + "\n")
+
+    def _send(self, lines: str) -> None:
+        data = lines.encode("utf-8", "backslashreplace")
+        try:
+            self._link.send(_shoal.KIND_OUTPUT, self._stream, 0, data)
+            # At once: a long task's progress lines must not wait for its end.
+            self._link.flush()
+        except (OSError, _shoal.ShoalError):
+            pass  # the parent is gone; nobody is left to read it
+
+
+def capture_output(link) -> tuple[LineWriter, LineWriter]:
+    """Points ``sys.stdout`` and ``sys.stderr`` at the parent."""
+    sys.stdout = LineWriter(link, _shoal.STREAM_STDOUT, "<shoal worker stdout>")
+    sys.stderr = LineWriter(link, _shoal.STREAM_STDERR, "<shoal worker stderr>")
+    return sys.stdout, sys.stderr
+
+
+def forward_logging(link, level: int) -> None:
+    """Sends every record at ``level`` or above to the parent's loggers,
+    from the moment the worker's code imports ``logging`` (importing it
+    here would cost every worker about 25 ms at start)."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        _send_records(logging, link, level)
+    else:
+        sys.meta_path.insert(0, _AfterImport("logging", lambda m: _send_records(m, link, level)))
+
+
+def _send_records(logging, link, level: int) -> None:
+    formatter = logging.Formatter()
+
+    class _ToParent(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                fields = dict(record.__dict__)
+                fields["msg"], fields["args"] = record.getMessage(), None
+                if record.exc_info:
+                    fields["exc_text"] = formatter.formatException(record.exc_info)
+                fields["exc_info"] = None
+                fields.pop("message", None)
+                plain = {k: v if isinstance(v, _PLAIN) else repr(v) for k, v in fields.items()}
+                link.send(_shoal.KIND_LOG, 0, 0, pickle.dumps(plain, PROTOCOL))
+                link.flush()
+            except Exception:  # noqa: BLE001 - logging's own error report
+                self.handleError(record)
+
+    root = logging.getLogger()
+    root.handlers[:] = [_ToParent()]
+    root.setLevel(level)
+
+
+class _AfterImport:
+    """A meta path finder that lets the other finders import ``name``, then
+    calls ``then(module)`` once the module has run; used once, then gone."""
+
+    def __init__(self, name: str, then) -> None:
+        self._name = name
+        self._then = then
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        if fullname != self._name:
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            spec = find_spec(fullname, path, target) if find_spec else None
+            if spec is not None:
+                break
+        else:
+            return None
+        run = getattr(spec.loader, "exec_module", None)
+        if run is None:
+            return spec  # an old-style loader: imported, but not watched
+        then = self._then
+
+        def exec_module(module) -> None:
+            run(module)
+            then(module)
+
+        spec.loader.exec_module = exec_module  # this spec's own loader object
+        return spec
+
+
+def parent_log_level() -> int | None:
+    """The level worker records are forwarded at: the parent's root level,
+    if the parent uses ``logging`` at all."""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return None
+    return logging.getLogger().getEffectiveLevel()
+
+
+def deliver(output: list) -> None:
+    """Parent side: writes a batch of ``(slot, pid, stream, bytes)``."""
+    for slot, pid, stream, body in output:
+        try:
+            if stream == _shoal.STREAM_LOG:
+                _handle_record(slot, pid, body)
+                continue
+            target = sys.stdout if stream == _shoal.STREAM_STDOUT else sys.stderr
+            if target is None:
+                continue
+            tag = f"[worker {slot}] "
+            text = body.decode("utf-8", "replace")
+            target.write("".join(f"{tag}{line}\n" for line in text.splitlines()))
+            target.flush()
+        except Exception:  # noqa: BLE001 - a closed or broken stdout must not stop results
+            pass
+
+
+def _handle_record(slot: int, pid: int, body: bytes) -> None:
+    import logging
+
+    from ..wire.serialize import loads
+
+    record = logging.makeLogRecord(loads(body))
+    record.processName = f"shoal-worker-{slot}"
+    record.process = pid
+    logging.getLogger(record.name).handle(record)

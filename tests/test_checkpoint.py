@@ -23,7 +23,7 @@ import helpers_mod as h
 import numpy as np
 import pytest
 import shoal
-from shoal.checkpoint import call as _checkpoint
+from shoal.checkpoint import keys as _checkpoint
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -389,7 +389,7 @@ def test_function_identity_follows_code_and_closures_not_position():
 def test_frozenset_constants_hash_the_same_in_every_interpreter():
     # String hashing is randomised per process, and with it a frozenset's order.
     code = (
-        "from shoal.checkpoint import call as _checkpoint\n"
+        "from shoal.checkpoint import keys as _checkpoint\n"
         "def f(x):\n    return x in {'alpha', 'beta', 'gamma', 'delta', 'epsilon'}\n"
         "print(_checkpoint.function_identity(f)[0].hex())\n"
     )

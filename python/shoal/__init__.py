@@ -30,7 +30,7 @@ _EXPORTS = {
     "IMapIterator": "pool.results",
     "MapResult": "pool.results",
     "TimeoutError": "pool.results",
-    "cached": "checkpoint.call",
+    "cached": "checkpoint.cached",
     "CheckpointError": "errors",
     "CpuReport": "cpus",
     "cpu_count": "cpus",
@@ -107,7 +107,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from . import shared
-    from .checkpoint.call import cached
+    from .checkpoint.cached import cached
     from .cpus import CpuReport, cpu_count, cpu_report
     from .errors import (
         CheckpointError,

@@ -28,39 +28,37 @@ arguments; a re-run loads what is stored and computes only the rest.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import functools
 import itertools
-import os
 import threading
-import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import _shoal
 from ..wire.serialize import (
-    MODE_CALL,
     MODE_MAP,
     MODE_STARMAP,
     dumps,
-    dumps_exception,
     loads,
-    unpicklable_result_error,
 )
-from ..wire.serialize import pickle as _pickle
 from ..wire.transfer import THRESHOLD, loads_payload
+from .keys import (
+    _MAP,
+    _MAP_CHUNK,
+    _STARMAP,
+    _STARMAP_CHUNK,
+    KEY_LEN,
+    _key_payloads,
+    _keys_at,
+    function_identity,
+    task_keys,
+)
+from .runner import _Failed, _Item, _StoreEach
+from .store import open_store, store_path
 
 if TYPE_CHECKING:
     from ..pool.progress import Progress
-
-KEY_LEN = _shoal.KEY_LEN
-
-# Salts that keep map(f, [(1,)]) (f((1,))) and starmap(f, [(1,)]) (f(1))
-# apart, and a cached call apart from both.
-_MAP, _STARMAP, _CALL = b"map", b"starmap", b"call"
-# A map's chunk: its key is hashed from the chunk's pickle.
-_MAP_CHUNK, _STARMAP_CHUNK = b"map-chunk", b"starmap-chunk"
 
 #: A checkpointed map's automatic chunking: this many chunks (fewer for a
 #: short input), from the input's length alone so that a re-run makes the
@@ -72,251 +70,6 @@ _MAP_CHUNKS = 64
 _IMAP_CHUNK_TARGET_NS = 5_000_000
 _IMAP_MAX_CHUNK = 1024
 _IMAP_READ_AHEAD = 8192
-
-
-# ----------------------------------------------------------------------- stores
-_stores: dict[str, _shoal.Store] = {}
-_stores_lock = threading.Lock()
-# Stores inherited through fork: their writer thread did not come along, so
-# they are kept (never closed or used) rather than dropped.
-_inherited: list[_shoal.Store] = []
-
-
-def store_path(checkpoint: object) -> str:
-    """The absolute path of a ``checkpoint=`` argument, checked."""
-    try:
-        return os.path.abspath(os.fspath(checkpoint))
-    except TypeError:
-        raise TypeError(
-            f"checkpoint must be a file name (str or os.PathLike), got {checkpoint!r}"
-        ) from None
-
-
-def open_store(path: str) -> _shoal.Store:
-    """This process's one open store for ``path`` (absolute)."""
-    with _stores_lock:
-        store = _stores.get(path)
-        if store is None:
-            store = _stores[path] = _shoal.Store(path)
-        return store
-
-
-def _after_fork_in_child() -> None:
-    _inherited.extend(_stores.values())
-    _stores.clear()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-@atexit.register
-def _close_stores() -> None:
-    """Commits what is buffered when the interpreter exits, also after an
-    uncaught exception or Ctrl-C."""
-    with _stores_lock:
-        stores = list(_stores.values())
-        _stores.clear()
-    for store in stores:
-        try:
-            store.close()
-        except _shoal.CheckpointError as exc:
-            import sys
-
-            print(f"shoal: {exc}", file=sys.stderr)
-
-
-# ------------------------------------------------------------------------- keys
-_PICKLE_FAILS = (_pickle.PicklingError, TypeError, AttributeError)
-
-
-def _pickled(obj: object, what: str) -> list:
-    """``[pickle, *out_of_band_buffers]`` of ``obj``: the parts its key is
-    hashed from."""
-    buffers: list = []
-    try:
-        data = _pickle.dumps(obj, 5, buffer_callback=buffers.append)
-    except _PICKLE_FAILS:
-        import cloudpickle
-
-        buffers.clear()
-        try:
-            data = cloudpickle.dumps(obj, 5, buffer_callback=buffers.append)
-        except Exception as exc:
-            from ..errors import SerializationError
-
-            raise SerializationError(
-                f"cannot make a checkpoint key of {what}: {type(obj).__qualname__} "
-                f"can't be pickled ({exc}); pass checkpoint_key= to key tasks yourself"
-            ) from exc
-    return [data, *(b.raw() for b in buffers)]
-
-
-def _key_payloads(items: list) -> tuple[list[bytes], bool]:
-    """Per item, the bytes its key is hashed from; and whether these are also
-    the items' plain pickles, fit to send to a worker as they are (no
-    out-of-band buffers, no cloudpickle, nothing from ``__main__``)."""
-    buffers: list = []
-    try:
-        payloads = [_pickle.dumps(x, 5, buffer_callback=buffers.append) for x in items]
-    except _PICKLE_FAILS:
-        buffers.append(None)  # take the careful path below
-    if not buffers:
-        return payloads, b"__main__" not in b"".join(payloads)
-    # Some item has out-of-band buffers or needs cloudpickle: hash its parts
-    # in place. b"B" + digest cannot equal a pickle (b"\x80...").
-    payloads = []
-    for x in items:
-        parts = _pickled(x, "a task's arguments")
-        payloads.append(parts[0] if len(parts) == 1 else b"B" + _shoal.digest(parts))
-    return payloads, False
-
-
-def task_keys(salt: bytes, items: list, key: Callable | None = None) -> bytes:
-    """The keys of ``items`` (arguments, or ``key(item)`` when given),
-    concatenated ``KEY_LEN`` bytes each."""
-    if key is not None:
-        items = [key(x) for x in items]
-    return _shoal.task_keys(salt, _key_payloads(items)[0])
-
-
-def _keys_at(keys: bytes, positions) -> bytes:
-    """The keys of the items at ``positions`` (a list or a range), concatenated."""
-    first, last = positions[0], positions[-1]
-    if last - first == len(positions) - 1:  # a run: one slice
-        return keys[first * KEY_LEN : (last + 1) * KEY_LEN]
-    return b"".join([keys[p * KEY_LEN : (p + 1) * KEY_LEN] for p in positions])
-
-
-def _const_text(value: object) -> str:
-    """A code constant as text that is the same in every interpreter run
-    (a frozenset's order depends on the process's string hash seed)."""
-    if isinstance(value, frozenset):
-        return "frozenset({" + ", ".join(sorted(_const_text(v) for v in value)) + "})"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_const_text(v) for v in value) + ",)"
-    return repr(value)
-
-
-def _describe_code(code: types.CodeType, parts: list) -> None:
-    # Not the file name or line numbers: moving a function is not editing it.
-    parts += [
-        code.co_code,
-        code.co_exceptiontable,
-        repr((code.co_names, code.co_argcount, code.co_kwonlyargcount, code.co_flags)).encode(),
-    ]
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            _describe_code(const, parts)
-        else:
-            parts.append(_const_text(const).encode())
-
-
-def _describe(obj: object, parts: list, seen: set) -> None:
-    """Appends what identifies callable ``obj`` (and what it closes over)."""
-    if id(obj) in seen:
-        parts.append(b"<recursion>")
-        return
-    seen.add(id(obj))
-    if isinstance(obj, functools.partial):
-        parts.append(b"partial")
-        _describe(obj.func, parts, seen)
-        parts += _pickled((obj.args, sorted(obj.keywords.items())), "a partial's arguments")
-    elif isinstance(obj, types.MethodType):
-        parts.append(b"method")
-        _describe(obj.__func__, parts, seen)
-        parts += _pickled(obj.__self__, "a method's object")
-    elif isinstance(obj, types.FunctionType):
-        parts.append(f"{obj.__module__}.{obj.__qualname__}".encode())
-        _describe_code(obj.__code__, parts)
-        parts += _pickled((obj.__defaults__, obj.__kwdefaults__), "a function's defaults")
-        for cell in obj.__closure__ or ():
-            try:
-                value = cell.cell_contents
-            except ValueError:  # an empty cell
-                parts.append(b"<empty>")
-                continue
-            if callable(value) and not isinstance(value, type):
-                _describe(value, parts, seen)
-            else:
-                parts += _pickled(value, f"a value {obj.__qualname__} closes over")
-    elif isinstance(obj, (type, types.BuiltinFunctionType)):
-        parts.append(f"{obj.__module__}.{obj.__qualname__}".encode())
-    else:  # an instance with __call__: its class's method and its state
-        call = type(obj).__call__
-        parts.append(b"instance")
-        if isinstance(call, types.FunctionType):
-            _describe(call, parts, seen)
-        else:
-            parts.append(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
-        parts += _pickled(obj, "a callable object")
-
-
-def function_identity(fn: Callable) -> tuple[bytes, str, str]:
-    """``(digest, module, qualname)`` of the function a task runs."""
-    parts: list = []
-    _describe(fn, parts, set())
-    target = fn.func if isinstance(fn, functools.partial) else fn
-    module = getattr(target, "__module__", None) or type(target).__module__
-    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
-    return _shoal.digest(parts), module, qualname
-
-
-# ----------------------------------------------------------------- worker side
-class _Failed:
-    """An exception raised by the user's function for one item, with its
-    traceback, pickled."""
-
-    __slots__ = ("payload",)
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-
-    def __reduce__(self):
-        return _Failed, (self.payload,)
-
-
-class _Item:
-    """An item sent to ``_StoreEach`` as it is, not as its plain pickle: the
-    pool packs it as any task's arguments (large arrays in shared memory,
-    shared arrays and shoal's Lock, Value and Queue as handles; on a
-    ThreadPool, the object itself)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: object) -> None:
-        self.value = value
-
-    def __reduce__(self):
-        return _Item, (self.value,)
-
-
-class _StoreEach:
-    """What the workers run for a checkpointed call: the user's function on
-    one item -- pickled when the parent pickled it for its key anyway (plain
-    data), else an ``_Item`` --, its result pickled on its own (the parent
-    stores these bytes as they are), and an exception caught so the chunk's
-    other items still run and are stored. A result that can't be pickled
-    fails its item only (it could not travel back to the parent either)."""
-
-    __slots__ = ("fn", "star")
-
-    def __init__(self, fn: Callable, star: bool) -> None:
-        self.fn = fn
-        self.star = star
-
-    def __reduce__(self):
-        return _StoreEach, (self.fn, self.star)
-
-    def __call__(self, item):
-        try:
-            args = item.value if type(item) is _Item else loads(item)
-            value = self.fn(*args) if self.star else self.fn(args)
-        except Exception as exc:  # noqa: BLE001 - re-raised in the parent
-            return _Failed(dumps_exception(exc))
-        try:
-            return dumps(value)
-        except Exception as why:  # noqa: BLE001 - reported for this item
-            return _Failed(dumps_exception(unpicklable_result_error(value, MODE_CALL, why)))
 
 
 # ----------------------------------------------------------------- parent side
@@ -986,50 +739,3 @@ def _auto_chunk(item_ns: float) -> int:
 
 def _name(func: Callable) -> str:
     return getattr(func, "__qualname__", None) or type(func).__name__
-
-
-# ----------------------------------------------------------------------- cached
-def cached(path: str | os.PathLike, *, key: Callable | None = None) -> Callable:
-    """Decorator: stores each call's result in the checkpoint store at
-    ``path`` and returns it from there when the function is called again with
-    the same arguments (joblib.Memory's job), in this process, a later run,
-    or a pool's workers. Editing the function's code starts afresh.
-
-    ``key(*args, **kwargs)``, when given, replaces the arguments in the key.
-    Each stored result is committed before the call returns. Exceptions are
-    not stored; a result that cannot be pickled is returned, not stored.
-    """
-    target = store_path(path)
-
-    def decorate(fn: Callable) -> Callable:
-        if not callable(fn):
-            raise TypeError(f"shoal.cached decorates a function, got {fn!r}")
-        identity: list = []  # [salt, function id], filled on the first call
-
-        @functools.wraps(fn)
-        def memoized(*args, **kwargs):
-            store = open_store(target)
-            if not identity:
-                digest, module, qualname = function_identity(fn)
-                identity[:] = [digest + _CALL, store.function_id(digest, module, qualname)]
-            salt, function = identity
-            if key is not None:
-                keys = task_keys(salt, [key(*args, **kwargs)])
-            else:
-                # Keyword order does not change the call.
-                keys = task_keys(salt, [(args, sorted(kwargs.items()))])
-            data = store.get_many(keys)[0]
-            if data is not None:
-                return loads(data)
-            value = fn(*args, **kwargs)
-            try:
-                data = dumps(value)
-            except Exception:  # noqa: BLE001 - returned, not stored
-                return value
-            store.put_many(function, keys, [data])
-            store.flush()
-            return value
-
-        return memoized
-
-    return decorate

@@ -1,0 +1,59 @@
+"""The checkpoint stores this process has open: one per file, committed at
+exit, and left alone in a forked child (their writer thread stayed behind)."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+
+from .. import _shoal
+
+_stores: dict[str, _shoal.Store] = {}
+_stores_lock = threading.Lock()
+# Stores inherited through fork: their writer thread did not come along, so
+# they are kept (never closed or used) rather than dropped.
+_inherited: list[_shoal.Store] = []
+
+
+def store_path(checkpoint: object) -> str:
+    """The absolute path of a ``checkpoint=`` argument, checked."""
+    try:
+        return os.path.abspath(os.fspath(checkpoint))
+    except TypeError:
+        raise TypeError(
+            f"checkpoint must be a file name (str or os.PathLike), got {checkpoint!r}"
+        ) from None
+
+
+def open_store(path: str) -> _shoal.Store:
+    """This process's one open store for ``path`` (absolute)."""
+    with _stores_lock:
+        store = _stores.get(path)
+        if store is None:
+            store = _stores[path] = _shoal.Store(path)
+        return store
+
+
+def _after_fork_in_child() -> None:
+    _inherited.extend(_stores.values())
+    _stores.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _close_stores() -> None:
+    """Commits what is buffered when the interpreter exits, also after an
+    uncaught exception or Ctrl-C."""
+    with _stores_lock:
+        stores = list(_stores.values())
+        _stores.clear()
+    for store in stores:
+        try:
+            store.close()
+        except _shoal.CheckpointError as exc:
+            import sys
+
+            print(f"shoal: {exc}", file=sys.stderr)

@@ -20,13 +20,16 @@ test-rust:
 test-python:
 	$(PYTHON) -m pytest
 
-## Formatting and lints, as CI checks them.
+## Formatting, lints and the native module's stub, as CI checks them.
 lint: install
 	cargo fmt --all --check
 	cargo fmt --manifest-path crates/shoal-core/fuzz/Cargo.toml --check
 	cargo clippy --locked --all-targets -- -D warnings
 	$(PYTHON) -m ruff check python tests benches examples
 	$(PYTHON) -m ruff format --check python tests benches examples
+	# The hand-kept stub of the native module matches the module.
+	$(PYTHON) -m mypy.stubtest shoal._shoal --allowlist python/stubtest-allowlist.txt
+	$(PYTHON) -m mypy --strict python/shoal/_shoal.pyi
 
 ## Fuzz the frame decoder for FUZZ_SECONDS (needs `cargo install cargo-fuzz`).
 ## cargo-fuzz passes nightly-only flags (sanitizers, coverage); RUSTC_BOOTSTRAP

@@ -476,3 +476,8 @@ def imported(name):
     import sys
 
     return name in sys.modules
+
+
+def print_and_return(x):
+    print(x)
+    return x

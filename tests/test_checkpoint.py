@@ -114,8 +114,7 @@ def no_task_may_be_sent(pool, monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("a task was sent")
 
-    monkeypatch.setattr(pool, "_send", refuse)
-    monkeypatch.setattr(pool, "_send_one", refuse)
+    monkeypatch.setattr(pool._workers, "submit", refuse)
 
 
 def test_a_rerun_with_everything_stored_sends_no_task(make_pool, store, log, monkeypatch):

@@ -35,7 +35,7 @@ _EXPORTS = {
     "CpuReport": "cpus",
     "cpu_count": "cpus",
     "cpu_report": "cpus",
-    "RemoteTraceback": "errors",
+    "RemoteTraceback": "pool.outcome",
     "SerializationError": "errors",
     "ShoalError": "errors",
     "TaskTimeoutError": "errors",
@@ -111,7 +111,6 @@ if TYPE_CHECKING:
     from .cpus import CpuReport, cpu_count, cpu_report
     from .errors import (
         CheckpointError,
-        RemoteTraceback,
         SerializationError,
         ShoalError,
         TaskTimeoutError,
@@ -122,6 +121,7 @@ if TYPE_CHECKING:
     from .parallel.auto import BackendChoice, last_choice
     from .parallel.auto import map as map  # noqa: A004 - re-exported, not in __all__
     from .parallel.loops import LoopResult, parallel_for, parallel_reduce
+    from .pool.outcome import RemoteTraceback
     from .pool.pool import Pool
     from .pool.results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004
     from .pool.threadpool import ThreadPool

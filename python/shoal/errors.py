@@ -1,22 +1,21 @@
-"""shoal's exception hierarchy, rooted at ``ShoalError`` (declared in the
-native module so engine errors and these share one base)."""
+"""shoal's exception hierarchy, in one place: every error shoal raises for its
+own reasons is a ``ShoalError``. The engine's binding raises these classes
+too (it looks them up here)."""
 
 from __future__ import annotations
 
-from ._shoal import CheckpointError as CheckpointError  # re-exported as shoal.CheckpointError
-from ._shoal import ShoalError
+
+class ShoalError(Exception):
+    """Base class of every error shoal raises for its own reasons."""
 
 
-class RemoteTraceback(Exception):
-    """Carries a worker's traceback text; set as ``__cause__`` of an
-    exception re-raised in the parent."""
+class CheckpointError(ShoalError):
+    """A checkpoint store could not be used: not a store, a newer format,
+    damaged, unwritable, or not safe to load."""
 
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
 
-    def __str__(self) -> str:
-        return self.tb
+class QueueClosed(ValueError):
+    """The queue was closed: no more puts, and every item has been taken."""
 
 
 class SerializationError(ShoalError):

@@ -16,6 +16,7 @@
 //!   `shoal.Lock`, `shoal.Queue` and `shoal.Process` stand on.
 //!   [`pickle_scan`]: spots large binary data inside a pickle.
 
+pub mod chunking;
 mod completions;
 pub mod cpus;
 pub mod digest;

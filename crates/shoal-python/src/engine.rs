@@ -4,14 +4,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList};
 use shoal_core::link::WorkerLink;
 use shoal_core::{
-    BrokenPool, Completion, Engine, EngineConfig, Launch, Next, Outcome, Payload, RunInfo, Stream,
-    Submission, TaskOptions, ThreadLauncher, WorkerCommand, WorkerEnds, WorkerOutput,
+    Engine, EngineConfig, Launch, Next, Payload, Submission, TaskOptions, ThreadLauncher,
+    WorkerCommand, WorkerEnds,
 };
 
 use crate::blocking::{seconds, wait_interruptibly};
+use crate::completion::{Batch, WorkerRecord};
 use crate::errors::to_py;
 use crate::link::PyLink;
 use crate::shm::{fd_list, shared_fds};
@@ -30,42 +31,12 @@ fn payload(item: &Bound<'_, PyAny>) -> PyResult<Payload> {
 }
 
 /// The Python form of a payload: bytes, or `(bytes, [Fd])`.
-fn payload_object(py: Python<'_>, p: Payload) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn payload_object(py: Python<'_>, p: Payload) -> PyResult<Bound<'_, PyAny>> {
     let body = PyBytes::new(py, &p.body).into_any();
     if p.fds.is_empty() {
         return Ok(body);
     }
     Ok((body, fd_list(py, p.fds)?).into_pyobject(py)?.into_any())
-}
-
-/// Completion codes, exported as `OUTCOME_*` constants.
-const DONE: u8 = 0;
-const FAILED: u8 = 1;
-const LOST: u8 = 2;
-const TIMED_OUT: u8 = 3;
-const CANCELLED: u8 = 4;
-const INIT_FAILED: u8 = 5;
-const CANNOT_START: u8 = 6;
-const OVER_MEMORY: u8 = 7;
-
-/// Where a worker's output goes, exported as `STREAM_*` constants.
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const LOG: u8 = 3;
-
-pub(crate) fn add_outcome_codes(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("OUTCOME_DONE", DONE)?;
-    m.add("OUTCOME_FAILED", FAILED)?;
-    m.add("OUTCOME_LOST", LOST)?;
-    m.add("OUTCOME_TIMED_OUT", TIMED_OUT)?;
-    m.add("OUTCOME_CANCELLED", CANCELLED)?;
-    m.add("OUTCOME_INIT_FAILED", INIT_FAILED)?;
-    m.add("OUTCOME_CANNOT_START", CANNOT_START)?;
-    m.add("OUTCOME_OVER_MEMORY", OVER_MEMORY)?;
-    m.add("STREAM_STDOUT", STDOUT)?;
-    m.add("STREAM_STDERR", STDERR)?;
-    m.add("STREAM_LOG", LOG)?;
-    Ok(())
 }
 
 #[pyclass(frozen, name = "Engine", module = "shoal._shoal")]
@@ -175,18 +146,11 @@ impl PyEngine {
         self.inner.cancel(task_ids, stop_running);
     }
 
-    /// `(completions, output)`: completed tasks as `(task_id, code,
-    /// payload, duration_ns, run)` and workers' output as `(slot, pid,
-    /// stream, bytes)`, output first in time; both empty if `timeout`
-    /// passed first; `None` once the engine has stopped and everything was
-    /// taken. `run` is `(slot, pid, start_ns, deser_ns, result_ser_ns)` if
-    /// the engine traces and a worker answered, else `None`.
+    /// The next `Batch` of workers' output and completed tasks (empty if
+    /// `timeout` passed first); `None` once the engine has stopped and
+    /// everything was taken.
     #[pyo3(signature = (timeout=None))]
-    fn wait_completions<'py>(
-        &self,
-        py: Python<'py>,
-        timeout: Option<f64>,
-    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    fn wait_completions(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Batch>> {
         let timeout = seconds(timeout)?;
         let next = wait_interruptibly(py, timeout, |slice| {
             match self.inner.next_completions(Some(slice)) {
@@ -194,36 +158,22 @@ impl PyEngine {
                 other => Some(other),
             }
         })?;
-        let batch = match next {
-            Some(Next::Finished) => return Ok(None),
-            None | Some(Next::TimedOut) => Default::default(),
-            Some(Next::Batch(batch)) => batch,
-        };
-        let done = batch
-            .done
-            .into_iter()
-            .map(|c| completion_tuple(py, c, self.trace))
-            .collect::<PyResult<Vec<_>>>()?;
-        let output = batch
-            .output
-            .into_iter()
-            .map(|o| output_tuple(py, o))
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(Some(
-            (PyList::new(py, done)?, PyList::new(py, output)?).into_pyobject(py)?,
-        ))
+        match next {
+            Some(Next::Finished) => Ok(None),
+            None | Some(Next::TimedOut) => Ok(Some(Batch::empty(py))),
+            Some(Next::Batch(batch)) => Ok(Some(Batch::from_core(py, batch, self.trace)?)),
+        }
     }
 
     fn worker_pids(&self) -> Vec<u32> {
         self.inner.worker_pids()
     }
 
-    /// Every worker process the engine has run: `(slot, pid, started_ns,
-    /// ended_ns or None, cpu_ns)`, in the order they started.
-    fn workers(&self, py: Python<'_>) -> Vec<(usize, u32, u64, Option<u64>, u64)> {
+    /// Every worker process the engine has run, in the order they started.
+    fn workers(&self, py: Python<'_>) -> Vec<WorkerRecord> {
         py.detach(|| self.inner.workers())
             .into_iter()
-            .map(|r| (r.slot, r.pid, r.started_ns, r.ended_ns, r.cpu_ns))
+            .map(WorkerRecord::from)
             .collect()
     }
 
@@ -294,51 +244,4 @@ fn thread_launcher(start_worker: Py<PyAny>) -> ThreadLauncher {
             })?;
         Ok(())
     })
-}
-
-fn exit_tuple(py: Python<'_>, e: shoal_core::ExitInfo) -> PyResult<Bound<'_, PyTuple>> {
-    (e.pid, e.code, e.signal).into_pyobject(py)
-}
-
-fn run_tuple(py: Python<'_>, run: RunInfo) -> PyResult<Bound<'_, PyAny>> {
-    let t = run.timing;
-    Ok((run.slot, run.pid, t.start_ns, t.deser_ns, t.result_ser_ns)
-        .into_pyobject(py)?
-        .into_any())
-}
-
-fn completion_tuple(py: Python<'_>, c: Completion, trace: bool) -> PyResult<Bound<'_, PyTuple>> {
-    let (code, payload): (u8, Bound<'_, PyAny>) = match c.outcome {
-        Outcome::Done(result) => (DONE, payload_object(py, result)?),
-        Outcome::Failed(body) => (FAILED, PyBytes::new(py, &body).into_any()),
-        Outcome::Lost(exit) => (LOST, exit_tuple(py, exit)?.into_any()),
-        Outcome::TimedOut { pid, timeout } => (
-            TIMED_OUT,
-            (pid, timeout.as_secs_f64()).into_pyobject(py)?.into_any(),
-        ),
-        Outcome::OverMemory { pid, rss, limit } => {
-            (OVER_MEMORY, (pid, rss, limit).into_pyobject(py)?.into_any())
-        }
-        Outcome::Cancelled => (CANCELLED, py.None().into_bound(py)),
-        Outcome::Broken(BrokenPool::InitializerFailed(body)) => {
-            (INIT_FAILED, PyBytes::new(py, &body).into_any())
-        }
-        Outcome::Broken(BrokenPool::WorkersCannotStart(exit)) => {
-            (CANNOT_START, exit_tuple(py, exit)?.into_any())
-        }
-    };
-    let run = match c.run {
-        Some(run) if trace => run_tuple(py, run)?,
-        _ => py.None().into_bound(py),
-    };
-    (c.task, code, payload, c.duration_ns, run).into_pyobject(py)
-}
-
-fn output_tuple(py: Python<'_>, o: WorkerOutput) -> PyResult<Bound<'_, PyTuple>> {
-    let stream = match o.stream {
-        Stream::Stdout => STDOUT,
-        Stream::Stderr => STDERR,
-        Stream::Log => LOG,
-    };
-    (o.slot, o.pid, stream, PyBytes::new(py, &o.body)).into_pyobject(py)
 }

@@ -1,38 +1,45 @@
-//! The one place engine errors become Python exceptions.
+//! The one place engine errors become Python exceptions. The exception
+//! classes themselves are defined once, in `shoal.errors`.
 
-use pyo3::create_exception;
-use pyo3::exceptions::{PyEOFError, PyException, PyValueError};
+use pyo3::exceptions::{PyEOFError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
 use pyo3::PyErr;
 use shoal_core::CoreError;
 
-create_exception!(
-    _shoal,
-    ShoalError,
-    PyException,
-    "Base class of every error shoal raises for its own reasons."
-);
+/// `shoal.errors.<name>`, looked up once.
+fn shoal_exception<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.import(py, "shoal.errors", name)
+}
 
-create_exception!(
-    _shoal,
-    CheckpointError,
-    ShoalError,
-    "A checkpoint store could not be used: not a store, a newer format, damaged, or unwritable."
-);
+static SHOAL_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static CHECKPOINT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static QUEUE_CLOSED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-create_exception!(
-    _shoal,
-    QueueClosed,
-    PyValueError,
-    "The queue was closed: no more puts, and every item has been taken."
-);
+/// An instance of `shoal.errors.<name>` with `message`.
+fn raise(cell: &'static PyOnceLock<Py<PyType>>, name: &str, message: String) -> PyErr {
+    Python::attach(|py| match shoal_exception(py, cell, name) {
+        Ok(class) => PyErr::from_type(class.clone(), message),
+        Err(import_failed) => import_failed,
+    })
+}
+
+pub(crate) fn queue_closed() -> PyErr {
+    raise(&QUEUE_CLOSED, "QueueClosed", "the queue is closed".into())
+}
 
 pub(crate) fn to_py(err: CoreError) -> PyErr {
     match err {
         CoreError::Closed => PyValueError::new_err("Pool not running"),
         CoreError::Config(msg) => PyValueError::new_err(msg),
         CoreError::Disconnected => PyEOFError::new_err(err.to_string()),
-        CoreError::Store { .. } => CheckpointError::new_err(error_chain(&err)),
-        other => ShoalError::new_err(error_chain(&other)),
+        CoreError::Store { .. } => raise(&CHECKPOINT_ERROR, "CheckpointError", error_chain(&err)),
+        other => raise(&SHOAL_ERROR, "ShoalError", error_chain(&other)),
     }
 }
 

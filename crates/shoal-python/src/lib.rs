@@ -3,6 +3,7 @@
 //! behaviour lives in the core crate and in `python/shoal`.
 
 mod blocking;
+mod completion;
 mod engine;
 mod errors;
 mod link;
@@ -30,15 +31,21 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(shm::all_plain, m)?)?;
     shm::add_access_codes(m)?;
     m.add_function(wrap_pyfunction!(cpu_report, m)?)?;
-    m.add("ShoalError", m.py().get_type::<errors::ShoalError>())?;
-    m.add(
-        "CheckpointError",
-        m.py().get_type::<errors::CheckpointError>(),
-    )?;
-    m.add("QueueClosed", m.py().get_type::<errors::QueueClosed>())?;
+    m.add_function(wrap_pyfunction!(chunk_size, m)?)?;
+    m.add_function(wrap_pyfunction!(measured_chunk_size, m)?)?;
+    m.add_class::<completion::Outcome>()?;
+    m.add_class::<completion::Completion>()?;
+    m.add_class::<completion::RunInfo>()?;
+    m.add_class::<completion::Stream>()?;
+    m.add_class::<completion::WorkerOutput>()?;
+    m.add_class::<completion::Batch>()?;
+    m.add_class::<completion::WorkerRecord>()?;
+    m.add_class::<link::TaskFrame>()?;
+    m.add_class::<link::FunctionFrame>()?;
+    m.add_class::<link::ForgetFrame>()?;
+    m.add_class::<link::InitFrame>()?;
+    m.add_class::<link::ExitFrame>()?;
     store::add_store_items(m)?;
-    engine::add_outcome_codes(m)?;
-    link::add_frame_kinds(m)?;
     Ok(())
 }
 
@@ -47,4 +54,17 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
 fn cpu_report() -> (usize, usize, Option<usize>, Option<f64>, Option<usize>) {
     let r = shoal_core::cpus::cpu_report();
     (r.count, r.machine, r.affinity, r.cgroup_quota, r.slurm)
+}
+
+/// Items per chunk for `items` items of known length on `workers` workers
+/// (see `shoal_core::chunking`).
+#[pyfunction]
+fn chunk_size(items: usize, workers: usize, checkpointed: bool) -> usize {
+    shoal_core::chunking::chunk_size(items, workers, checkpointed)
+}
+
+/// Items per chunk of a lazy input, given one item's measured run time.
+#[pyfunction]
+fn measured_chunk_size(item_ns: f64) -> usize {
+    shoal_core::chunking::measured_chunk_size(item_ns)
 }

@@ -1,54 +1,92 @@
 //! `Link`: the worker process's end of its connection, used by
 //! `shoal.worker`.
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use shoal_core::frame::Kind;
+use shoal_core::frame::{Frame, Kind};
 use shoal_core::link::WorkerLink;
 
+use crate::completion::{fds_object, Stream};
 use crate::errors::to_py;
-use crate::shm::{fd_list, shared_fds};
+use crate::shm::shared_fds;
 
-pub(crate) fn add_frame_kinds(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    for (name, kind) in [
-        ("KIND_INIT", Kind::Init),
-        ("KIND_FUNC", Kind::Func),
-        ("KIND_TASK", Kind::Task),
-        ("KIND_FORGET", Kind::Forget),
-        ("KIND_EXIT", Kind::Exit),
-        ("KIND_READY", Kind::Ready),
-        ("KIND_DONE", Kind::Done),
-        ("KIND_FAILED", Kind::Failed),
-        ("KIND_INIT_FAILED", Kind::InitFailed),
-        ("KIND_OUTPUT", Kind::Output),
-        ("KIND_LOG", Kind::Log),
-        ("KIND_RETIRE", Kind::Retire),
-    ] {
-        m.add(name, kind as u8)?;
-    }
-    Ok(())
+/// `Init`: the pool's set-up for this worker, which has slot `slot`.
+#[pyclass(frozen, get_all, module = "shoal._shoal")]
+pub(crate) struct InitFrame {
+    slot: u64,
+    body: Py<PyBytes>,
+    fds: Option<Py<PyList>>,
 }
 
-fn kind_from(byte: u8) -> PyResult<Kind> {
-    Kind::from_u8(byte)
-        .ok()
-        .filter(|k| k.is_from_worker())
-        .ok_or_else(|| {
-            pyo3::exceptions::PyValueError::new_err(format!(
-                "a worker cannot send frame kind {byte}"
-            ))
-        })
+/// A function the worker keeps until told to forget it.
+#[pyclass(frozen, get_all, module = "shoal._shoal")]
+pub(crate) struct FunctionFrame {
+    fn_id: u64,
+    body: Py<PyBytes>,
+    fds: Option<Py<PyList>>,
 }
 
-/// A received frame as Python sees it: `(kind, a, b, body, fds)`, with
-/// `fds` a list of `Fd`s, or None when none came (the common case).
-type FrameTuple<'py> = (
-    u8,
-    u64,
-    u64,
-    Bound<'py, PyBytes>,
-    Option<Bound<'py, PyList>>,
-);
+/// A task: call function `fn_id` on the arguments in `body`.
+#[pyclass(frozen, get_all, module = "shoal._shoal")]
+pub(crate) struct TaskFrame {
+    task_id: u64,
+    fn_id: u64,
+    body: Py<PyBytes>,
+    fds: Option<Py<PyList>>,
+}
+
+/// The worker may drop function `fn_id`.
+#[pyclass(frozen, get_all, module = "shoal._shoal")]
+pub(crate) struct ForgetFrame {
+    fn_id: u64,
+}
+
+/// Finish what you hold, then exit.
+#[pyclass(frozen, module = "shoal._shoal")]
+pub(crate) struct ExitFrame;
+
+/// The Python object for a frame the parent sent.
+fn frame_object(py: Python<'_>, f: Frame) -> PyResult<Py<PyAny>> {
+    let body = || PyBytes::new(py, &f.body).unbind();
+    Ok(match f.kind {
+        Kind::Task => Py::new(
+            py,
+            TaskFrame {
+                task_id: f.a,
+                fn_id: f.b,
+                body: body(),
+                fds: fds_object(py, f.fds)?,
+            },
+        )?
+        .into_any(),
+        Kind::Func => Py::new(
+            py,
+            FunctionFrame {
+                fn_id: f.a,
+                body: body(),
+                fds: fds_object(py, f.fds)?,
+            },
+        )?
+        .into_any(),
+        Kind::Forget => Py::new(py, ForgetFrame { fn_id: f.a })?.into_any(),
+        Kind::Init => Py::new(
+            py,
+            InitFrame {
+                slot: f.b,
+                body: body(),
+                fds: fds_object(py, f.fds)?,
+            },
+        )?
+        .into_any(),
+        Kind::Exit => Py::new(py, ExitFrame)?.into_any(),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "shoal internal error: a worker received a {other:?} frame, which only workers send"
+            )))
+        }
+    })
+}
 
 /// Thread-safe: user code may print from its own threads while the main
 /// thread waits in `recv`.
@@ -74,32 +112,54 @@ impl PyLink {
         })
     }
 
-    /// Blocks (GIL released) for the next frames: `[(kind, a, b, body,
-    /// fds)]`; an empty list if `timeout` seconds pass first. Raises
-    /// EOFError when the parent has gone.
+    /// Blocks (GIL released) for the next frames (`TaskFrame`,
+    /// `FunctionFrame`, `ForgetFrame`, `InitFrame`, `ExitFrame`); an empty
+    /// list if `timeout` seconds pass first. Raises EOFError when the parent
+    /// has gone.
     #[pyo3(signature = (timeout=None))]
-    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Vec<FrameTuple<'py>>> {
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<Py<PyAny>>> {
         let inner = &self.inner;
         let wait = crate::blocking::seconds(timeout)?;
         let frames = py.detach(|| inner.recv_batch_within(wait)).map_err(to_py)?;
-        frames
-            .into_iter()
-            .map(|f| {
-                let fds = if f.fds.is_empty() {
-                    None
-                } else {
-                    Some(fd_list(py, f.fds)?)
-                };
-                Ok((f.kind as u8, f.a, f.b, PyBytes::new(py, &f.body), fds))
-            })
-            .collect()
+        frames.into_iter().map(|f| frame_object(py, f)).collect()
     }
 
-    /// Queues a reply; it leaves with `flush()`.
-    fn send(&self, kind: u8, a: u64, b: u64, body: &[u8]) -> PyResult<()> {
+    /// Queues "initialised, ready for tasks"; replies leave with `flush()`.
+    fn ready(&self) -> PyResult<()> {
+        let pid = u64::from(std::process::id());
+        self.inner.queue(Kind::Ready, pid, 0, b"").map_err(to_py)
+    }
+
+    /// Queues the pickled exception the pool's initializer raised.
+    fn init_failed(&self, body: &[u8]) -> PyResult<()> {
         self.inner
-            .queue(kind_from(kind)?, a, b, body)
+            .queue(Kind::InitFailed, 0, 0, body)
             .map_err(to_py)
+    }
+
+    /// Queues "over the memory limit, leaving": the tasks this worker holds
+    /// beyond those answered go to a fresh worker.
+    fn retire(&self) -> PyResult<()> {
+        self.inner.queue(Kind::Retire, 0, 0, b"").map_err(to_py)
+    }
+
+    /// Queues whole lines of text the worker wrote to `stream`.
+    fn output(&self, stream: Stream, text: &[u8]) -> PyResult<()> {
+        let code = match stream {
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+            Stream::Log => {
+                return Err(PyValueError::new_err(
+                    "log records go through Link.log(), not Link.output()",
+                ))
+            }
+        };
+        self.inner.queue(Kind::Output, code, 0, text).map_err(to_py)
+    }
+
+    /// Queues one pickled `logging` record.
+    fn log(&self, record: &[u8]) -> PyResult<()> {
+        self.inner.queue(Kind::Log, 0, 0, record).map_err(to_py)
     }
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {

@@ -8,7 +8,7 @@ use shoal_core::queue::{MessageQueue, Received};
 use shoal_core::CoreError;
 
 use crate::blocking::{seconds, wait_interruptibly};
-use crate::errors::{to_py, QueueClosed};
+use crate::errors::{queue_closed, to_py};
 use crate::shm::{fd_list, shared_fds, PyFd};
 
 #[pyclass(frozen, name = "MessageQueue", module = "shoal._shoal")]
@@ -17,7 +17,7 @@ pub(crate) struct PyMessageQueue {
 }
 
 fn closed() -> PyErr {
-    QueueClosed::new_err("the queue is closed")
+    queue_closed()
 }
 
 #[pymethods]

@@ -8,7 +8,7 @@ from ..wire.serialize import (
     dumps,
     loads,
 )
-from .keys import _CALL, function_identity, task_keys
+from .keys import CALL, function_identity, task_keys
 from .store import open_store, store_path
 
 
@@ -34,7 +34,7 @@ def cached(path: str | os.PathLike, *, key: Callable | None = None) -> Callable:
             store = open_store(target)
             if not identity:
                 digest, module, qualname = function_identity(fn)
-                identity[:] = [digest + _CALL, store.function_id(digest, module, qualname)]
+                identity[:] = [digest + CALL, store.function_id(digest, module, qualname)]
             salt, function = identity
             if key is not None:
                 keys = task_keys(salt, [key(*args, **kwargs)])

@@ -14,9 +14,9 @@ KEY_LEN = _shoal.KEY_LEN
 
 # Salts that keep map(f, [(1,)]) (f((1,))) and starmap(f, [(1,)]) (f(1))
 # apart, and a cached call apart from both.
-_MAP, _STARMAP, _CALL = b"map", b"starmap", b"call"
+MAP, STARMAP, CALL = b"map", b"starmap", b"call"
 # A map's chunk: its key is hashed from the chunk's pickle.
-_MAP_CHUNK, _STARMAP_CHUNK = b"map-chunk", b"starmap-chunk"
+MAP_CHUNK, STARMAP_CHUNK = b"map-chunk", b"starmap-chunk"
 
 _PICKLE_FAILS = (_pickle.PicklingError, TypeError, AttributeError)
 
@@ -43,7 +43,7 @@ def _pickled(obj: object, what: str) -> list:
     return [data, *(b.raw() for b in buffers)]
 
 
-def _key_payloads(items: list) -> tuple[list[bytes], bool]:
+def key_payloads(items: list) -> tuple[list[bytes], bool]:
     """Per item, the bytes its key is hashed from; and whether these are also
     the items' plain pickles, fit to send to a worker as they are (no
     out-of-band buffers, no cloudpickle, nothing from ``__main__``)."""
@@ -68,10 +68,10 @@ def task_keys(salt: bytes, items: list, key: Callable | None = None) -> bytes:
     concatenated ``KEY_LEN`` bytes each."""
     if key is not None:
         items = [key(x) for x in items]
-    return _shoal.task_keys(salt, _key_payloads(items)[0])
+    return _shoal.task_keys(salt, key_payloads(items)[0])
 
 
-def _keys_at(keys: bytes, positions) -> bytes:
+def keys_at(keys: bytes, positions) -> bytes:
     """The keys of the items at ``positions`` (a list or a range), concatenated."""
     first, last = positions[0], positions[-1]
     if last - first == len(positions) - 1:  # a run: one slice

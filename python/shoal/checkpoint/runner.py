@@ -14,7 +14,7 @@ from ..wire.serialize import (
 )
 
 
-class _Failed:
+class Failed:
     """An exception raised by the user's function for one item, with its
     traceback, pickled."""
 
@@ -24,11 +24,11 @@ class _Failed:
         self.payload = payload
 
     def __reduce__(self):
-        return _Failed, (self.payload,)
+        return Failed, (self.payload,)
 
 
-class _Item:
-    """An item sent to ``_StoreEach`` as it is, not as its plain pickle: the
+class Item:
+    """An item sent to ``StoreEach`` as it is, not as its plain pickle: the
     pool packs it as any task's arguments (large arrays in shared memory,
     shared arrays and shoal's Lock, Value and Queue as handles; on a
     ThreadPool, the object itself)."""
@@ -39,13 +39,13 @@ class _Item:
         self.value = value
 
     def __reduce__(self):
-        return _Item, (self.value,)
+        return Item, (self.value,)
 
 
-class _StoreEach:
+class StoreEach:
     """What the workers run for a checkpointed call: the user's function on
     one item -- pickled when the parent pickled it for its key anyway (plain
-    data), else an ``_Item`` --, its result pickled on its own (the parent
+    data), else an ``Item`` --, its result pickled on its own (the parent
     stores these bytes as they are), and an exception caught so the chunk's
     other items still run and are stored. A result that can't be pickled
     fails its item only (it could not travel back to the parent either)."""
@@ -57,15 +57,15 @@ class _StoreEach:
         self.star = star
 
     def __reduce__(self):
-        return _StoreEach, (self.fn, self.star)
+        return StoreEach, (self.fn, self.star)
 
     def __call__(self, item):
         try:
-            args = item.value if type(item) is _Item else loads(item)
+            args = item.value if type(item) is Item else loads(item)
             value = self.fn(*args) if self.star else self.fn(args)
         except Exception as exc:  # noqa: BLE001 - re-raised in the parent
-            return _Failed(dumps_exception(exc))
+            return Failed(dumps_exception(exc))
         try:
             return dumps(value)
         except Exception as why:  # noqa: BLE001 - reported for this item
-            return _Failed(dumps_exception(unpicklable_result_error(value, MODE_CALL, why)))
+            return Failed(dumps_exception(unpicklable_result_error(value, MODE_CALL, why)))

@@ -8,6 +8,7 @@ import os
 import threading
 
 from .. import _shoal
+from ..errors import CheckpointError
 
 _stores: dict[str, _shoal.Store] = {}
 _stores_lock = threading.Lock()
@@ -53,7 +54,7 @@ def _close_stores() -> None:
     for store in stores:
         try:
             store.close()
-        except _shoal.CheckpointError as exc:
+        except CheckpointError as exc:
             import sys
 
             print(f"shoal: {exc}", file=sys.stderr)

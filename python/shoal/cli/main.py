@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from ..errors import CheckpointError
 from .measure import add_commands
 
 
@@ -88,7 +89,7 @@ def checkpoint(args: argparse.Namespace) -> int:
             return 1
         removed_functions, removed_tasks = store.clear(args.function)
         store.close()
-    except _shoal.CheckpointError as exc:
+    except CheckpointError as exc:
         print(f"shoal checkpoint: {exc}", file=sys.stderr)
         return 1
     what = "everything" if args.function is None else args.function

@@ -80,7 +80,7 @@ def check_backend(backend) -> None:
     from ..pool.pool import Pool
 
     if isinstance(backend, Pool):
-        backend._check_running()
+        backend._running()
     elif backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {', '.join(repr(b) for b in BACKENDS)} or a shoal.Pool / "
@@ -116,9 +116,11 @@ def _ran_and_queued(thread: threading.Thread) -> tuple[float, float] | None:
     programs held the cores (Linux's scheduler statistics; 0 where they are
     missing). A thread waiting for the GIL or for I/O is not ready to run.
     None once the thread has ended: its clock is gone with it."""
+    if not thread.is_alive():  # its id may already name another thread
+        return None
     try:
         ran = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-    except (OSError, TypeError):  # ended (or never started: no ident)
+    except OSError:  # it ended just now
         return None
     try:
         fd = os.open(f"/proc/self/task/{thread.native_id}/schedstat", os.O_RDONLY)
@@ -157,7 +159,7 @@ class _Probe:
         self._head: list[tuple[int, int, object]] = []
         self._in_flight = 0
         self.stop = 0
-        workers = pool._handoff.threads
+        workers = pool.worker_threads()
         size = 1
         began = perf_counter()
         t0, sample0 = began, {}

@@ -200,7 +200,7 @@ def _loop(range_or_len, body, fold, schedule, chunk, workers, backend) -> _Ran:
     def rest(pool, start: int) -> list:
         shifted = [
             [(start + a, start + b) for a, b in chunks]
-            for chunks in plan(schedule, n - start, pool._processes, chunk)
+            for chunks in plan(schedule, n - start, pool.worker_count, chunk)
         ]
         return pool.map(task, shifted, chunksize=1)
 

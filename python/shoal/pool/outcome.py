@@ -1,13 +1,19 @@
-"""Turns an engine completion ``(code, payload)`` into a value or an
-exception, in one place for every kind of result object."""
+"""Turns a ``Completion`` into a value or an exception, in one place for
+every kind of result object and every set of workers."""
 
 from __future__ import annotations
 
+import io
+import pickle
 from concurrent.futures import CancelledError
 
-from .. import _shoal
+# multiprocessing's own class: code that looks for it in an exception's
+# cause (as CPython's tests do) finds it.
+from multiprocessing.pool import RemoteTraceback
+
+from .._shoal import Outcome
 from ..errors import (
-    RemoteTraceback,
+    SerializationError,
     TaskTimeoutError,
     WorkerInitError,
     WorkerLostError,
@@ -18,81 +24,78 @@ from ..wire.serialize import loads
 from ..wire.transfer import loads_payload
 from .memory import format_bytes
 
-_DONE = _shoal.OUTCOME_DONE
-_FAILED = _shoal.OUTCOME_FAILED
-
-#: A thread worker's answers: the payload is the value itself, or the
-#: exception itself (nothing was pickled; see ``_threadpool``).
-VALUE = -1
-RAISED = -2
+__all__ = ["RemoteTraceback", "decode", "remote_exception"]
 
 
-def _remote_exception(payload: bytes) -> BaseException:
+def remote_exception(payload: bytes) -> BaseException:
+    """A worker's pickled ``(exception, traceback text)``, as the exception
+    with the traceback as its cause."""
     exc, tb = loads(payload)
     exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
     return exc
 
 
-def decode(code: int, payload, what: str) -> tuple[bool, object]:
-    """``(True, value)`` or ``(False, exception)``. ``what`` names the task
-    in messages, e.g. ``"items 0-99 of map(f)"``."""
-    if code == _DONE:
-        return True, loads_payload(payload)
-    if code == VALUE:
-        return True, payload
-    if code == RAISED:
-        return False, payload
-    if code == _FAILED:
+def decode(c, what: str, pickled: bool = True) -> tuple[bool, object]:
+    """``(True, value)`` or ``(False, exception)`` for completion ``c``.
+    ``what`` names the task in messages, e.g. ``"map(f)"``; ``pickled`` is
+    False for workers that hand objects over as they are (threads)."""
+    outcome = c.outcome
+    if outcome == Outcome.Done:
+        if not pickled:
+            return True, c.payload
         try:
-            return False, _remote_exception(payload)
+            return True, loads_payload(c.payload)
+        except Exception as exc:  # noqa: BLE001 - this task fails, the pool goes on
+            return False, _unreadable_result(c.payload, what, exc)
+    if outcome == Outcome.Failed:
+        if not pickled:
+            return False, c.payload
+        try:
+            return False, remote_exception(c.payload)
         except Exception as exc:  # noqa: BLE001 - the exception itself did not unpickle
-            return False, exc
-    if code == _shoal.OUTCOME_LOST:
-        pid, exitcode, signum = payload
-        if pid is None:
+            return False, _unreadable_result(c.payload, f"the exception raised by {what}", exc)
+    if outcome == Outcome.Lost:
+        if c.pid is None:
             return False, WorkerLostError(
                 f"the worker thread running {what} ended unexpectedly; the pool replaced it",
                 pid=None,
                 exitcode=None,
                 signal=None,
             )
-        how = describe_exit(exitcode, signum)
         return False, WorkerLostError(
-            f"worker process {pid} {how} while running {what}; "
-            "the pool replaced it (pass retries=N to re-run such tasks)",
-            pid=pid,
-            exitcode=exitcode,
-            signal=signum,
+            f"worker process {c.pid} {describe_exit(c.exitcode, c.signal)} while running "
+            f"{what}; the pool replaced it (pass retries=N to re-run such tasks)",
+            pid=c.pid,
+            exitcode=c.exitcode,
+            signal=c.signal,
         )
-    if code == _shoal.OUTCOME_OVER_MEMORY:
-        pid, rss, limit = payload
+    if outcome == Outcome.OverMemory:
         return False, WorkerLostError(
-            f"worker process {pid} was killed by shoal while running {what}: its own memory "
-            f"({format_bytes(rss)} resident, shared memory not counted) went over "
-            f"max_memory={format_bytes(limit)}; "
+            f"worker process {c.pid} was killed by shoal while running {what}: its own memory "
+            f"({format_bytes(c.rss)} resident, shared memory not counted) went over "
+            f"max_memory={format_bytes(c.limit)}; "
             "the pool replaced it (raise max_memory, or use less memory per task)",
-            pid=pid,
+            pid=c.pid,
             exitcode=None,
             signal=9,
             reason="memory",
         )
-    if code == _shoal.OUTCOME_TIMED_OUT:
-        pid, seconds = payload
-        if pid is None:
+    if outcome == Outcome.TimedOut:
+        if c.pid is None:
             return False, TaskTimeoutError(
-                f"{what} ran longer than its timeout of {seconds:g} s; a thread cannot be "
+                f"{what} ran longer than its timeout of {c.timeout:g} s; a thread cannot be "
                 "stopped, so its worker thread was abandoned (it runs on until the function "
                 "returns, and its result is dropped) and a new thread took its place"
             )
         return False, TaskTimeoutError(
-            f"{what} ran longer than its timeout of {seconds:g} s; "
-            f"its worker (pid {pid}) was killed and replaced"
+            f"{what} ran longer than its timeout of {c.timeout:g} s; "
+            f"its worker (pid {c.pid}) was killed and replaced"
         )
-    if code == _shoal.OUTCOME_CANCELLED:
+    if outcome == Outcome.Cancelled:
         return False, CancelledError(f"{what} was cancelled (pool.cancel() or terminate())")
-    if code == _shoal.OUTCOME_INIT_FAILED:
+    if outcome == Outcome.InitFailed:
         try:
-            cause = _remote_exception(payload)
+            cause = remote_exception(c.payload)
         except Exception as exc:  # noqa: BLE001
             cause = exc
         err = WorkerInitError(
@@ -101,14 +104,47 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
         )
         err.__cause__ = cause
         return False, err
-    if code == _shoal.OUTCOME_CANNOT_START:
-        pid, exitcode, signum = payload
-        if pid is None:
+    if outcome == Outcome.CannotStart:
+        if c.pid is None:
             return False, WorkerStartError(
                 "worker threads end before they are ready; see the error printed above"
             )
         return False, WorkerStartError(
-            f"worker processes exit before they are ready (the last, pid {pid}, "
-            f"{describe_exit(exitcode, signum)}); see its error output above"
+            f"worker processes exit before they are ready (the last, pid {c.pid}, "
+            f"{describe_exit(c.exitcode, c.signal)}); see its error output above"
         )
-    return False, RuntimeError(f"shoal internal error: unknown outcome code {code}")
+    return False, RuntimeError(f"shoal internal error: unknown outcome {outcome!r}")
+
+
+class _Recorder(pickle.Unpickler):
+    """Unpickles as usual, noting each class or function the pickle names."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.named: list[str] = []
+
+    def find_class(self, module: str, name: str):
+        self.named.append(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def _unreadable_result(payload, what: str, exc: Exception) -> SerializationError:
+    """What a result that pickled in the worker but can't be rebuilt here
+    failed on: the last class or function its pickle named before the error
+    (what ``__reduce__`` told pickle to call) is the likely culprit."""
+    culprit = ""
+    body = payload if isinstance(payload, bytes) else payload[0]
+    recorder = _Recorder(body)
+    try:
+        recorder.load()
+    except Exception:  # noqa: BLE001 - the failure is already known; only the names matter
+        pass
+    if recorder.named:
+        culprit = f" while calling {recorder.named[-1]}"
+    error = SerializationError(
+        f"the result of {what} was pickled by the worker but can't be rebuilt in the parent"
+        f"{culprit}: {type(exc).__name__}: {exc} (check the type's __reduce__ or "
+        "__setstate__, or return plain data)"
+    )
+    error.__cause__ = exc
+    return error

@@ -11,16 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from .results import call_back
-
-
-def check_progress(progress: Any, on_progress: Any) -> None:
-    if not (progress is True or progress is False or progress == "always"):
-        raise ValueError(f"progress must be True, False or 'always', got {progress!r}")
-    if on_progress is not None and not callable(on_progress):
-        raise TypeError(f"on_progress must be a callable(done, total), got {on_progress!r}")
 
 
 class Progress:

@@ -1,11 +1,21 @@
-"""Result objects: ``AsyncResult`` / ``MapResult`` (as multiprocessing's)
-and the ``imap`` iterators. The pool's result thread completes them."""
+"""What a call returns, and what its pipeline fills in: ``AsyncResult``
+(``apply_async``), ``MapResult`` (``map_async``), the ``imap`` iterators
+and the futures of ``submit``.
+
+Each is a *collector* for its call (``pool.call.Call``): the pool's result
+thread hands it runs of outcomes with ``put(position, n, ok, value)`` --
+``n`` items from ``position`` on: their values (a list; for a single call,
+the value itself), or the exception that failed them -- and ``end(error)``
+once every item is answered (and stored, with a checkpoint).
+"""
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 
@@ -14,7 +24,7 @@ from collections.abc import Callable
 from multiprocessing import TimeoutError  # noqa: A004
 from typing import Any
 
-from .outcome import decode
+__all__ = ["AsyncResult", "IMapIterator", "MapResult", "PoolFuture", "TimeoutError", "call_back"]
 
 
 def call_back(fn: Callable | None, *args: Any) -> None:
@@ -32,10 +42,8 @@ def call_back(fn: Callable | None, *args: Any) -> None:
 class AsyncResult:
     """The result of ``apply_async``: ``get``, ``wait``, ``ready``, ``successful``."""
 
-    def __init__(
-        self, what: str, callback=None, error_callback=None, tasks: range = range(0)
-    ) -> None:
-        self._tasks = tasks  # the engine's task ids behind this result
+    def __init__(self, what: str, callback=None, error_callback=None) -> None:
+        self._call = None  # the call that fills it, for cancel and Ctrl-C
         self._event = threading.Event()
         self._what = what
         self._callback = callback
@@ -55,7 +63,14 @@ class AsyncResult:
         self._event.wait(timeout)
 
     def get(self, timeout: float | None = None) -> Any:
-        if not self._event.wait(timeout):
+        try:
+            ready = self._event.wait(timeout)
+        except KeyboardInterrupt:
+            # The caller gave up on the call: so do its workers.
+            if self._call is not None:
+                self._call.cancel()
+            raise
+        if not ready:
             raise TimeoutError(f"{self._what} did not finish within {timeout} s")
         if self._success:
             return self._value
@@ -68,178 +83,252 @@ class AsyncResult:
         call_back(self._callback if success else self._error_callback, value)
         self._event.set()
 
-    # Engine completion for the single task.
-    def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
-        self._set(*decode(code, payload, self._what))
+    # --- collector
+    def put(self, position: int, n: int, ok: bool, value: Any) -> None:
+        if not self._event.is_set():
+            self._set(ok, value)
+
+    def end(self, error: BaseException | None) -> None:
+        if not self._event.is_set():
+            self._set(False, error or RuntimeError(f"shoal internal error: {self._what} ended"))
 
 
 class MapResult(AsyncResult):
     """The result of ``map_async``: a list, in input order. The first failed
-    chunk makes it ready (as in multiprocessing); later chunks are ignored."""
+    chunk makes it ready (as in multiprocessing); later ones are ignored."""
 
-    def __init__(
-        self, what, first_task, n_chunks, callback=None, error_callback=None, on_done=None
-    ):
-        super().__init__(what, callback, error_callback, range(first_task, first_task + n_chunks))
-        self._first = first_task
-        self._chunks: list[Any] = [None] * n_chunks
-        self._left = n_chunks
-        self._on_done = on_done
-        if n_chunks == 0:
-            self._finish(True, [])
+    def __init__(self, what: str, n_items: int, callback=None, error_callback=None) -> None:
+        super().__init__(what, callback, error_callback)
+        self._out: list | None = [None] * n_items
 
-    def _finish(self, success: bool, value: Any) -> None:
-        if self._on_done is not None:
-            self._on_done()
-        self._set(success, value)
-
-    def _complete(self, task_id: int, code: int, payload, duration_ns: int) -> None:
+    def put(self, position: int, n: int, ok: bool, value: Any) -> None:
         if self._event.is_set():
             return
-        ok, value = decode(code, payload, self._what)
-        if not ok:
-            self._chunks = []
-            self._finish(False, value)
+        if ok:
+            self._out[position : position + n] = value
+        else:
+            self._out = None
+            self._set(False, value)
+
+    def end(self, error: BaseException | None) -> None:
+        if self._event.is_set():
             return
-        self._chunks[task_id - self._first] = value
-        self._left -= 1
-        if self._left == 0:
-            out = [x for chunk in self._chunks for x in chunk]
-            self._chunks = []
-            self._finish(True, out)
+        if error is not None:
+            self._set(False, error)
+        else:
+            out, self._out = self._out, None
+            self._set(True, out)
 
 
 class IMapIterator:
-    """Results of ``imap`` (ordered) or ``imap_unordered``. A feeder thread
-    reads the input lazily and submits chunks while fewer than
-    ``read_ahead`` chunks and ``READ_AHEAD_ITEMS`` items are waiting to be
-    consumed, so memory stays flat even for an infinite input."""
+    """Results of ``imap`` (in order) or ``imap_unordered`` (as they come).
+    The call's feeder thread reads the input lazily, while fewer than
+    ``READ_AHEAD_ITEMS`` items and ``READ_AHEAD_CHUNKS`` chunks wait to be
+    consumed (one chunk may be larger), so memory stays flat even for an
+    infinite input. 256 chunks keep every worker's queue full even with
+    ``chunksize=1``."""
 
-    #: Most input items read but not yet consumed (one chunk may exceed it).
+    #: Most input items, and chunks, read but not yet consumed.
     READ_AHEAD_ITEMS = 8192
+    READ_AHEAD_CHUNKS = 256
 
-    def __init__(self, what: str, ordered: bool, read_ahead: int) -> None:
+    def __init__(self, what: str, ordered: bool) -> None:
+        self._call = None
         self._what = what
         self._ordered = ordered
-        self._read_ahead = read_ahead
-        self._read_ahead_items = self.READ_AHEAD_ITEMS
-        self._items_ahead = 0  # items submitted and not yet consumed
+        self._read_ahead = self.READ_AHEAD_ITEMS
+        self._read_ahead_chunks = self.READ_AHEAD_CHUNKS
+        self._ahead = 0  # items read and not yet consumed
+        self._chunks_ahead = 0  # chunks read, less runs of outcomes consumed
         self._cond = threading.Condition()
-        # ordered: chunk number -> (ok, values | exc); unordered: arrival order.
-        self._by_number: dict[int, tuple[bool, Any]] = {}
+        # Runs (n, ok, value): by position when ordered, else as they came.
+        self._by_position: dict[int, tuple[int, bool, Any]] = {}
         self._arrived: collections.deque = collections.deque()
-        self._buffer: collections.deque = collections.deque()
-        self._next_number = 0  # next chunk to yield (ordered)
-        self._submitted = 0  # chunks handed to the engine
-        self._consumed = 0  # chunks taken by the consumer
-        self._total: int | None = None  # chunk count, once the input is exhausted
-        self._item_ns = 0.0  # measured run time per item, smoothed
+        self._next_position = 0
+        self._buffer: collections.deque = collections.deque()  # values to yield
+        self._total: int | None = None  # items, once the input is exhausted
+        self._consumed = 0
+        self._ended = False
+        self._error: BaseException | None = None  # raised once at the end
         self._stopped = False
 
-    # --- feeder side -------------------------------------------------------
-    def _wait_for_room(self, chunk_size: int) -> int:
-        """Blocks while enough is ahead of the consumer; returns how many
-        chunks of ``chunk_size`` may be read now (0: the iterator was
-        abandoned because the pool was terminated)."""
+    # --- the feeder's side
+    def wait_for_room(self, chunk: int, most: int) -> int:
+        """Blocks while enough is ahead of the consumer; then reserves room
+        and returns how many chunks of ``chunk`` items (at most ``most``) may
+        be read now (0: read no more)."""
         with self._cond:
             while True:
-                if self._stopped:
+                if self._stopped or self._ended:
                     return 0
-                chunks = self._read_ahead - (self._submitted - self._consumed)
-                items = self._read_ahead_items - self._items_ahead
-                room = min(chunks, items // chunk_size)
-                if room > 0:
+                room = min(
+                    (self._read_ahead - self._ahead) // chunk,
+                    self._read_ahead_chunks - self._chunks_ahead,
+                    most,
+                )
+                if room > 0 or self._ahead == 0:
+                    room = max(room, 1)  # one chunk larger than the bound
+                    self._ahead += room * chunk
+                    self._chunks_ahead += room
                     return room
-                if chunks > 0 and self._items_ahead == 0:
-                    return 1  # one chunk larger than the item bound
                 self._cond.wait()
 
-    def _note_submitted(self, n_items: int) -> int:
-        """Counts a chunk of ``n_items`` as submitted; returns its number."""
+    def unreserve(self, items: int, chunks: int) -> None:
+        """Gives back room reserved for items (and chunks) the input did not
+        have."""
         with self._cond:
-            number = self._submitted
-            self._submitted += 1
-            self._items_ahead += n_items
-            return number
-
-    def _end_input(self, error: BaseException | None = None) -> None:
-        with self._cond:
-            if error is not None:
-                number = self._submitted
-                self._submitted += 1
-                self._deliver(number, False, error, 0)
-            self._total = self._submitted
+            self._ahead -= items
+            self._chunks_ahead -= chunks
             self._cond.notify_all()
 
-    def _fail_chunk(self, number: int, n_items: int, exc: BaseException) -> None:
+    def input_done(self, total: int) -> None:
         with self._cond:
-            self._deliver(number, False, exc, n_items)
-
-    def _unbound(self) -> None:
-        with self._cond:
-            self._read_ahead = self._read_ahead_items = sys.maxsize
+            self._total = total
             self._cond.notify_all()
 
-    def _stop(self) -> None:
+    def unbound(self) -> None:
+        """No read-ahead bound any more (``close()``: all input is read)."""
+        with self._cond:
+            self._read_ahead = self._read_ahead_chunks = sys.maxsize
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """The pool was terminated: read no more, and end the iteration."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
 
-    def item_ns(self) -> float:
-        return self._item_ns
-
-    # --- result thread side ------------------------------------------------
-    def _deliver(self, number: int, ok: bool, value: Any, n_items: int) -> None:
-        if self._ordered:
-            self._by_number[number] = (ok, value, n_items)
-        else:
-            self._arrived.append((ok, value, n_items))
-        self._cond.notify_all()
-
-    def _complete_chunk(self, number: int, n_items: int, code, payload, duration_ns) -> None:
-        ok, value = decode(code, payload, self._what)
+    # --- collector
+    def put(self, position: int, n: int, ok: bool, value: Any) -> None:
         with self._cond:
-            if ok and n_items:
-                per_item = duration_ns / n_items
-                self._item_ns = (
-                    per_item if not self._item_ns else 0.7 * self._item_ns + 0.3 * per_item
-                )
-            self._deliver(number, ok, value, n_items)
+            if self._ordered:
+                self._by_position[position] = (n, ok, value)
+            else:
+                self._arrived.append((n, ok, value))
+            self._cond.notify_all()
 
-    # --- consumer side -----------------------------------------------------
+    def end(self, error: BaseException | None) -> None:
+        with self._cond:
+            self._ended = True
+            self._error = error
+            self._cond.notify_all()
+
+    # --- the consumer's side
     def __iter__(self):
         return self
 
     def next(self, timeout: float | None = None):  # noqa: A003 - multiprocessing's name
         if self._buffer:
             return self._buffer.popleft()
+        try:
+            return self._next(timeout)
+        except KeyboardInterrupt:
+            if self._call is not None:
+                self._call.cancel()
+            raise
+
+    __next__ = next  # type: ignore[assignment]  # noqa: A003
+
+    def _next(self, timeout: float | None):
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 if self._buffer:
                     return self._buffer.popleft()
-                got = self._take_chunk()
-                if got is not None:
-                    ok, value, n_items = got
-                    self._consumed += 1
-                    self._items_ahead -= n_items
+                run = self._take()
+                if run is not None:
+                    n, ok, value = run
+                    self._consumed += n
+                    self._ahead -= n
+                    self._chunks_ahead = max(0, self._chunks_ahead - 1)
                     self._cond.notify_all()
                     if not ok:
                         raise value
                     self._buffer.extend(value)
                     continue
-                if self._total is not None and self._consumed >= self._total:
+                if self._stopped or (
+                    self._ended and (self._total is None or self._consumed >= self._total)
+                ):
+                    error, self._error = self._error, None
+                    if error is not None:
+                        raise error
                     raise StopIteration
-                if self._stopped:
-                    raise StopIteration
-                if not self._cond.wait(timeout):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no result from {self._what} within {timeout} s")
+                self._cond.wait(remaining)
 
-    __next__ = next  # type: ignore[assignment]  # noqa: A003
-
-    def _take_chunk(self):
+    def _take(self):
         if self._ordered:
-            got = self._by_number.pop(self._next_number, None)
-            if got is not None:
-                self._next_number += 1
-            return got
+            run = self._by_position.pop(self._next_position, None)
+            if run is not None:
+                self._next_position += run[0]
+            return run
         return self._arrived.popleft() if self._arrived else None
+
+
+_FINAL_STATES = ("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED")
+
+
+class PoolFuture(concurrent.futures.Future):
+    """A real ``concurrent.futures.Future`` (``as_completed``, ``wait`` and
+    ``asyncio.wrap_future`` work), tuned for many small tasks:
+
+    - ``cancel`` also withdraws the task from the engine's queue;
+    - the stdlib builds a ``threading.Condition`` per future, which costs
+      more than shoal's whole dispatch of a task; here the futures of one
+      pool share one condition. A notification may then be meant for another
+      future, so ``result`` and ``exception`` wait in a loop until their own
+      future is done (the stdlib's wait once).
+    """
+
+    def __init__(self, condition: threading.Condition) -> None:  # noqa: D107
+        # Future.__init__ is not called: it would build a condition of its own.
+        self._condition = condition
+        self._state = "PENDING"
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
+        self._call = None
+
+    def _wait_final(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while self._state not in _FINAL_STATES:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise concurrent.futures.TimeoutError()
+                self._condition.wait(remaining)
+
+    def result(self, timeout: float | None = None):
+        self._wait_final(timeout)
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None):
+        self._wait_final(timeout)
+        return super().exception(0)
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            if self._call is not None:
+                self._call.withdraw()
+            return True
+        return False
+
+    # --- collector
+    def put(self, position: int, n: int, ok: bool, value: Any) -> None:
+        if type(value) is concurrent.futures.CancelledError:  # pool.cancel() or terminate()
+            concurrent.futures.Future.cancel(self)
+            self.set_running_or_notify_cancel()
+            return
+        if not self.set_running_or_notify_cancel():
+            return  # cancelled by the user; the result is dropped
+        if ok:
+            self.set_result(value)
+        else:
+            self.set_exception(value)
+
+    def end(self, error: BaseException | None) -> None:
+        if error is not None and not self.done():
+            self.put(0, 1, False, error)

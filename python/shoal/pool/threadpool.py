@@ -1,5 +1,5 @@
 """``shoal.ThreadPool``: ``shoal.Pool``'s API on threads of this process,
-driven by the same Rust scheduler."""
+driven by the same Rust scheduler and the same call pipeline."""
 
 from __future__ import annotations
 
@@ -8,17 +8,14 @@ import threading
 from collections.abc import Callable, Iterable
 
 from .. import _shoal
+from .._shoal import Completion, Outcome
 from ..cpus import cpu_count
 from ..trace.recorder import TraceRecorder
-from ..worker import thread as _thread_worker
-from .outcome import RAISED, VALUE
-from .pool import Pool, _check_options
-from .progress import check_progress
+from ..worker import thread
+from .options import check_callable, check_options, check_progress, check_workers
+from .pipeline import Pipeline
+from .pool import Pool
 
-_DONE = _shoal.OUTCOME_DONE
-_FAILED = _shoal.OUTCOME_FAILED
-# Outcomes whose payload starts with a pid, which means nothing for a thread.
-_PID_OUTCOMES = (_shoal.OUTCOME_LOST, _shoal.OUTCOME_TIMED_OUT, _shoal.OUTCOME_CANNOT_START)
 _MISSING = object()
 
 
@@ -36,45 +33,83 @@ class Handoff:
         #: The thread serving each slot (a replacement takes over its slot).
         self.threads: dict[int, threading.Thread] = {}
 
-    def put(self, fn_id: int, first_id: int, args: list) -> None:
-        entry = self.functions[fn_id]
-        tasks = self.tasks
-        for k, a in enumerate(args, first_id):
-            tasks[k] = (entry, a)
 
-    def drop(self, first_id: int, n: int) -> None:
-        for task_id in range(first_id, first_id + n):
-            self.tasks.pop(task_id, None)
-
-    def translate(self, task_id: int, code: int, payload):
-        """The result thread's view of a completion: the worker's value or
-        exception itself, and no pid (the workers are this process)."""
-        self.tasks.pop(task_id, None)
-        result = self.results.pop(task_id, _MISSING)
-        if code == _DONE or code == _FAILED:
-            if result is _MISSING:
-                return RAISED, RuntimeError(f"shoal internal error: no result for task {task_id}")
-            return (VALUE if code == _DONE else RAISED), result
-        if code in _PID_OUTCOMES:
-            return code, (None, *payload[1:])
-        return code, payload
-
-
-def _release(engine, functions: dict, fn_id: int) -> None:
-    functions.pop(fn_id, None)
-    engine.release_function(fn_id)
-
-
-def _no_bytes(*_) -> bytes:
+def _no_bytes(_obj) -> bytes:
     return b""
 
 
-def _no_bytes_each(objs: list) -> list[bytes]:
-    return [b""] * len(objs)
+class ThreadWorkers:
+    """A thread pool's set of workers for the pipeline (``pool.pipeline``
+    lists the calls): threads of this process that take functions,
+    arguments and results by reference from a ``Handoff``."""
 
+    kind = "thread"
+    pickled = False
 
-def _no_bytes_batch(objs: list):
-    yield 0, [b""] * len(objs), 0
+    def __init__(self, workers: int, initializer, initargs: tuple, trace: bool) -> None:
+        self.handoff = handoff = Handoff()
+        start = functools.partial(thread.start, handoff, workers, initializer, initargs)
+        engine = _shoal.Engine.with_threads(workers, start, trace=trace)
+        self.engine = engine
+        self.cancel = engine.cancel
+        self.wait_completions = engine.wait_completions
+        self.worker_pids = engine.worker_pids
+        self.records = engine.workers
+        self.close = engine.close
+        self.terminate = engine.terminate
+        self.join = engine.join
+
+    def register(self, fn_id: int, func, mode: int, retry_on: tuple) -> None:
+        self.handoff.functions[fn_id] = (mode, func, retry_on)
+        self.engine.register_function(fn_id, b"")
+
+    def release(self, fn_id: int) -> None:
+        self.handoff.functions.pop(fn_id, None)
+        self.engine.release_function(fn_id)
+
+    pack = staticmethod(_no_bytes)
+
+    @staticmethod
+    def pack_many(chunks: list) -> list[bytes]:
+        return [b""] * len(chunks)
+
+    @staticmethod
+    def pack_batches(chunks: list):
+        yield 0, [b""] * len(chunks), 0
+
+    @staticmethod
+    def sizes(payloads: list) -> list[int]:
+        return [0] * len(payloads)
+
+    def submit(self, fn_id: int, first_id: int, chunks: list, payloads: list, options) -> None:
+        entry = self.handoff.functions[fn_id]
+        tasks = self.handoff.tasks
+        for task_id, args in enumerate(chunks, first_id):
+            tasks[task_id] = (entry, args)
+        try:
+            self.engine.submit(fn_id, first_id, payloads, options.timeout, options.retries)
+        except BaseException:
+            for task_id in range(first_id, first_id + len(chunks)):
+                tasks.pop(task_id, None)
+            raise
+
+    def settle(self, c):
+        """A completion as the pipeline reads it: the worker's value or
+        exception itself, and no pid (the workers are this process)."""
+        task_id = c.task_id
+        self.handoff.tasks.pop(task_id, None)
+        result = self.handoff.results.pop(task_id, _MISSING)
+        outcome = c.outcome
+        if outcome == Outcome.Done or outcome == Outcome.Failed:
+            if result is _MISSING:
+                result = RuntimeError(f"shoal internal error: no result for task {task_id}")
+                outcome = Outcome.Failed
+            return Completion(task_id, outcome, result, c.duration_ns)
+        if c.pid is not None:
+            return Completion(
+                task_id, outcome, c.payload, c.duration_ns, timeout=c.timeout, rss=c.rss
+            )
+        return c
 
 
 class ThreadPool(Pool):
@@ -103,11 +138,6 @@ class ThreadPool(Pool):
     process's pid once per worker.
     """
 
-    _dumps = staticmethod(_no_bytes)
-    _dumps_many = staticmethod(_no_bytes_each)
-    _dumps_batches = staticmethod(_no_bytes_batch)
-    _dumps_function = staticmethod(_no_bytes)
-
     def __init__(
         self,
         workers: int | None = None,
@@ -121,50 +151,30 @@ class ThreadPool(Pool):
         on_progress: Callable[[int, int | None], object] | None = None,
         trace: bool = False,
     ) -> None:
-        self._options = _check_options(timeout, retries, retry_on)
+        options = check_options(timeout, retries, retry_on)
         check_progress(progress, on_progress)
-        self._progress = (progress, on_progress)
-        if workers is None:
-            workers = cpu_count()
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise ValueError(f"Number of workers must be at least 1, got {workers!r}")
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be a callable, got {initializer!r}")
-        self._handoff = handoff = Handoff()
-        start = functools.partial(
-            _thread_worker.start, handoff, workers, initializer, tuple(initargs)
-        )
+        workers = check_workers(cpu_count() if workers is None else workers, "workers")
+        if initializer is not None:
+            check_callable(initializer, "initializer")
         recorder = TraceRecorder("thread", workers) if trace else None
-        engine = _shoal.Engine.with_threads(workers, start, trace=bool(trace))
-        self._start(workers, engine, handoff.translate, recorder)
-        self._release_function = functools.partial(_release, engine, handoff.functions)
+        thread_workers = ThreadWorkers(workers, initializer, tuple(initargs), bool(trace))
+        pipeline = Pipeline(
+            thread_workers, workers, options, recorder=recorder, progress=(progress, on_progress)
+        )
+        self._start(thread_workers, workers, pipeline)
 
-    def _register(self, func, mode, options) -> int:
-        fn_id = super()._register(func, mode, options)
-        self._handoff.functions[fn_id] = (mode, func, options.retry_on)
-        return fn_id
+    def worker_threads(self) -> dict[int, threading.Thread]:
+        """The thread serving each worker slot, a live view (a replacement
+        takes its slot over)."""
+        return self._workers.handoff.threads
 
-    def _send_one(self, fn_id, task_id, args, sink, options, call=None) -> None:
-        self._handoff.put(fn_id, task_id, [args])
-        try:
-            super()._send_one(fn_id, task_id, args, sink, options, call)
-        except BaseException:
-            self._handoff.drop(task_id, 1)
-            raise
-
-    def _send(
-        self, fn_id, first_id, chunks, sink, options, call=None, payloads=None, ser_ns=0
-    ) -> None:
-        # Threads take the chunks themselves; pickled ``payloads`` are not needed.
-        self._handoff.put(fn_id, first_id, chunks)
-        try:
-            super()._send(fn_id, first_id, chunks, sink, options, call)
-        except BaseException:
-            self._handoff.drop(first_id, len(chunks))
-            raise
+    @property
+    def _pool(self) -> list[threading.Thread]:
+        """The current worker threads, as multiprocessing's ThreadPool lists them."""
+        return list(self._workers.handoff.threads.values())
 
     def __enter__(self) -> ThreadPool:
-        self._check_running()
+        self._running()
         return self
 
     def __repr__(self) -> str:

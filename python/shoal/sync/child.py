@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from .. import _shoal
+from ..errors import ShoalError
 from ..wire.serialize import loads
 from ..wire.transfer import unpack
 
@@ -14,8 +15,9 @@ from ..wire.transfer import unpack
 def _run() -> int:
     try:
         link = _shoal.Link()
-        (_kind, _a, _b, body, fds), *_ = link.recv()
-    except (_shoal.ShoalError, EOFError) as exc:
+        frame, *_ = link.recv()
+        body, fds = frame.body, frame.fds
+    except (ShoalError, EOFError) as exc:
         print(f"shoal.sync.child: {exc}; it is started by shoal.Process", file=sys.stderr)
         return 2
     name = "?"

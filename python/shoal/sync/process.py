@@ -16,6 +16,7 @@ import signal
 import sys
 
 from .. import _shoal
+from ..pool.workers import worker_command
 from ..wire.transfer import pack
 
 _counter = itertools.count(1)
@@ -76,10 +77,7 @@ class Process:
         _reap_finished()
         packed = pack(work)
         body, fds = (packed, ()) if type(packed) is bytes else packed
-        from ..pool.pool import _worker_command
-
-        args, env = _worker_command()
-        args = [a if a != "shoal.worker" else "shoal.sync.child" for a in args]
+        args, env = worker_command("shoal.sync.child")
         self._child = _shoal.Child(sys.executable, args, env, body, fds)
         _children.add(self)
 

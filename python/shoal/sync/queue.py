@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue as _stdlib_queue
 
 from .. import _shoal
+from ..errors import QueueClosed
 from ..wire.serialize import loads
 from ..wire.transfer import pack, unpack
 
@@ -37,7 +38,7 @@ class Queue:
         body, fds = (packed, ()) if type(packed) is bytes else packed
         try:
             sent = self._mq.put(body, fds, _wait(block, timeout))
-        except _shoal.QueueClosed:
+        except QueueClosed:
             raise ValueError("put() on a closed shoal.Queue") from None
         if not sent:
             raise Full
@@ -45,7 +46,7 @@ class Queue:
     def get(self, block: bool = True, timeout: float | None = None):
         try:
             got = self._mq.get(_wait(block, timeout))
-        except _shoal.QueueClosed:
+        except QueueClosed:
             raise ValueError(
                 "get() on a closed shoal.Queue: it was closed (by this or another "
                 "process) and every item in it has been taken"

@@ -14,19 +14,18 @@ import platform
 import threading
 import time
 
-from .. import _shoal
+from .._shoal import Outcome
 from ..wire.transfer import payload_nbytes
 
-_DONE = _shoal.OUTCOME_DONE
 _OUTCOMES = {
-    _shoal.OUTCOME_DONE: "ok",
-    _shoal.OUTCOME_FAILED: "error",
-    _shoal.OUTCOME_LOST: "lost",
-    _shoal.OUTCOME_TIMED_OUT: "timeout",
-    _shoal.OUTCOME_CANCELLED: "cancelled",
-    _shoal.OUTCOME_INIT_FAILED: "error",
-    _shoal.OUTCOME_CANNOT_START: "lost",
-    _shoal.OUTCOME_OVER_MEMORY: "lost",
+    Outcome.Done: "ok",
+    Outcome.Failed: "error",
+    Outcome.Lost: "lost",
+    Outcome.TimedOut: "timeout",
+    Outcome.Cancelled: "cancelled",
+    Outcome.InitFailed: "error",
+    Outcome.CannotStart: "lost",
+    Outcome.OverMemory: "lost",
 }
 
 
@@ -86,34 +85,35 @@ class TraceRecorder:
                 }
 
     def completed(self, batch: list) -> None:
-        """The result thread's batch of ``(task_id, code, payload,
-        duration_ns, run)``."""
+        """The result thread's batch of ``Completion``s."""
         now = time.monotonic_ns()
         with self._lock:
-            for task_id, code, payload, duration_ns, run in batch:
-                task = self._tasks.get(task_id)
+            for c in batch:
+                task = self._tasks.get(c.task_id)
                 if task is None:
                     continue
-                task["outcome"] = _OUTCOMES.get(code, "error")
+                outcome, payload = c.outcome, c.payload
+                task["outcome"] = _OUTCOMES.get(outcome, "error")
                 # A result (maybe in shared memory) or a pickled exception.
-                answered = code == _DONE or type(payload) is bytes
+                answered = outcome == Outcome.Done or type(payload) is bytes
                 task["bytes_out"] = payload_nbytes(payload) if answered else 0
                 task["done_ns"] = now
+                run = c.run
                 if run is not None:
-                    slot, pid, start_ns, deser_ns, result_ser_ns = run
                     task.update(
-                        worker=slot,
-                        pid=pid,
-                        start_ns=start_ns,
-                        duration_ns=duration_ns,
-                        deser_ns=deser_ns,
-                        result_ser_ns=result_ser_ns,
+                        worker=run.slot,
+                        pid=run.pid,
+                        start_ns=run.start_ns,
+                        duration_ns=c.duration_ns,
+                        deser_ns=run.deser_ns,
+                        result_ser_ns=run.result_ser_ns,
                     )
                 call = self._calls[task["call"]]
                 call["end_ns"] = max(call["end_ns"] or 0, now)
 
-    def build(self, workers: list[tuple]) -> dict:
-        """The trace as a dict; ``workers`` from ``Engine.workers()``."""
+    def build(self, workers: list) -> dict:
+        """The trace as a dict; ``workers``: the ``WorkerRecord``s of
+        ``Engine.workers()``."""
         origin = self._origin
 
         def rel(ns: int | None) -> float | None:
@@ -137,14 +137,14 @@ class TraceRecorder:
         tasks.sort(key=lambda t: t["id"])
         worker_entries = [
             {
-                "worker": slot,
-                "pid": pid,
-                "start": rel(started_ns),
-                "end": rel(ended_ns),
+                "worker": w.slot,
+                "pid": w.pid,
+                "start": rel(w.started_ns),
+                "end": rel(w.ended_ns),
                 # Threads share the process's CPU clock: no per-worker figure.
-                "cpu": _seconds(cpu_ns) if self._kind == "process" else None,
+                "cpu": _seconds(w.cpu_ns) if self._kind == "process" else None,
             }
-            for slot, pid, started_ns, ended_ns, cpu_ns in workers
+            for w in workers
         ]
         ends = [t["end"] for t in tasks if t["end"] is not None]
         ends += [c["end"] for c in calls if c["end"] is not None]

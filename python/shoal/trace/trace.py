@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from .._shoal import ShoalError
+from ..errors import ShoalError
 from .summary import TraceSummary, summarize
 
 FORMAT = "shoal-trace"

@@ -17,7 +17,8 @@ import _thread
 import io
 import sys
 
-from .. import _shoal
+from .._shoal import Stream
+from ..errors import ShoalError
 from ..wire.serialize import PROTOCOL, pickle
 
 #: ``extra`` fields of a log record that are not plain values travel as repr.
@@ -27,7 +28,7 @@ _PLAIN = (str, int, float, bool, type(None))
 class LineWriter(io.TextIOBase):
     """A worker's ``sys.stdout`` or ``sys.stderr``."""
 
-    def __init__(self, link, stream: int, name: str) -> None:
+    def __init__(self, link, stream: Stream, name: str) -> None:
         self._link = link
         self._stream = stream
         self._name = name
@@ -75,17 +76,17 @@ class LineWriter(io.TextIOBase):
     def _send(self, lines: str) -> None:
         data = lines.encode("utf-8", "backslashreplace")
         try:
-            self._link.send(_shoal.KIND_OUTPUT, self._stream, 0, data)
+            self._link.output(self._stream, data)
             # At once: a long task's progress lines must not wait for its end.
             self._link.flush()
-        except (OSError, _shoal.ShoalError):
+        except (OSError, ShoalError):
             pass  # the parent is gone; nobody is left to read it
 
 
 def capture_output(link) -> tuple[LineWriter, LineWriter]:
     """Points ``sys.stdout`` and ``sys.stderr`` at the parent."""
-    sys.stdout = LineWriter(link, _shoal.STREAM_STDOUT, "<shoal worker stdout>")
-    sys.stderr = LineWriter(link, _shoal.STREAM_STDERR, "<shoal worker stderr>")
+    sys.stdout = LineWriter(link, Stream.Stdout, "<shoal worker stdout>")
+    sys.stderr = LineWriter(link, Stream.Stderr, "<shoal worker stderr>")
     return sys.stdout, sys.stderr
 
 
@@ -113,7 +114,7 @@ def _send_records(logging, link, level: int) -> None:
                 fields["exc_info"] = None
                 fields.pop("message", None)
                 plain = {k: v if isinstance(v, _PLAIN) else repr(v) for k, v in fields.items()}
-                link.send(_shoal.KIND_LOG, 0, 0, pickle.dumps(plain, PROTOCOL))
+                link.log(pickle.dumps(plain, PROTOCOL))
                 link.flush()
             except Exception:  # noqa: BLE001 - logging's own error report
                 self.handleError(record)
@@ -153,41 +154,3 @@ class _AfterImport:
 
         spec.loader.exec_module = exec_module  # this spec's own loader object
         return spec
-
-
-def parent_log_level() -> int | None:
-    """The level worker records are forwarded at: the parent's root level,
-    if the parent uses ``logging`` at all."""
-    logging = sys.modules.get("logging")
-    if logging is None:
-        return None
-    return logging.getLogger().getEffectiveLevel()
-
-
-def deliver(output: list) -> None:
-    """Parent side: writes a batch of ``(slot, pid, stream, bytes)``."""
-    for slot, pid, stream, body in output:
-        try:
-            if stream == _shoal.STREAM_LOG:
-                _handle_record(slot, pid, body)
-                continue
-            target = sys.stdout if stream == _shoal.STREAM_STDOUT else sys.stderr
-            if target is None:
-                continue
-            tag = f"[worker {slot}] "
-            text = body.decode("utf-8", "replace")
-            target.write("".join(f"{tag}{line}\n" for line in text.splitlines()))
-            target.flush()
-        except Exception:  # noqa: BLE001 - a closed or broken stdout must not stop results
-            pass
-
-
-def _handle_record(slot: int, pid: int, body: bytes) -> None:
-    import logging
-
-    from ..wire.serialize import loads
-
-    record = logging.makeLogRecord(loads(body))
-    record.processName = f"shoal-worker-{slot}"
-    record.process = pid
-    logging.getLogger(record.name).handle(record)

@@ -1,150 +1,112 @@
-"""The worker process: ``python -m shoal.worker``, started by the engine.
+"""A worker process (``python -m shoal.worker``), started by the engine.
 
-It runs tasks in the order they arrive and answers in batches: replies are
-flushed when no more work is buffered or every few milliseconds, so tiny
-tasks cost no system call each while long tasks report promptly. Its
-``print`` output and ``logging`` records go to the parent (``_output``).
+Functions arrive once per call and are kept until the engine says to forget
+them; arguments and results travel pickled, large buffers in shared memory
+(``wire.transfer``). What tasks print, and their ``logging`` records, go to
+the parent (``worker.output``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from time import perf_counter_ns
 
-from .. import _shoal
-from ..wire import transfer as _transfer
-from ..wire.serialize import (
-    MODE_MAP,
-    MODE_STARMAP,
-    dumps_exception,
-    loads,
-    unpicklable_result_error,
-)
-from ..wire.transfer import pack, unpack
-
 # Keep imports light: every worker pays for them at start.
-from . import identity as _identity
+from .. import _shoal
+from ..errors import ShoalError
+from ..wire import transfer
+from ..wire.serialize import dumps_exception, loads, unpicklable_result_error
+from ..wire.transfer import pack, unpack
+from . import identity
+from .loop import Retire, serve
 from .output import capture_output, forward_logging
 
-FLUSH_EVERY_NS = 2_000_000
 #: Seconds idle after which a worker unmaps the segments it kept between
-#: tasks of one call (see ``_transfer.keep_recent``).
+#: tasks of one call (see ``wire.transfer.keep_recent``).
 RELEASE_AFTER = 0.05
 
 
-def _run(mode: int, fn, args):
-    if mode == MODE_STARMAP:
-        return [fn(*a) for a in args]
-    a, kw = args
-    return fn(*a, **kw)
+def _unpickle(frame):
+    return loads(frame.body) if frame.fds is None else unpack(frame.body, frame.fds)
 
 
-def _initialise(link, slot: int, body: bytes, fds) -> int | None:
-    """Runs the pool's set-up; returns the memory limit (0 for none), or
-    None if the initializer raised."""
-    try:
-        init = loads(body) if fds is None else unpack(body, fds)
-        sys_path, initializer, initargs, max_memory, log_level, workers = init
-        _identity.set_process(slot, workers)
+class ProcessSide:
+    """How a worker process gets its tasks and answers them: everything is
+    pickled."""
+
+    def __init__(self, link, stdout, stderr) -> None:
+        self._link = link
+        self._stdout, self._stderr = stdout, stderr
+        self._functions: dict[int, tuple | BaseException] = {}
+        self._max_memory = 0
+        transfer.keep_recent = True
+
+    # --- set-up
+    def initialise(self, frame) -> None:
+        sys_path, initializer, initargs, max_memory, log_level, workers = _unpickle(frame)
+        identity.set_process(frame.slot, workers)
         sys.path[:] = sys_path
         if log_level is not None:
-            forward_logging(link, log_level)
+            forward_logging(self._link, log_level)
+        self._max_memory = max_memory or 0
         if initializer is not None:
             initializer(*initargs)
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        link.send(_shoal.KIND_INIT_FAILED, 0, 0, dumps_exception(exc))
-        link.flush()
-        return None
-    link.send(_shoal.KIND_READY, os.getpid(), 0, b"")
-    link.flush()
-    return max_memory or 0
 
+    exception_bytes = staticmethod(dumps_exception)
 
-def serve(link, stdout, stderr) -> int:
-    functions: dict[int, tuple[int, object, tuple] | BaseException] = {}
-    begin, done, failed = link.begin, link.done, link.failed
-    kind_task = _shoal.KIND_TASK
-    max_memory = 0
-    last_flush = perf_counter_ns()
-    _transfer.keep_recent = True
-    while True:
+    def add_function(self, frame) -> None:
         try:
-            frames = link.recv(RELEASE_AFTER if _transfer._recent else None)
-        except EOFError:
-            return 0  # the parent is gone
-        if not frames:
-            _transfer.forget_recent()
-            continue
-        for kind, a, b, body, fds in frames:
-            if kind == kind_task:
-                entry = functions.get(b)
-                begin(a)
-                t0 = t1 = perf_counter_ns()
-                try:
-                    mode, fn, _retry_on = entry  # TypeError if unknown or failed to load
-                    # Arguments in shared memory come with descriptors.
-                    if fds is None:
-                        if _transfer._recent:
-                            _transfer.forget_recent()
-                        args = loads(body)
-                    else:
-                        args = unpack(body, fds)
-                    fds = body = None  # the mappings live only as long as the arguments
-                    t1 = perf_counter_ns()
-                    if mode == MODE_MAP:  # the common case, without a call
-                        result = [fn(x) for x in args]
-                    else:
-                        result = _run(mode, fn, args)
-                    args = None
-                except BaseException as raised:  # noqa: BLE001 - sent to the parent
-                    error = raised
-                    if entry is None:
-                        error = LookupError(f"shoal internal error: unknown function id {b}")
-                    elif isinstance(entry, BaseException):
-                        error = entry  # the function itself failed to unpickle
-                    retryable = isinstance(entry, tuple) and isinstance(error, entry[2])
-                    args = None
-                    failed(a, dumps_exception(error), retryable, t1 - t0)
-                else:
-                    t2 = perf_counter_ns()
-                    try:
-                        out = pack(result)
-                    except Exception as why:  # noqa: BLE001
-                        error = unpicklable_result_error(result, mode, why)
-                        failed(a, dumps_exception(error), False, t1 - t0)
-                    else:
-                        done(a, out, t1 - t0, perf_counter_ns() - t2)
-                    result = out = None
-                if stdout._partial or stderr._partial:  # attributes: cheaper than a property
-                    stdout.end_line()
-                    stderr.end_line()
-                if max_memory and (link.rss() or 0) > max_memory:
-                    # Over the limit after this task: leave, and let a fresh
-                    # worker run the rest of what this one holds.
-                    link.send(_shoal.KIND_RETIRE, 0, 0, b"")
-                    link.flush()
-                    return 0
-                now = perf_counter_ns()
-                if now - last_flush > FLUSH_EVERY_NS:
-                    link.flush()
-                    last_flush = now
-            elif kind == _shoal.KIND_FUNC:
-                try:
-                    functions[a] = loads(body) if fds is None else unpack(body, fds)
-                except BaseException as exc:  # noqa: BLE001 - fails its tasks
-                    functions[a] = exc
-            elif kind == _shoal.KIND_FORGET:
-                functions.pop(a, None)
-            elif kind == _shoal.KIND_INIT:
-                max_memory = _initialise(link, b, body, fds)
-                if max_memory is None:
-                    return 1
-            elif kind == _shoal.KIND_EXIT:
-                link.flush()
-                return 0
-        link.flush()
-        last_flush = perf_counter_ns()
+            self._functions[frame.fn_id] = _unpickle(frame)
+        except BaseException as exc:  # noqa: BLE001 - fails the tasks that use it
+            self._functions[frame.fn_id] = exc
+
+    def forget(self, fn_id: int) -> None:
+        self._functions.pop(fn_id, None)
+
+    # --- tasks
+    def load(self, frame):
+        """``(mode, fn, retry_on, args)`` of a task."""
+        entry = self._functions.get(frame.fn_id)
+        if type(entry) is not tuple:
+            if entry is None:
+                raise LookupError(f"shoal internal error: unknown function id {frame.fn_id}")
+            raise entry  # the function itself failed to unpickle
+        if frame.fds is None:
+            if transfer._recent:
+                transfer.forget_recent()
+            return (*entry, loads(frame.body))
+        return (*entry, unpack(frame.body, frame.fds))
+
+    def done(self, task_id: int, result, mode: int, deser_ns: int) -> None:
+        started = perf_counter_ns()
+        try:
+            out = pack(result)
+        except Exception as why:  # noqa: BLE001 - the result can't travel back
+            error = unpicklable_result_error(result, mode, why)
+            self._link.failed(task_id, dumps_exception(error), False, deser_ns)
+        else:
+            self._link.done(task_id, out, deser_ns, perf_counter_ns() - started)
+
+    def failed(self, task_id: int, exc: BaseException, retryable: bool, deser_ns: int) -> None:
+        self._link.failed(task_id, dumps_exception(exc), retryable, deser_ns)
+
+    def after_task(self, task_id: int) -> None:
+        if self._stdout._partial or self._stderr._partial:  # attributes: cheaper than a property
+            self._stdout.end_line()
+            self._stderr.end_line()
+        if self._max_memory and (self._link.rss() or 0) > self._max_memory:
+            # Over the limit after this task: leave, and let a fresh worker
+            # run the rest of what this one holds.
+            raise Retire
+
+    # --- idle
+    @staticmethod
+    def idle_timeout() -> float | None:
+        return RELEASE_AFTER if transfer._recent else None
+
+    @staticmethod
+    def idle() -> None:
+        transfer.forget_recent()
 
 
 def main() -> int:
@@ -152,7 +114,7 @@ def main() -> int:
     # keeps an inherited SIG_IGN (importing `signal` here would cost ~10 ms).
     try:
         link = _shoal.Link()
-    except _shoal.ShoalError as exc:
+    except ShoalError as exc:
         print(
             f"shoal.worker: {exc}. This module is started by shoal's engine, not by hand.",
             file=sys.stderr,
@@ -160,7 +122,7 @@ def main() -> int:
         return 2
     stdout, stderr = capture_output(link)
     try:
-        return serve(link, stdout, stderr)
+        return serve(link, ProcessSide(link, stdout, stderr))
     finally:
         stdout.end_line()
         stderr.end_line()

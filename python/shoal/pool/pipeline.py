@@ -1,0 +1,391 @@
+"""The one call pipeline: every call of a pool -- ``map``, ``starmap``,
+``imap``, ``imap_unordered``, ``apply_async``, ``submit``, with or without a
+checkpoint -- is planned, sent, answered and delivered here.
+
+A ``Pipeline`` drives one *set of workers*: any object with the engine's
+calls (``pool.workers.ProcessWorkers``, ``pool.threadpool.ThreadWorkers``;
+the ranks of an MPI job or an executor front end can be others):
+
+- ``register(fn_id, func, mode, retry_on)``, ``release(fn_id)``;
+- ``pack_batches(chunks)`` -> ``(start, payloads, ns)`` ..., ``pack_many``,
+  ``pack``; ``submit(fn_id, first_id, chunks, payloads, options)``;
+- ``cancel(task_ids, stop_running)``;
+- ``wait_completions(timeout)`` -> a batch with ``.output`` and ``.done``
+  (``Completion``s), or None once stopped; ``settle(completion)`` (or None)
+  turns a completion into what ``decode`` reads; ``pickled``: whether
+  payloads are pickles;
+- ``close()``, ``terminate()``, ``join(timeout)``.
+
+Its result thread takes completions from the workers and hands each to the
+call that sent the task (``pool.call``).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import itertools
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .._shoal import chunk_size
+from ..errors import ShoalError
+from ..wire.serialize import MODE_CALL, MODE_MAP, MODE_STARMAP
+from .call import Call, Feeder, Sent
+from .options import Options, check_checkpoint_key, check_progress
+from .output import deliver
+from .progress import Progress
+from .results import AsyncResult, IMapIterator, MapResult, PoolFuture
+
+#: Functions kept registered for ``apply_async``/``submit`` reuse.
+FUNCTION_CACHE_SIZE = 32
+
+
+class Pipeline:
+    """See the module's docstring. ``defaults``: the pool's options,
+    ``progress`` and ``on_progress``, ``checkpoint`` and ``checkpoint_key``."""
+
+    def __init__(
+        self,
+        workers,
+        n_workers: int,
+        options: Options,
+        *,
+        recorder=None,
+        progress: tuple = (False, None),
+        checkpoint: tuple = (None, None),
+    ) -> None:
+        self.workers = workers
+        self.n_workers = n_workers
+        self.options = options
+        self.recorder = recorder
+        self._progress = progress
+        self._checkpoint = checkpoint
+        self._pending: dict[int, Sent] = {}
+        self._next_id = 1
+        self._id_lock = threading.Lock()
+        self._fn_ids = itertools.count(1)
+        self._functions: collections.OrderedDict = collections.OrderedDict()
+        self._functions_lock = threading.Lock()
+        self.future_condition = threading.Condition()
+        self._feeders: list[threading.Thread] = []
+        self._iterators: weakref.WeakSet = weakref.WeakSet()
+        self._calls: weakref.WeakSet = weakref.WeakSet()  # calls with tasks out
+        self._broken: list[BaseException] = []
+        self.thread = threading.Thread(
+            target=_take_results,
+            args=(workers, self._pending, recorder, self._calls, self._broken),
+            name="shoal-results",
+            daemon=True,
+        )
+        self.thread.start()
+
+    # ------------------------------------------------------------ plumbing
+    def new_ids(self, n: int) -> int:
+        """Reserves ``n`` consecutive task ids; returns the first."""
+        with self._id_lock:
+            first = self._next_id
+            self._next_id += n
+        return first
+
+    def register(self, func: Callable, mode: int, options: Options) -> int:
+        fn_id = next(self._fn_ids)
+        self.workers.register(fn_id, func, mode, options.retry_on)
+        return fn_id
+
+    def cached_function(self, func: Callable, mode: int, options: Options) -> tuple[int, bool]:
+        """A function id for ``apply_async``/``submit``, reused across calls
+        so a function is pickled and sent once, not per task; and whether
+        the call owns it (an unhashable callable is registered per call)."""
+        try:
+            key = (func, mode, options.retry_on)
+            hash(key)
+        except TypeError:
+            return self.register(func, mode, options), True
+        with self._functions_lock:
+            fn_id = self._functions.get(key)
+            if fn_id is not None:
+                self._functions.move_to_end(key)
+                return fn_id, False
+            fn_id = self.register(func, mode, options)
+            self._functions[key] = fn_id
+            old = None
+            if len(self._functions) > FUNCTION_CACHE_SIZE:
+                _, old = self._functions.popitem(last=False)
+        if old is not None:
+            self.workers.release(old)
+        return fn_id, False
+
+    def send(self, sent: Sent, chunks: list, payloads=None, ser_ns: int = 0) -> None:
+        """Hands ``sent``'s tasks to the workers; each answer goes to its call."""
+        call = sent.call
+        if payloads is None:
+            started = time.perf_counter_ns()
+            payloads = self.workers.pack_many(chunks)
+            ser_ns = time.perf_counter_ns() - started
+        if call.trace is not None:
+            self.recorder.sent(
+                call.trace, sent.first, sent.sizes, self.workers.sizes(payloads), ser_ns
+            )
+        ids = range(sent.first, sent.first + len(chunks))
+        self._pending.update(dict.fromkeys(ids, sent))
+        self._calls.add(call)
+        try:
+            self.workers.submit(call.fn_id, sent.first, chunks, payloads, call.options)
+        except BaseException:
+            for task_id in ids:
+                self._pending.pop(task_id, None)
+            raise
+        if self._broken:  # the result thread stopped; nothing will answer these
+            call.fail(_broken_error(self._broken[0]))
+
+    def _call(self, collector, func: Callable, mode: int, options: Options, what: str, **kw):
+        if self._broken:
+            raise _broken_error(self._broken[0])
+        fn_id = self.register(func, mode, options)
+        return Call(self, collector, fn_id=fn_id, owns_function=True, options=options, what=what,
+                    **kw)  # fmt: skip
+
+    def _traced(self, method: str, func: Callable, chunksize: int | None) -> tuple | None:
+        """What a call's trace record says, when the pool traces."""
+        if self.recorder is None:
+            return None
+        return (method, qualified_name(func), chunksize)
+
+    def _call_progress(self, what: str, total: int | None, asked: tuple) -> Progress | None:
+        progress, on_progress = asked
+        pool_progress, pool_callback = self._progress
+        progress = pool_progress if progress is None else progress
+        on_progress = pool_callback if on_progress is None else on_progress
+        check_progress(progress, on_progress)
+        if not progress and on_progress is None:
+            return None
+        return Progress(what, total, progress, on_progress)
+
+    def _call_checkpoint(self, checkpoint: Any, key: Any) -> tuple[Any, Callable | None]:
+        """This call's checkpoint file and key: the pool's, overridden where
+        given (``checkpoint=False`` turns the pool's off)."""
+        if checkpoint is None:
+            checkpoint = self._checkpoint[0]
+        if key is None:
+            key = self._checkpoint[1]
+        return checkpoint, check_checkpoint_key(key)
+
+    # --------------------------------------------------------------- calls
+    def map_async(
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None,
+        star: bool,
+        options: Options,
+        callback=None,
+        error_callback=None,
+        progress: tuple = (None, None),
+        checkpoint: tuple = (None, None),
+    ) -> MapResult:
+        """``map``/``starmap``: the whole input is cut into chunks and sent
+        now; the result is a list in input order."""
+        path, key = self._call_checkpoint(*checkpoint)
+        items = iterable if isinstance(iterable, list) else list(iterable)
+        n = len(items)
+        method = "starmap" if star else "map"
+        what = f"{method}({name_of(func)})"
+        traced = chunksize
+        if chunksize is None:
+            chunksize = chunk_size(n, self.n_workers, bool(path) and key is None)
+        chunks = [items[i : i + chunksize] for i in range(0, n, chunksize)]
+        mode = MODE_STARMAP if star else MODE_MAP
+        stage = runner = None
+        if path:
+            stage, runner = _checkpoint_stage(func, star, path, key, chunks=key is None)
+        result = MapResult(what, n, callback, error_callback)
+        if stage is None:
+            batches = self.workers.pack_batches(chunks)
+            # Pickling errors surface before anything is sent.
+            first_batch = next(batches, None)
+        reporter = self._call_progress(what, n, progress)
+        call = self._call(
+            result,
+            runner or func,
+            MODE_MAP if runner else mode,
+            options,
+            what,
+            progress=reporter,
+            stage=stage,
+            traced=self._traced(method, func, traced),
+        )
+        try:
+            if stage is not None:
+                call.feed(chunks, 0)
+            elif first_batch is not None:
+                # Chunks with arrays in shared memory leave as soon as they
+                # are copied, so workers start while the rest are copied.
+                for start, payloads, ser_ns in itertools.chain([first_batch], batches):
+                    stop = start + len(payloads)
+                    call.feed(chunks[start:stop], start * chunksize, payloads, ser_ns)
+        except BaseException:
+            call.cancel()  # e.g. out of memory copying a later chunk
+            call.input_done(n)
+            raise
+        call.input_done(n)
+        return result
+
+    def imap(
+        self,
+        func: Callable,
+        iterable: Iterable,
+        chunksize: int | None,
+        ordered: bool,
+        options: Options,
+        progress: tuple = (None, None),
+        checkpoint: tuple = (None, None),
+    ) -> IMapIterator:
+        """``imap``/``imap_unordered``: a feeder thread reads the input as
+        results are consumed."""
+        path, key = self._call_checkpoint(*checkpoint)
+        total = len(iterable) if hasattr(iterable, "__len__") else None
+        method = "imap" if ordered else "imap_unordered"
+        what = f"{method}({name_of(func)})"
+        stage = runner = None
+        if path:
+            stage, runner = _checkpoint_stage(func, False, path, key, chunks=False)
+        it = IMapIterator(what, ordered)
+        call = self._call(
+            it,
+            runner or func,
+            MODE_MAP,
+            options,
+            what,
+            progress=self._call_progress(what, total, progress),
+            stage=stage,
+            traced=self._traced(method, func, chunksize),
+        )
+        self._iterators.add(it)
+        feeder = Feeder(call, iter(iterable), chunksize)
+        self._feeders = [t for t in self._feeders if t.is_alive()]
+        self._feeders.append(feeder.thread)
+        feeder.thread.start()
+        return it
+
+    def apply_async(
+        self, func: Callable, args: tuple, kwargs: dict, options: Options, callback, error_callback
+    ) -> AsyncResult:
+        what = f"apply({name_of(func)})"
+        result = AsyncResult(what, callback, error_callback)
+        self._send_one(result, func, (tuple(args), dict(kwargs)), options, what, "apply")
+        return result
+
+    def submit(self, func: Callable, args: tuple, kwargs: dict, options: Options) -> PoolFuture:
+        future = PoolFuture(self.future_condition)
+        self._send_one(future, func, (args, kwargs), options, f"submit({name_of(func)})", "submit")
+        return future
+
+    def _send_one(self, collector, func, args, options, what, method) -> None:
+        if self._broken:
+            raise _broken_error(self._broken[0])
+        payload = self.workers.pack(args)  # pickling errors surface first
+        fn_id, owns = self.cached_function(func, MODE_CALL, options)
+        call = Call(self, collector, fn_id=fn_id, owns_function=owns, options=options, what=what,
+                    traced=self._traced(method, func, None))  # fmt: skip
+        call.send([args], (0,), (1,), [payload])
+        call.input_done()
+
+    # ------------------------------------------------------------ stopping
+    def cancel(self, results: tuple) -> None:
+        calls = []
+        for result in results:
+            if not isinstance(result, (AsyncResult, IMapIterator, PoolFuture)):
+                raise TypeError(
+                    f"pool.cancel() takes results of this pool (a Future, an "
+                    f"AsyncResult/MapResult or an imap iterator), got {result!r}"
+                )
+            call = result._call
+            if call is None:
+                continue  # finished: nothing to stop
+            if call.pipeline is not self:
+                raise ValueError(f"{result!r} belongs to another pool")
+            calls.append(call)
+        for call in calls:
+            call.cancel()
+
+    def close(self) -> None:
+        # join() waits for all input to be read: lift imap's read-ahead bound.
+        for it in list(self._iterators):
+            it.unbound()
+
+    def join_feeders(self) -> None:
+        for feeder in self._feeders:
+            feeder.join()
+
+    def stop_iterators(self) -> None:
+        for it in list(self._iterators):
+            it.stop()
+
+
+def _take_results(workers, pending: dict, recorder, calls, broken: list) -> None:
+    """The result thread: takes completions from the workers and hands each
+    to the call that sent its task. Holds no reference to the pool, so an
+    abandoned pool can be collected. Nothing a call does ends it (a call's
+    own errors fail that call); if it ends anyway, every waiting call fails."""
+    settle = workers.settle
+    pop = pending.pop
+    try:
+        while True:
+            batch = workers.wait_completions(None)
+            if batch is None:
+                return
+            if batch.output:
+                deliver(batch.output)  # a task's prints before its result
+            done = batch.done
+            if recorder is not None:
+                recorder.completed(done)
+            for c in done:
+                if settle is not None:
+                    c = settle(c)
+                sent = pop(c.task_id, None)
+                if sent is not None:
+                    sent.complete(c)
+            # Drop references while blocked, so finished results (and the
+            # task arguments they hold) can be freed.
+            batch = done = c = sent = None
+    except BaseException as exc:
+        broken.append(exc)
+        error = _broken_error(exc)
+        pending.clear()
+        for call in list(calls):
+            call.fail(error)
+
+
+def _broken_error(cause: BaseException) -> ShoalError:
+    error = ShoalError(
+        f"this pool's result thread stopped ({type(cause).__name__}: {cause}); "
+        "no more results can arrive: terminate the pool and start a new one"
+    )
+    error.__cause__ = cause
+    return error
+
+
+def _checkpoint_stage(func, star: bool, path, key, chunks: bool):
+    """The checkpoint stage of a call and the function its workers run."""
+    from ..checkpoint.stage import ChunkStage, ItemStage
+
+    if chunks:
+        return ChunkStage(func, star, path), None
+    stage = ItemStage(func, star, path, key)
+    return stage, stage.runner
+
+
+def name_of(func: Callable) -> str:
+    return getattr(func, "__qualname__", None) or type(func).__name__
+
+
+def qualified_name(func: Callable) -> str:
+    """``module.qualname`` of a function, as traces name it."""
+    target = func.func if isinstance(func, functools.partial) else func
+    module = getattr(target, "__module__", None)
+    name = name_of(target)
+    return f"{module}.{name}" if module else name

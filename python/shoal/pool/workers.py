@@ -1,0 +1,115 @@
+"""A process pool's set of workers: fresh interpreters started by the
+engine, to which functions, arguments and results travel pickled (large
+buffers in shared memory). The pipeline (``pool.pipeline``) drives it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .. import _shoal
+from ..cpus import cpu_count
+from ..wire.transfer import dumps_function, pack, pack_batches, pack_many, payload_nbytes
+
+#: Thread-count variables of numeric libraries, capped per worker so N
+#: workers do not each start a thread per core.
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def worker_command(module: str = "shoal.worker") -> tuple[list[str], list[tuple[str, str]]]:
+    """Interpreter arguments and environment that run ``module`` in a fresh
+    worker process. Workers start with ``-S`` (no site: .pth files and
+    sitecustomize can cost tens of milliseconds per start) and find this
+    interpreter's packages through PYTHONPATH instead; the Init frame then
+    installs the parent's exact ``sys.path``. ``SHOAL_WORKER_SITE=1`` keeps
+    site."""
+    if os.environ.get("SHOAL_WORKER_SITE") == "1":
+        return ["-m", module], []
+    path = os.pathsep.join(p for p in sys.path if p)
+    return ["-S", "-m", module], [("PYTHONPATH", path)]
+
+
+def worker_env(processes: int) -> list[tuple[str, str]]:
+    per_worker = str(max(1, cpu_count() // processes))
+    return [(var, per_worker) for var in THREAD_VARS if var not in os.environ]
+
+
+def _timed_batches(chunks: list[list]):
+    """``pack_batches(chunks)`` as ``(start, payloads, ns spent packing them)``."""
+    batches = pack_batches(chunks)
+    while True:
+        started = time.perf_counter_ns()
+        try:
+            start, payloads = next(batches)
+        except StopIteration:
+            return
+        yield start, payloads, time.perf_counter_ns() - started
+
+
+class ProcessWorkers:
+    """See the module's docstring; the calls are those ``pool.pipeline``
+    lists."""
+
+    kind = "process"
+    pickled = True
+    settle = None  # completions are decoded as they come
+
+    def __init__(self, engine: _shoal.Engine) -> None:
+        self.engine = engine
+        self.release = engine.release_function
+        self.cancel = engine.cancel
+        self.wait_completions = engine.wait_completions
+        self.worker_pids = engine.worker_pids
+        self.records = engine.workers
+        self.close = engine.close
+        self.terminate = engine.terminate
+        self.join = engine.join
+
+    @classmethod
+    def start(
+        cls,
+        processes: int,
+        setup: tuple,
+        maxtasksperchild: int | None,
+        max_memory: int | None,
+        trace: bool,
+    ) -> ProcessWorkers:
+        """Starts ``processes`` workers; ``setup`` is what each one's Init
+        frame carries (see ``worker.process.ProcessSide.initialise``)."""
+        args, env = worker_command()
+        engine = _shoal.Engine(
+            processes,
+            sys.executable,
+            args,
+            env + worker_env(processes),
+            pack(setup + (processes,)),
+            maxtasksperchild,
+            max_memory,
+            trace,
+        )
+        return cls(engine)
+
+    def register(self, fn_id: int, func, mode: int, retry_on: tuple) -> None:
+        self.engine.register_function(fn_id, dumps_function(func, mode, retry_on))
+
+    pack = staticmethod(pack)
+    pack_many = staticmethod(pack_many)
+    pack_batches = staticmethod(_timed_batches)
+
+    @staticmethod
+    def sizes(payloads: list) -> list[int]:
+        return [payload_nbytes(p) for p in payloads]
+
+    def submit(self, fn_id: int, first_id: int, chunks: list, payloads: list, options) -> None:
+        if len(payloads) == 1:
+            self.engine.submit_one(fn_id, first_id, payloads[0], options.timeout, options.retries)
+        else:
+            self.engine.submit(fn_id, first_id, payloads, options.timeout, options.retries)

@@ -253,7 +253,8 @@ def _wait(job: int, log: Path, timeout: float) -> Session | None:
                 )
         else:  # pending, or on its way to running (configuring, suspended...)
             news = f"pending: {jobs.explain(j.reason)}" if j.state == "PENDING" else j.state
-            if news != said:
+            if news != said and not (j.state == "PENDING" and j.reason == "None" and said):
+                # (reason None: between two scheduling passes; nothing to tell)
                 _status(f"job {job} is {news}")
                 said = news
             if j.state == "PENDING" and jobs.never_starts(j.reason):

@@ -161,7 +161,8 @@ def follow(job: int, output: Path) -> int:
         news = j.state if j.state != "PENDING" else f"pending: {jobs.explain(j.reason)}"
         if j.state == "RUNNING":
             news = f"running on {j.nodes}"
-        if news != said:
+        if news != said and not (j.state == "PENDING" and j.reason == "None" and said):
+            # (reason None: between two scheduling passes; nothing to tell)
             _status(f"job {job} is {news}")
             said = news
         if j.state == "PENDING" and jobs.never_starts(j.reason):

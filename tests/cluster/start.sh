@@ -100,7 +100,10 @@ install -d -o munge -g munge -m 0755 /run/munge
 if [ ! -s /etc/munge/munge.key ]; then
     runuser -u munge -- mungekey --create --keyfile=/etc/munge/munge.key
 fi
-alive /run/munge/munged.pid munged || runuser -u munge -- /usr/sbin/munged
+# (The package's init script may have started munged already: then it answers.)
+if ! alive /run/munge/munged.pid munged && ! timeout 5 sh -c 'munge -n | unmunge' >/dev/null 2>&1; then
+    runuser -u munge -- /usr/sbin/munged
+fi
 timeout 10 sh -c 'munge -n | unmunge >/dev/null' || die "munged does not answer"
 
 install -d -o slurm -g slurm /var/lib/slurm/slurmctld /var/log/slurm

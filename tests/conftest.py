@@ -7,7 +7,10 @@ hang in the engine turns into a test failure instead of a stuck CI job.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 
@@ -71,3 +74,86 @@ def make_pool():
         with contextlib.suppress(ValueError, OSError, shoal.ShoalError):
             p.terminate()
             p.join()
+
+
+# ------------------------------------------------------------------ cluster
+# Tests marked `slurm` need the one-node cluster of tests/cluster/ (or any
+# SLURM with a node up); tests marked `mpi` need shoal[mpi]. Where that is
+# missing they skip, saying why, except under SHOAL_REQUIRE_CLUSTER=1 (set
+# by .ci/run), where they fail: CI must not pass by skipping them.
+
+SLURM_COMMANDS = ("sbatch", "srun", "squeue", "scancel", "scontrol", "sinfo")
+
+
+@functools.cache
+def slurm_missing() -> str | None:
+    """Why SLURM cannot run tests here, or None."""
+    for command in SLURM_COMMANDS:
+        if shutil.which(command) is None:
+            return f"{command} not found (tests/cluster/install.sh and start.sh set SLURM up)"
+    try:
+        done = subprocess.run(
+            ["sinfo", "--noheader", "--format", "%T"], capture_output=True, text=True, timeout=15
+        )
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer in 15 s: is slurmctld running? (tests/cluster/start.sh)"
+    if done.returncode != 0:
+        return f"SLURM does not answer ({done.stderr.strip()}); tests/cluster/start.sh starts it"
+    states = done.stdout.split()
+    if not any(s in ("idle", "mixed", "allocated", "completing") for s in states):
+        return f"no SLURM node is up (sinfo says: {' '.join(states) or 'no nodes'})"
+    return None
+
+
+@functools.cache
+def mpi_missing() -> str | None:
+    """Why MPI programs cannot run here, or None."""
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed (pip install 'shoal[mpi]')"
+    if shutil.which("mpiexec", path=_bin_path()) is None:
+        return "mpiexec not found (pip install 'shoal[mpi]' brings Open MPI)"
+    return None
+
+
+def _bin_path() -> str:
+    """PATH with this interpreter's scripts first (mpiexec, jupyter, shoal)."""
+    return os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
+def _need(what: str) -> None:
+    why = {"slurm": slurm_missing, "mpi": mpi_missing}[what]()
+    if why is None:
+        return
+    if os.environ.get("SHOAL_REQUIRE_CLUSTER") == "1":
+        pytest.fail(f"{why} (SHOAL_REQUIRE_CLUSTER=1: this test must run)", pytrace=False)
+    pytest.skip(why)
+
+
+def pytest_runtest_setup(item):
+    for what in ("slurm", "mpi"):
+        if item.get_closest_marker(what) is not None:
+            _need(what)
+
+
+@pytest.fixture
+def slurm_jobs():
+    """A list to put the ids of the jobs a test submits in: any still queued
+    or running at teardown is cancelled."""
+    _need("slurm")
+    ids: list[int] = []
+    yield ids
+    for job in ids:
+        subprocess.run(["scancel", str(job)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def mpi_env() -> dict[str, str]:
+    """An environment to start MPI programs in: mpiexec on PATH, Open MPI
+    allowed to run as root (CI runs as root), and shoal's launch settings."""
+    _need("mpi")
+    from shoal.slurm.batch import LAUNCH_ENV
+
+    env = dict(os.environ, PATH=_bin_path(), **LAUNCH_ENV)
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    return env

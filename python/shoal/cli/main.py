@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from ..errors import CheckpointError
+from ..slurm import add_commands as add_slurm_commands
 from .measure import add_commands
 
 
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_ckpt.set_defaults(run=checkpoint)
     add_commands(sub)  # report, bench, info
+    add_slurm_commands(sub)  # lab, submit
     args = parser.parse_args(argv)
     try:
         code = args.run(args)

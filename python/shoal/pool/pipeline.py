@@ -352,7 +352,7 @@ def _take_results(workers, pending: dict, recorder, calls, broken: list) -> None
             # Drop references while blocked, so finished results (and the
             # task arguments they hold) can be freed.
             batch = done = c = sent = None
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - reported to every waiting call
         broken.append(exc)
         error = _broken_error(exc)
         pending.clear()

@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 
 import helpers_mod as h
 import numpy as np
@@ -383,6 +384,140 @@ def test_function_identity_follows_code_and_closures_not_position():
     assert _identity(make(1)) != _identity(make(2))  # a closure value
     assert _identity(functools.partial(h.add, 1)) != _identity(functools.partial(h.add, 2))
     assert _identity(h.square) != _identity(h.identity)
+
+
+def test_function_identity_sees_through_wrappers():
+    src = """
+        import functools
+        def deco(fn):
+            @functools.wraps(fn)
+            def wrapper(*a):
+                return fn(*a)
+            return wrapper
+        @functools.lru_cache(maxsize=None)
+        def cached_f(x):
+            return x + 1
+        @functools.cache
+        def cache_f(x):
+            return x + 1
+        @deco
+        def wrapped_f(x):
+            return x + 1
+    """
+    for name in ("cached_f", "cache_f", "wrapped_f"):
+        base = _identity(_compiled(src, name))
+        assert _identity(_compiled(src, name)) == base
+        edited = src.replace("return x + 1", "return x + 2")
+        assert _identity(_compiled(edited, name)) != base, f"{name}: an edit under the wrapper"
+
+
+def test_a_class_used_as_the_task_function_is_keyed_by_its_code():
+    src = """
+        class Model:
+            RATE = 2
+            def __init__(self, x):
+                self.y = x * 2
+            @staticmethod
+            def helper(x):
+                return x - 1
+    """
+    base = _identity(_compiled(src, "Model"))
+    assert _identity(_compiled(src, "Model", first_line=9)) == base
+    assert _identity(_compiled(src.replace("x * 2", "x * 3"), "Model")) != base
+    assert _identity(_compiled(src.replace("x - 1", "x - 2"), "Model")) != base
+    assert _identity(_compiled(src.replace("RATE = 2", "RATE = 5"), "Model")) != base
+
+
+def test_plain_globals_a_function_reads_are_part_of_its_key():
+    src = """
+        SCALE = 100
+        NAMES = ("a", "b")
+        def f(x):
+            return x * SCALE if x not in NAMES else 0
+    """
+    base = _identity(_compiled(src, "f"))
+    assert _identity(_compiled(src.replace("SCALE = 100", "SCALE = 10"), "f")) != base
+    assert _identity(_compiled(src.replace('("a", "b")', '("a", "c")'), "f")) != base
+    assert _identity(_compiled(src.replace("SCALE = 100", "SCALE = 100  # same"), "f")) == base
+
+
+def test_a_global_that_is_not_plain_data_is_warned_about_once():
+    f = _compiled(
+        """
+        import math
+        TABLE = [1, 2, 3]
+        def f(x):
+            return TABLE[x] + math.floor(x)
+        """,
+        "f",
+    )
+    with pytest.warns(shoal.CheckpointKeyWarning, match="global 'TABLE', a list"):
+        _identity(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _identity(f)  # once: no second warning (math, a module, is not data)
+
+
+CHANGED_GLOBAL_SCRIPT = """
+import sys, shoal
+
+SCALE = int(sys.argv[2])
+
+def scaled(x):
+    return x * SCALE
+
+if __name__ == "__main__":
+    with shoal.Pool(2) as pool:
+        print(pool.map(scaled, range(4), checkpoint=sys.argv[1]))
+"""
+
+
+def test_a_rerun_after_a_global_changed_computes_again(tmp_path, store):
+    script = tmp_path / "scaled.py"
+    script.write_text(CHANGED_GLOBAL_SCRIPT)
+
+    def run(scale):
+        done = subprocess.run(
+            [sys.executable, str(script), store, str(scale)],
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=CHILD_TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run(100) == "[0, 100, 200, 300]\n"
+    assert run(10) == "[0, 10, 20, 30]\n", "stale results from SCALE = 100"
+    assert run(100) == "[0, 100, 200, 300]\n"
+
+
+def test_cached_notices_changed_closures_and_defaults(store, log):
+    state = {"offset": 1}
+
+    def make():
+        offset = state["offset"]
+
+        def add(x, k=1):
+            return x + offset + k
+
+        return add
+
+    @shoal.cached(store)
+    def through(x):
+        with open(log, "a") as f:
+            f.write(f"{x!r}\n")
+        return fn(x)
+
+    fn = make()
+    assert through(1) == 3
+    state["offset"] = 10
+    fn = make()  # the closure of `through` now holds another function
+    assert through(1) == 12, "a result stored for the old closure was reused"
+    fn.__defaults__ = (5,)
+    assert through(1) == 16, "a result stored for the old default was reused"
+    assert len(calls(log)) == 3
+    assert through(1) == 16 and len(calls(log)) == 3
 
 
 def test_frozenset_constants_hash_the_same_in_every_interpreter():

@@ -32,6 +32,7 @@ _EXPORTS = {
     "TimeoutError": "pool.results",
     "cached": "checkpoint.cached",
     "CheckpointError": "errors",
+    "CheckpointKeyWarning": "errors",
     "CpuReport": "cpus",
     "cpu_count": "cpus",
     "cpu_report": "cpus",
@@ -56,6 +57,7 @@ __all__ = [
     "AsyncResult",
     "BackendChoice",
     "CheckpointError",
+    "CheckpointKeyWarning",
     "CpuReport",
     "IMapIterator",
     "Lock",
@@ -111,6 +113,7 @@ if TYPE_CHECKING:
     from .cpus import CpuReport, cpu_count, cpu_report
     from .errors import (
         CheckpointError,
+        CheckpointKeyWarning,
         SerializationError,
         ShoalError,
         TaskTimeoutError,

@@ -14,6 +14,12 @@ class CheckpointError(ShoalError):
     damaged, unwritable, or not safe to load."""
 
 
+class CheckpointKeyWarning(UserWarning):
+    """A checkpointed function reads something its checkpoint key can't see
+    (a global that is not plain data), so a stored result could be reused
+    after it changed."""
+
+
 class QueueClosed(ValueError):
     """The queue was closed: no more puts, and every item has been taken."""
 

@@ -1,3 +1,5 @@
+"""``@shoal.cached``: joblib.Memory's job on shoal's checkpoint store."""
+
 from __future__ import annotations
 
 import functools
@@ -27,15 +29,18 @@ def cached(path: str | os.PathLike, *, key: Callable | None = None) -> Callable:
     def decorate(fn: Callable) -> Callable:
         if not callable(fn):
             raise TypeError(f"shoal.cached decorates a function, got {fn!r}")
-        identity: list = []  # [salt, function id], filled on the first call
+        function_ids: dict[bytes, int] = {}  # the store's id per version of fn
 
         @functools.wraps(fn)
         def memoized(*args, **kwargs):
             store = open_store(target)
-            if not identity:
-                digest, module, qualname = function_identity(fn)
-                identity[:] = [digest + CALL, store.function_id(digest, module, qualname)]
-            salt, function = identity
+            # Worked out on every call: what fn closes over, its defaults and
+            # the plain globals it reads may have changed since the last.
+            digest, module, qualname = function_identity(fn)
+            function = function_ids.get(digest)
+            if function is None:
+                function = function_ids[digest] = store.function_id(digest, module, qualname)
+            salt = digest + CALL
             if key is not None:
                 keys = task_keys(salt, [key(*args, **kwargs)])
             else:

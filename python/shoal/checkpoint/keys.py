@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import functools
 import types
+import warnings
 from collections.abc import Callable
 
 from .. import _shoal
+from ..errors import CheckpointKeyWarning
 from ..wire.serialize import pickle as _pickle
 
 KEY_LEN = _shoal.KEY_LEN
@@ -89,18 +91,83 @@ def _const_text(value: object) -> str:
     return repr(value)
 
 
-def _describe_code(code: types.CodeType, parts: list) -> None:
+def _describe_code(code: types.CodeType, parts: list, names: set) -> None:
+    """Appends what identifies ``code`` and adds the names it reads (of
+    globals and attributes) to ``names``."""
     # Not the file name or line numbers: moving a function is not editing it.
     parts += [
         code.co_code,
         code.co_exceptiontable,
         repr((code.co_names, code.co_argcount, code.co_kwonlyargcount, code.co_flags)).encode(),
     ]
+    names.update(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            _describe_code(const, parts)
+            _describe_code(const, parts, names)
         else:
             parts.append(_const_text(const).encode())
+
+
+#: Values of globals that are part of a function's identity: plain data.
+_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+#: Globals that are code or namespaces, not data: they do not count.
+_NOT_DATA = (
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    functools.partial,
+    type,
+)
+_warned: set[tuple[str, str]] = set()
+
+
+def _is_plain(value: object) -> bool:
+    if isinstance(value, tuple):
+        return all(_is_plain(v) for v in value)
+    return isinstance(value, _PLAIN)
+
+
+def _describe_globals(fn: types.FunctionType, names: set, parts: list) -> None:
+    """Appends the values of the plain-data globals ``fn`` reads (``SCALE =
+    100``), so changing one changes the function's identity. A global it
+    reads that holds other data can't be part of it: say so, once."""
+    namespace = fn.__globals__
+    for name in sorted(names):
+        if name not in namespace:
+            continue  # an attribute name, a builtin, or not defined yet
+        value = namespace[name]
+        if _is_plain(value):
+            parts.append(f"{name}={_const_text(value)}".encode())
+        elif not isinstance(value, _NOT_DATA) and not callable(value):
+            where = f"{fn.__module__}.{fn.__qualname__}"
+            if (where, name) not in _warned:
+                _warned.add((where, name))
+                warnings.warn(
+                    f"{where} reads the global {name!r}, a {type(value).__qualname__}: only "
+                    "numbers, strings, bytes and tuples of them are part of its checkpoint "
+                    f"key, so results stored before {name} changed would be reused after; "
+                    "pass it as an argument (or bind it with functools.partial) instead",
+                    CheckpointKeyWarning,
+                    stacklevel=2,
+                )
+
+
+def _describe_class(cls: type, parts: list, seen: set) -> None:
+    """A class (a task function that builds instances) by its code: what
+    its own namespace defines, and its bases by name."""
+    parts.append(f"class {cls.__module__}.{cls.__qualname__}".encode())
+    parts += [f"{b.__module__}.{b.__qualname__}".encode() for b in cls.__bases__]
+    for name, value in sorted(vars(cls).items()):
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        elif isinstance(value, property):
+            value = value.fget
+        if isinstance(value, types.FunctionType):
+            parts.append(name.encode())
+            _describe(value, parts, seen)
+        elif _is_plain(value) and not name.startswith("__"):
+            parts.append(f"{name}={_const_text(value)}".encode())
 
 
 def _describe(obj: object, parts: list, seen: set) -> None:
@@ -119,7 +186,9 @@ def _describe(obj: object, parts: list, seen: set) -> None:
         parts += _pickled(obj.__self__, "a method's object")
     elif isinstance(obj, types.FunctionType):
         parts.append(f"{obj.__module__}.{obj.__qualname__}".encode())
-        _describe_code(obj.__code__, parts)
+        names: set = set()
+        _describe_code(obj.__code__, parts, names)
+        _describe_globals(obj, names, parts)
         parts += _pickled((obj.__defaults__, obj.__kwdefaults__), "a function's defaults")
         for cell in obj.__closure__ or ():
             try:
@@ -131,8 +200,17 @@ def _describe(obj: object, parts: list, seen: set) -> None:
                 _describe(value, parts, seen)
             else:
                 parts += _pickled(value, f"a value {obj.__qualname__} closes over")
-    elif isinstance(obj, (type, types.BuiltinFunctionType)):
+        wrapped = getattr(obj, "__wrapped__", None)  # functools.wraps
+        if wrapped is not None:
+            _describe(wrapped, parts, seen)
+    elif isinstance(obj, type):
+        _describe_class(obj, parts, seen)
+    elif isinstance(obj, types.BuiltinFunctionType):
         parts.append(f"{obj.__module__}.{obj.__qualname__}".encode())
+    elif getattr(obj, "__wrapped__", None) is not None:
+        # A wrapper object (functools.cache, lru_cache): what it wraps.
+        parts.append(f"wrapper {type(obj).__module__}.{type(obj).__qualname__}".encode())
+        _describe(obj.__wrapped__, parts, seen)
     else:  # an instance with __call__: its class's method and its state
         call = type(obj).__call__
         parts.append(b"instance")

@@ -18,8 +18,23 @@ import itertools
 import threading
 from typing import Any
 
-from .._shoal import measured_chunk_size
+from .._shoal import Outcome, measured_chunk_size
+from ..wire.serialize import loads
 from .outcome import decode
+
+_DONE = Outcome.Done
+
+
+def _decode(c, what: str, pickled: bool) -> tuple[bool, object]:
+    """``outcome.decode``, with its common case first: a plain pickled result."""
+    payload = c.payload
+    if c.outcome is _DONE and pickled and type(payload) is bytes:
+        try:
+            return True, loads(payload)
+        except Exception:  # noqa: BLE001 - decode says what failed
+            pass
+    return decode(c, what, pickled)
+
 
 #: Most chunks a feeder reads and sends in one go.
 FEED_CHUNKS = 64
@@ -38,14 +53,31 @@ class Sent:
         self.sizes = sizes
         self.detail = detail  # the checkpoint stage's own bookkeeping
 
-    def complete(self, completion) -> None:
-        self.call.complete(self, completion)
+    def complete(self, c) -> None:
+        """Task ``c.task_id``'s answer, on the pool's result thread."""
+        call = self.call
+        k = c.task_id - self.first
+        n = self.sizes[k]
+        try:
+            if call.stage is not None:
+                call.stage.answer(call, self, k, c)
+            else:
+                ok, value = _decode(c, call.what, call.pickled)
+                call.collector.put(self.positions[k], n, ok, value)
+            if call.measure and n and c.duration_ns:
+                call.note_run_time(c.duration_ns / n)
+        except BaseException as exc:  # noqa: BLE001 - fails this call, never the result thread
+            call.put_error(self.positions[k], n, exc)
+        if call.progress is not None:
+            call.progress.advance(n)
+        call.answered_one()
 
 
 class Call:
     """See the module's docstring. ``fn_id`` is the registered function the
-    tasks run; ``owns_function``: release it when the call ends (``apply``
-    and ``submit`` share cached ones)."""
+    tasks run; ``owns_function``: release it when the call ends. ``measure``:
+    keep ``item_ns``, the smoothed run time per item (a feeder sizes its
+    chunks from it)."""
 
     def __init__(
         self,
@@ -59,6 +91,7 @@ class Call:
         progress=None,
         stage=None,
         traced: tuple | None = None,
+        measure: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.collector = collector
@@ -71,12 +104,17 @@ class Call:
         self._traced = traced  # (method, function, chunksize) when the pool traces
         self.trace: int | None = None  # the call's trace record, from its first task
         self.pickled = pipeline.workers.pickled
-        self.item_ns = 0.0  # measured run time per item, smoothed
-        self._lock = threading.Lock()
-        self._sent: list[range] = []  # task ids, for cancel
-        self._outstanding = 0
+        self.measure = measure
+        self.item_ns = 0.0
+        # Tasks sent (counted by the sending thread, before they leave) and
+        # answered (counted by the result thread): the call ends when the
+        # input is done and the two agree. Only the end takes a lock.
+        self._sent_count = 0
+        self._answered = 0
         self._input_done = False
         self._ended = False
+        self._end_lock = threading.Lock()
+        self._sent: list[range] = []  # task ids, for cancel
         self.cancelled = False
         collector._call = self
 
@@ -98,28 +136,20 @@ class Call:
 
     def send(self, chunks: list, positions, sizes, payloads=None, ser_ns: int = 0, detail=None):
         """Sends ``chunks`` as tasks; their answers go to ``complete``."""
-        with self._lock:
-            self._outstanding += len(chunks)
         pipeline = self.pipeline
         if self._traced is not None and self.trace is None:
             self.trace = pipeline.recorder.call(*self._traced)
         first = pipeline.new_ids(len(chunks))
+        self._sent_count += len(chunks)
         try:
-            pipeline.send(
-                Sent(self, first, positions, sizes, detail),
-                chunks,
-                payloads,
-                ser_ns,
-            )
+            pipeline.send(Sent(self, first, positions, sizes, detail), chunks, payloads, ser_ns)
         except BaseException:
-            with self._lock:
-                self._outstanding -= len(chunks)
+            self._sent_count -= len(chunks)
             raise
-        with self._lock:
-            self._sent.append(range(first, first + len(chunks)))
-            cancelled = self.cancelled
-        if cancelled:  # cancel() ran while these were being sent
-            pipeline.workers.cancel(list(range(first, first + len(chunks))), True)
+        sent = range(first, first + len(chunks))
+        self._sent.append(sent)
+        if self.cancelled:  # cancel() ran while these were being sent
+            pipeline.workers.cancel(list(sent), True)
 
     def answered(self, position: int, n: int, ok: bool, value: Any) -> None:
         """Outcomes known without running anything (stored in a checkpoint,
@@ -130,48 +160,33 @@ class Call:
 
     def input_done(self, total: int | None = None) -> None:
         """No more input; ``total`` items in all."""
-        if total is not None and hasattr(self.collector, "input_done"):
+        if total is not None:
             self.collector.input_done(total)
-        with self._lock:
-            self._input_done = True
-        self._end_if_finished()
+        self._input_done = True
+        if self._answered == self._sent_count:
+            self._end_once()
 
-    # --- answers (the pool's result thread)
-    def complete(self, sent: Sent, c) -> None:
-        k = c.task_id - sent.first
-        n = sent.sizes[k]
-        try:
-            if self.stage is not None:
-                self.stage.answer(self, sent, k, c)
-            else:
-                ok, value = decode(c, self.what, self.pickled)
-                self.collector.put(sent.positions[k], n, ok, value)
-            if n and c.duration_ns:
-                per_item = c.duration_ns / n
-                old = self.item_ns
-                self.item_ns = per_item if not old else 0.7 * old + 0.3 * per_item
-        except BaseException as exc:  # noqa: BLE001 - fails this call, never the result thread
-            self._put_error(sent.positions[k], n, exc)
-        if self.progress is not None:
-            self.progress.advance(n)
-        with self._lock:
-            self._outstanding -= 1
-        self._end_if_finished()
+    # --- answers (the pool's result thread; see ``Sent.complete``)
+    def note_run_time(self, per_item_ns: float) -> None:
+        old = self.item_ns
+        self.item_ns = per_item_ns if not old else 0.7 * old + 0.3 * per_item_ns
 
-    def _put_error(self, position: int, n: int, exc: BaseException) -> None:
+    def answered_one(self) -> None:
+        self._answered += 1
+        if self._input_done and self._answered == self._sent_count:
+            self._end_once()
+
+    def put_error(self, position: int, n: int, exc: BaseException) -> None:
         try:
             self.collector.put(position, n, False, exc)
         except BaseException:  # noqa: BLE001 - the collector itself failed
             self.collector.end(exc)
 
-    def _end_if_finished(self) -> None:
-        with self._lock:
-            finished = self._input_done and self._outstanding == 0 and not self._ended
-            self._ended = self._ended or finished
-        if finished:
-            self._end()
-
-    def _end(self, error: BaseException | None = None) -> None:
+    def _end_once(self, error: BaseException | None = None) -> None:
+        with self._end_lock:
+            ended, self._ended = self._ended, True
+        if ended:
+            return
         if self.owns_function:
             self.pipeline.workers.release(self.fn_id)
         if self.progress is not None:
@@ -186,26 +201,61 @@ class Call:
     def fail(self, error: BaseException) -> None:
         """The call can't go on (the pool's result thread stopped): every
         task it waits for is given up, and its result fails with ``error``."""
-        with self._lock:
-            ended, self._ended = self._ended, True
-        if not ended:
-            self._end(error)
+        self._end_once(error)
 
     # --- stopping
     def cancel(self) -> None:
         """Stops the tasks sent so far, those sent from now on, and reading
         the input."""
-        with self._lock:
-            self.cancelled = True
-            ids = [task_id for sent in self._sent for task_id in sent]
+        self.cancelled = True
+        ids = [task_id for sent in list(self._sent) for task_id in sent]
         if ids:
             self.pipeline.workers.cancel(ids, True)
 
     def withdraw(self) -> None:
         """``Future.cancel()``: withdraws tasks not yet started."""
-        with self._lock:
-            ids = [task_id for sent in self._sent for task_id in sent]
-        self.pipeline.workers.cancel(ids, False)
+        self.pipeline.workers.cancel([t for sent in list(self._sent) for t in sent], False)
+
+
+class OneTask:
+    """A call of one task (``apply_async``, ``submit``): the same role as a
+    ``Call``, with nothing to count. It is its own entry in the pipeline's
+    table of tasks out."""
+
+    __slots__ = ("pipeline", "collector", "task_id", "fn_id", "owns_function", "what")
+
+    def __init__(self, pipeline, collector, task_id: int, fn_id: int, owns: bool, what: str):
+        self.pipeline = pipeline
+        self.collector = collector
+        self.task_id = task_id
+        self.fn_id = fn_id
+        self.owns_function = owns
+        self.what = what
+        collector._call = self
+
+    def complete(self, c) -> None:
+        collector = self.collector
+        try:
+            ok, value = _decode(c, self.what, self.pipeline.workers.pickled)
+            collector.put(0, 1, ok, value)
+        except BaseException as exc:  # noqa: BLE001 - fails this call, never the result thread
+            collector.end(exc)
+        self._end()
+
+    def _end(self) -> None:
+        if self.owns_function:
+            self.pipeline.workers.release(self.fn_id)
+        self.collector._call = None
+
+    def fail(self, error: BaseException) -> None:
+        self.collector.end(error)
+        self._end()
+
+    def cancel(self) -> None:
+        self.pipeline.workers.cancel([self.task_id], True)
+
+    def withdraw(self) -> None:
+        self.pipeline.workers.cancel([self.task_id], False)
 
 
 class Feeder:

@@ -24,6 +24,9 @@ from ..wire.serialize import loads
 from ..wire.transfer import loads_payload
 from .memory import format_bytes
 
+# Outcomes are singletons: compared by identity, the quickest test there is.
+_DONE, _FAILED = Outcome.Done, Outcome.Failed
+
 __all__ = ["RemoteTraceback", "decode", "remote_exception"]
 
 
@@ -40,14 +43,14 @@ def decode(c, what: str, pickled: bool = True) -> tuple[bool, object]:
     ``what`` names the task in messages, e.g. ``"map(f)"``; ``pickled`` is
     False for workers that hand objects over as they are (threads)."""
     outcome = c.outcome
-    if outcome == Outcome.Done:
+    if outcome is _DONE:
         if not pickled:
             return True, c.payload
         try:
             return True, loads_payload(c.payload)
         except Exception as exc:  # noqa: BLE001 - this task fails, the pool goes on
             return False, _unreadable_result(c.payload, what, exc)
-    if outcome == Outcome.Failed:
+    if outcome is _FAILED:
         if not pickled:
             return False, c.payload
         try:

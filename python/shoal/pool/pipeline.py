@@ -23,6 +23,7 @@ call that sent the task (``pool.call``).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import itertools
 import threading
@@ -34,7 +35,7 @@ from typing import Any
 from .._shoal import chunk_size
 from ..errors import ShoalError
 from ..wire.serialize import MODE_CALL, MODE_MAP, MODE_STARMAP
-from .call import Call, Feeder, Sent
+from .call import Call, Feeder, OneTask, Sent
 from .options import Options, check_checkpoint_key, check_progress
 from .output import deliver
 from .progress import Progress
@@ -73,11 +74,10 @@ class Pipeline:
         self.future_condition = threading.Condition()
         self._feeders: list[threading.Thread] = []
         self._iterators: weakref.WeakSet = weakref.WeakSet()
-        self._calls: weakref.WeakSet = weakref.WeakSet()  # calls with tasks out
         self._broken: list[BaseException] = []
         self.thread = threading.Thread(
             target=_take_results,
-            args=(workers, self._pending, recorder, self._calls, self._broken),
+            args=(workers, self._pending, recorder, self._broken),
             name="shoal-results",
             daemon=True,
         )
@@ -100,15 +100,18 @@ class Pipeline:
         """A function id for ``apply_async``/``submit``, reused across calls
         so a function is pickled and sent once, not per task; and whether
         the call owns it (an unhashable callable is registered per call)."""
+        key = (func, mode, options.retry_on)
         try:
-            key = (func, mode, options.retry_on)
-            hash(key)
-        except TypeError:
+            fn_id = self._functions.get(key)
+        except TypeError:  # an unhashable callable
             return self.register(func, mode, options), True
+        if fn_id is not None:
+            with contextlib.suppress(KeyError):  # evicted meanwhile: still registered
+                self._functions.move_to_end(key)
+            return fn_id, False
         with self._functions_lock:
             fn_id = self._functions.get(key)
             if fn_id is not None:
-                self._functions.move_to_end(key)
                 return fn_id, False
             fn_id = self.register(func, mode, options)
             self._functions[key] = fn_id
@@ -122,6 +125,8 @@ class Pipeline:
     def send(self, sent: Sent, chunks: list, payloads=None, ser_ns: int = 0) -> None:
         """Hands ``sent``'s tasks to the workers; each answer goes to its call."""
         call = sent.call
+        if self._broken:
+            raise _broken_error(self._broken[0])
         if payloads is None:
             started = time.perf_counter_ns()
             payloads = self.workers.pack_many(chunks)
@@ -132,7 +137,6 @@ class Pipeline:
             )
         ids = range(sent.first, sent.first + len(chunks))
         self._pending.update(dict.fromkeys(ids, sent))
-        self._calls.add(call)
         try:
             self.workers.submit(call.fn_id, sent.first, chunks, payloads, call.options)
         except BaseException:
@@ -263,6 +267,7 @@ class Pipeline:
             progress=self._call_progress(what, total, progress),
             stage=stage,
             traced=self._traced(method, func, chunksize),
+            measure=chunksize is None,
         )
         self._iterators.add(it)
         feeder = Feeder(call, iter(iterable), chunksize)
@@ -287,12 +292,23 @@ class Pipeline:
     def _send_one(self, collector, func, args, options, what, method) -> None:
         if self._broken:
             raise _broken_error(self._broken[0])
-        payload = self.workers.pack(args)  # pickling errors surface first
+        workers, recorder = self.workers, self.recorder
+        started = time.perf_counter_ns() if recorder is not None else 0
+        payload = workers.pack(args)  # pickling errors surface first
         fn_id, owns = self.cached_function(func, MODE_CALL, options)
-        call = Call(self, collector, fn_id=fn_id, owns_function=owns, options=options, what=what,
-                    traced=self._traced(method, func, None))  # fmt: skip
-        call.send([args], (0,), (1,), [payload])
-        call.input_done()
+        task_id = self.new_ids(1)
+        if recorder is not None:
+            call = recorder.call(method, qualified_name(func), None)
+            ser_ns = time.perf_counter_ns() - started
+            recorder.sent(call, task_id, (1,), workers.sizes([payload]), ser_ns)
+        self._pending[task_id] = OneTask(self, collector, task_id, fn_id, owns, what)
+        try:
+            workers.submit_one(fn_id, task_id, args, payload, options)
+        except BaseException:
+            self._pending.pop(task_id, None)
+            if owns:
+                workers.release(fn_id)
+            raise
 
     # ------------------------------------------------------------ stopping
     def cancel(self, results: tuple) -> None:
@@ -326,7 +342,7 @@ class Pipeline:
             it.stop()
 
 
-def _take_results(workers, pending: dict, recorder, calls, broken: list) -> None:
+def _take_results(workers, pending: dict, recorder, broken: list) -> None:
     """The result thread: takes completions from the workers and hands each
     to the call that sent its task. Holds no reference to the pool, so an
     abandoned pool can be collected. Nothing a call does ends it (a call's
@@ -355,8 +371,9 @@ def _take_results(workers, pending: dict, recorder, calls, broken: list) -> None
     except BaseException as exc:  # noqa: BLE001 - reported to every waiting call
         broken.append(exc)
         error = _broken_error(exc)
+        waiting = {getattr(entry, "call", entry) for entry in list(pending.values())}
         pending.clear()
-        for call in list(calls):
+        for call in waiting:
             call.fail(error)
 
 

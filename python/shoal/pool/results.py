@@ -84,6 +84,9 @@ class AsyncResult:
         self._event.set()
 
     # --- collector
+    def input_done(self, total: int) -> None:
+        pass  # the result is complete when the call ends
+
     def put(self, position: int, n: int, ok: bool, value: Any) -> None:
         if not self._event.is_set():
             self._set(ok, value)
@@ -102,21 +105,22 @@ class MapResult(AsyncResult):
         self._out: list | None = [None] * n_items
 
     def put(self, position: int, n: int, ok: bool, value: Any) -> None:
-        if self._event.is_set():
-            return
+        out = self._out
+        if out is None:
+            return  # already failed
         if ok:
-            self._out[position : position + n] = value
+            out[position : position + n] = value
         else:
             self._out = None
             self._set(False, value)
 
     def end(self, error: BaseException | None) -> None:
+        out, self._out = self._out, None
         if self._event.is_set():
             return
         if error is not None:
             self._set(False, error)
         else:
-            out, self._out = self._out, None
             self._set(True, out)
 
 
@@ -317,6 +321,9 @@ class PoolFuture(concurrent.futures.Future):
         return False
 
     # --- collector
+    def input_done(self, total: int) -> None:
+        pass
+
     def put(self, position: int, n: int, ok: bool, value: Any) -> None:
         if type(value) is concurrent.futures.CancelledError:  # pool.cancel() or terminate()
             concurrent.futures.Future.cancel(self)

@@ -93,6 +93,9 @@ class ThreadWorkers:
                 tasks.pop(task_id, None)
             raise
 
+    def submit_one(self, fn_id: int, task_id: int, args, payload, options) -> None:
+        self.submit(fn_id, task_id, [args], [payload], options)
+
     def settle(self, c):
         """A completion as the pipeline reads it: the worker's value or
         exception itself, and no pid (the workers are this process)."""

@@ -109,7 +109,7 @@ class ProcessWorkers:
         return [payload_nbytes(p) for p in payloads]
 
     def submit(self, fn_id: int, first_id: int, chunks: list, payloads: list, options) -> None:
-        if len(payloads) == 1:
-            self.engine.submit_one(fn_id, first_id, payloads[0], options.timeout, options.retries)
-        else:
-            self.engine.submit(fn_id, first_id, payloads, options.timeout, options.retries)
+        self.engine.submit(fn_id, first_id, payloads, options.timeout, options.retries)
+
+    def submit_one(self, fn_id: int, task_id: int, args, payload, options) -> None:
+        self.engine.submit_one(fn_id, task_id, payload, options.timeout, options.retries)

@@ -61,7 +61,7 @@ def _serve(link, side) -> int:
                 t0 = t1 = perf_counter_ns()
                 retry_on = ()
                 try:
-                    mode, fn, retry_on, args = load(frame)
+                    (mode, fn, retry_on), args = load(frame)
                     frame = None  # arguments in shared memory live as long as `args`
                     t1 = perf_counter_ns()
                     result = [fn(x) for x in args] if mode == MODE_MAP else run(mode, fn, args)

@@ -36,6 +36,7 @@ class ProcessSide:
 
     def __init__(self, link, stdout, stderr) -> None:
         self._link = link
+        self._answer, self._fail = link.done, link.failed  # bound once: per-task calls
         self._stdout, self._stderr = stdout, stderr
         self._functions: dict[int, tuple | BaseException] = {}
         self._max_memory = 0
@@ -65,17 +66,18 @@ class ProcessSide:
 
     # --- tasks
     def load(self, frame):
-        """``(mode, fn, retry_on, args)`` of a task."""
+        """A task's ``(mode, fn, retry_on)`` and its arguments."""
         entry = self._functions.get(frame.fn_id)
         if type(entry) is not tuple:
             if entry is None:
                 raise LookupError(f"shoal internal error: unknown function id {frame.fn_id}")
             raise entry  # the function itself failed to unpickle
-        if frame.fds is None:
+        fds = frame.fds
+        if fds is None:
             if transfer._recent:
                 transfer.forget_recent()
-            return (*entry, loads(frame.body))
-        return (*entry, unpack(frame.body, frame.fds))
+            return entry, loads(frame.body)
+        return entry, unpack(frame.body, fds)
 
     def done(self, task_id: int, result, mode: int, deser_ns: int) -> None:
         started = perf_counter_ns()
@@ -83,12 +85,12 @@ class ProcessSide:
             out = pack(result)
         except Exception as why:  # noqa: BLE001 - the result can't travel back
             error = unpicklable_result_error(result, mode, why)
-            self._link.failed(task_id, dumps_exception(error), False, deser_ns)
+            self._fail(task_id, dumps_exception(error), False, deser_ns)
         else:
-            self._link.done(task_id, out, deser_ns, perf_counter_ns() - started)
+            self._answer(task_id, out, deser_ns, perf_counter_ns() - started)
 
     def failed(self, task_id: int, exc: BaseException, retryable: bool, deser_ns: int) -> None:
-        self._link.failed(task_id, dumps_exception(exc), retryable, deser_ns)
+        self._fail(task_id, dumps_exception(exc), retryable, deser_ns)
 
     def after_task(self, task_id: int) -> None:
         if self._stdout._partial or self._stderr._partial:  # attributes: cheaper than a property

@@ -47,8 +47,7 @@ class ThreadSide:
         entry = self._tasks.get(frame.task_id)
         if entry is None:
             raise _Withdrawn
-        (mode, fn, retry_on), args = entry
-        return mode, fn, retry_on, args
+        return entry
 
     def done(self, task_id: int, result, mode: int, deser_ns: int) -> None:
         self._results[task_id] = result

@@ -6,6 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+#: The options every map-family call takes, and those of a single task.
+TASK_KEYS = ("timeout", "retries", "retry_on")
+CALL_KEYS = (*TASK_KEYS, "progress", "on_progress", "checkpoint", "checkpoint_key")
+
 
 class Options(NamedTuple):
     """Per-task options the engine enforces."""
@@ -23,6 +27,36 @@ class Options(NamedTuple):
             self.retries if retries is None else retries,
             self.retry_on if retry_on is None else retry_on,
         )
+
+
+class CallOptions(NamedTuple):
+    """One call's options: the pool's, overridden where the call gives them."""
+
+    task: Options
+    progress: bool | str
+    on_progress: Callable | None
+    checkpoint: Any  # a file name, or None/False for none
+    checkpoint_key: Callable | None
+
+    @classmethod
+    def of(cls, defaults: CallOptions, method: str, given: dict, keys=CALL_KEYS) -> CallOptions:
+        """``defaults`` overridden by ``given`` (a call's keyword arguments,
+        None meaning "the pool's"), checked."""
+        unknown = sorted(set(given) - set(keys))
+        if unknown:
+            raise TypeError(
+                f"{method}() got an unexpected keyword argument {unknown[0]!r}; "
+                f"its options are {', '.join(keys)}"
+            )
+        if not given:
+            return defaults
+        merged = defaults._replace(
+            **{k: v for k, v in given.items() if v is not None and k not in TASK_KEYS}
+        )
+        check_progress(merged.progress, merged.on_progress)
+        check_checkpoint_key(merged.checkpoint_key)
+        task = defaults.task.override(*(given.get(k) for k in TASK_KEYS))
+        return merged._replace(task=task)
 
 
 def check_options(timeout: Any, retries: Any, retry_on: Any) -> Options:

@@ -30,13 +30,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from .._shoal import chunk_size
 from ..errors import ShoalError
 from ..wire.serialize import MODE_CALL, MODE_MAP, MODE_STARMAP
 from .call import Call, Feeder, OneTask, Sent
-from .options import Options, check_checkpoint_key, check_progress
+from .options import CALL_KEYS, CallOptions, Options
 from .output import deliver
 from .progress import Progress
 from .results import AsyncResult, IMapIterator, MapResult, PoolFuture
@@ -46,25 +45,14 @@ FUNCTION_CACHE_SIZE = 32
 
 
 class Pipeline:
-    """See the module's docstring. ``defaults``: the pool's options,
-    ``progress`` and ``on_progress``, ``checkpoint`` and ``checkpoint_key``."""
+    """See the module's docstring. ``defaults``: the pool's options, which
+    each call's override."""
 
-    def __init__(
-        self,
-        workers,
-        n_workers: int,
-        options: Options,
-        *,
-        recorder=None,
-        progress: tuple = (False, None),
-        checkpoint: tuple = (None, None),
-    ) -> None:
+    def __init__(self, workers, n_workers: int, defaults: CallOptions, *, recorder=None) -> None:
         self.workers = workers
         self.n_workers = n_workers
-        self.options = options
+        self.defaults = defaults
         self.recorder = recorder
-        self._progress = progress
-        self._checkpoint = checkpoint
         self._pending: dict[int, Sent] = {}
         self._next_id = 1
         self._id_lock = threading.Lock()
@@ -159,44 +147,34 @@ class Pipeline:
             return None
         return (method, qualified_name(func), chunksize)
 
-    def _call_progress(self, what: str, total: int | None, asked: tuple) -> Progress | None:
-        progress, on_progress = asked
-        pool_progress, pool_callback = self._progress
-        progress = pool_progress if progress is None else progress
-        on_progress = pool_callback if on_progress is None else on_progress
-        check_progress(progress, on_progress)
-        if not progress and on_progress is None:
-            return None
-        return Progress(what, total, progress, on_progress)
+    def call_options(self, method: str, given: dict, keys=CALL_KEYS) -> CallOptions:
+        """A call's options: the pool's, overridden by the keyword arguments
+        the call was given (checked; ``checkpoint=False`` turns the pool's
+        checkpoint off)."""
+        return CallOptions.of(self.defaults, method, given, keys)
 
-    def _call_checkpoint(self, checkpoint: Any, key: Any) -> tuple[Any, Callable | None]:
-        """This call's checkpoint file and key: the pool's, overridden where
-        given (``checkpoint=False`` turns the pool's off)."""
-        if checkpoint is None:
-            checkpoint = self._checkpoint[0]
-        if key is None:
-            key = self._checkpoint[1]
-        return checkpoint, check_checkpoint_key(key)
+    @staticmethod
+    def _progress(what: str, total: int | None, options: CallOptions) -> Progress | None:
+        if not options.progress and options.on_progress is None:
+            return None
+        return Progress(what, total, options.progress, options.on_progress)
 
     # --------------------------------------------------------------- calls
     def map_async(
         self,
+        method: str,
         func: Callable,
         iterable: Iterable,
         chunksize: int | None,
-        star: bool,
-        options: Options,
+        options: CallOptions,
         callback=None,
         error_callback=None,
-        progress: tuple = (None, None),
-        checkpoint: tuple = (None, None),
     ) -> MapResult:
         """``map``/``starmap``: the whole input is cut into chunks and sent
         now; the result is a list in input order."""
-        path, key = self._call_checkpoint(*checkpoint)
+        path, key, star = options.checkpoint, options.checkpoint_key, method == "starmap"
         items = iterable if isinstance(iterable, list) else list(iterable)
         n = len(items)
-        method = "starmap" if star else "map"
         what = f"{method}({name_of(func)})"
         traced = chunksize
         if chunksize is None:
@@ -211,12 +189,12 @@ class Pipeline:
             batches = self.workers.pack_batches(chunks)
             # Pickling errors surface before anything is sent.
             first_batch = next(batches, None)
-        reporter = self._call_progress(what, n, progress)
+        reporter = self._progress(what, n, options)
         call = self._call(
             result,
             runner or func,
             MODE_MAP if runner else mode,
-            options,
+            options.task,
             what,
             progress=reporter,
             stage=stage,
@@ -240,31 +218,28 @@ class Pipeline:
 
     def imap(
         self,
+        method: str,
         func: Callable,
         iterable: Iterable,
         chunksize: int | None,
-        ordered: bool,
-        options: Options,
-        progress: tuple = (None, None),
-        checkpoint: tuple = (None, None),
+        options: CallOptions,
     ) -> IMapIterator:
         """``imap``/``imap_unordered``: a feeder thread reads the input as
         results are consumed."""
-        path, key = self._call_checkpoint(*checkpoint)
+        path, key = options.checkpoint, options.checkpoint_key
         total = len(iterable) if hasattr(iterable, "__len__") else None
-        method = "imap" if ordered else "imap_unordered"
         what = f"{method}({name_of(func)})"
         stage = runner = None
         if path:
             stage, runner = _checkpoint_stage(func, False, path, key, chunks=False)
-        it = IMapIterator(what, ordered)
+        it = IMapIterator(what, method == "imap")
         call = self._call(
             it,
             runner or func,
             MODE_MAP,
-            options,
+            options.task,
             what,
-            progress=self._call_progress(what, total, progress),
+            progress=self._progress(what, total, options),
             stage=stage,
             traced=self._traced(method, func, chunksize),
             measure=chunksize is None,
@@ -277,16 +252,17 @@ class Pipeline:
         return it
 
     def apply_async(
-        self, func: Callable, args: tuple, kwargs: dict, options: Options, callback, error_callback
+        self, func: Callable, args, kwargs: dict, options: CallOptions, callback, error_callback
     ) -> AsyncResult:
         what = f"apply({name_of(func)})"
         result = AsyncResult(what, callback, error_callback)
-        self._send_one(result, func, (tuple(args), dict(kwargs)), options, what, "apply")
+        self._send_one(result, func, (tuple(args), dict(kwargs)), options.task, what, "apply")
         return result
 
-    def submit(self, func: Callable, args: tuple, kwargs: dict, options: Options) -> PoolFuture:
+    def submit(self, func: Callable, args: tuple, kwargs: dict, options: CallOptions) -> PoolFuture:
         future = PoolFuture(self.future_condition)
-        self._send_one(future, func, (args, kwargs), options, f"submit({name_of(func)})", "submit")
+        what = f"submit({name_of(func)})"
+        self._send_one(future, func, (args, kwargs), options.task, what, "submit")
         return future
 
     def _send_one(self, collector, func, args, options, what, method) -> None:

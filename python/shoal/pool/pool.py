@@ -18,7 +18,10 @@ from ..trace.recorder import TraceRecorder
 from ..trace.trace import Trace
 from .memory import parse_memory
 from .options import (
+    TASK_KEYS,
+    CallOptions,
     check_callable,
+    check_checkpoint_key,
     check_chunksize,
     check_options,
     check_progress,
@@ -105,6 +108,7 @@ class Pool:
         options = check_options(timeout, retries, retry_on)
         max_memory = parse_memory(max_memory, "max_memory")
         check_progress(progress, on_progress)
+        check_checkpoint_key(checkpoint_key)
         processes = check_workers(cpu_count() if processes is None else processes, "processes")
         if initializer is not None:
             check_callable(initializer, "initializer")
@@ -126,10 +130,8 @@ class Pool:
             Pipeline(
                 workers,
                 processes,
-                options,
+                CallOptions(options, progress, on_progress, checkpoint, checkpoint_key),
                 recorder=recorder,
-                progress=(progress, on_progress),
-                checkpoint=(checkpoint, checkpoint_key),
             ),
         )
 
@@ -163,14 +165,11 @@ class Pool:
         kwds: dict | None = None,
         callback: Callable | None = None,
         error_callback: Callable | None = None,
-        *,
-        timeout: float | None = None,
-        retries: int | None = None,
-        retry_on: Any = None,
+        **options,
     ) -> AsyncResult:
         pipeline = self._running()
         check_callable(func)
-        options = pipeline.options.override(timeout, retries, retry_on)
+        options = pipeline.call_options("apply_async", options, TASK_KEYS)
         return pipeline.apply_async(func, args, kwds or {}, options, callback, error_callback)
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:
@@ -178,109 +177,64 @@ class Pool:
         ``concurrent.futures.Future``."""
         pipeline = self._running()
         check_callable(fn)
-        return pipeline.submit(fn, args, kwargs, pipeline.options)
+        return pipeline.submit(fn, args, kwargs, pipeline.defaults)
 
     # --------------------------------------------------------- map family
+    # Keyword options of every call: ``timeout``, ``retries``, ``retry_on``
+    # (per task; see ``Pool``); ``progress``, ``on_progress``;
+    # ``checkpoint="run.sqlite"`` stores each finished result there and a
+    # re-run computes only the missing ones (``False`` turns the pool's
+    # default off); ``checkpoint_key=fn`` keys a task by ``fn(item)``
+    # instead of its pickled arguments.
     def map(
         self, func: Callable, iterable: Iterable, chunksize: int | None = None, **options
     ) -> list:
-        """``[func(x) for x in iterable]`` in the workers, in order.
-        Keyword options: ``timeout``, ``retries``, ``retry_on`` (per task;
-        see ``Pool``); ``progress``, ``on_progress``;
-        ``checkpoint="run.sqlite"`` stores each finished result there and a
-        re-run computes only the missing ones (``False`` turns the pool's
-        default off); ``checkpoint_key=fn`` keys a task by ``fn(item)``
-        instead of its pickled arguments."""
-        return self._map_async(func, iterable, chunksize, False, None, None, **options).get()
+        """``[func(x) for x in iterable]`` in the workers, in order."""
+        return self._map("map", func, iterable, chunksize, None, None, options).get()
 
     def map_async(
         self, func, iterable, chunksize=None, callback=None, error_callback=None, **options
     ) -> MapResult:
-        return self._map_async(
-            func, iterable, chunksize, False, callback, error_callback, **options
-        )
+        return self._map("map", func, iterable, chunksize, callback, error_callback, options)
 
     def starmap(
         self, func: Callable, iterable: Iterable, chunksize: int | None = None, **options
     ) -> list:
         """``[func(*args) for args in iterable]`` in the workers, in order."""
-        return self._map_async(func, iterable, chunksize, True, None, None, **options).get()
+        return self._map("starmap", func, iterable, chunksize, None, None, options).get()
 
     def starmap_async(
         self, func, iterable, chunksize=None, callback=None, error_callback=None, **options
     ) -> MapResult:
-        return self._map_async(func, iterable, chunksize, True, callback, error_callback, **options)
-
-    def _map_async(
-        self,
-        func,
-        iterable,
-        chunksize,
-        star: bool,
-        callback,
-        error_callback,
-        *,
-        timeout=None,
-        retries=None,
-        retry_on=None,
-        progress=None,
-        on_progress=None,
-        checkpoint=None,
-        checkpoint_key=None,
-    ) -> MapResult:
-        pipeline = self._running()
-        check_callable(func)
-        check_chunksize(chunksize)
-        return pipeline.map_async(
-            func,
-            iterable,
-            chunksize,
-            star,
-            pipeline.options.override(timeout, retries, retry_on),
-            callback,
-            error_callback,
-            (progress, on_progress),
-            (checkpoint, checkpoint_key),
-        )
+        return self._map("starmap", func, iterable, chunksize, callback, error_callback, options)
 
     def imap(
         self, func: Callable, iterable: Iterable, chunksize: int | None = None, **options
     ) -> IMapIterator:
         """Lazy ``map``: reads the input as results are consumed."""
-        return self._imap(func, iterable, chunksize, True, **options)
+        return self._imap("imap", func, iterable, chunksize, options)
 
     def imap_unordered(
         self, func: Callable, iterable: Iterable, chunksize: int | None = None, **options
     ) -> IMapIterator:
         """Lazy ``map`` yielding results as they complete."""
-        return self._imap(func, iterable, chunksize, False, **options)
+        return self._imap("imap_unordered", func, iterable, chunksize, options)
 
-    def _imap(
-        self,
-        func,
-        iterable,
-        chunksize,
-        ordered: bool,
-        *,
-        timeout=None,
-        retries=None,
-        retry_on=None,
-        progress=None,
-        on_progress=None,
-        checkpoint=None,
-        checkpoint_key=None,
-    ) -> IMapIterator:
+    def _map(self, method, func, iterable, chunksize, callback, error_callback, options):
+        pipeline = self._running()
+        check_callable(func)
+        check_chunksize(chunksize)
+        options = pipeline.call_options(method, options)
+        return pipeline.map_async(
+            method, func, iterable, chunksize, options, callback, error_callback
+        )
+
+    def _imap(self, method, func, iterable, chunksize, options) -> IMapIterator:
         pipeline = self._running()
         check_callable(func)
         check_chunksize(chunksize)
         return pipeline.imap(
-            func,
-            iterable,
-            chunksize,
-            ordered,
-            pipeline.options.override(timeout, retries, retry_on),
-            (progress, on_progress),
-            (checkpoint, checkpoint_key),
+            method, func, iterable, chunksize, pipeline.call_options(method, options)
         )
 
     # ------------------------------------------------------------ tracing

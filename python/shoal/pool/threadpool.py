@@ -12,9 +12,10 @@ from .._shoal import Completion, Outcome
 from ..cpus import cpu_count
 from ..trace.recorder import TraceRecorder
 from ..worker import thread
-from .options import check_callable, check_options, check_progress, check_workers
+from .options import CallOptions, check_callable, check_options, check_progress, check_workers
 from .pipeline import Pipeline
 from .pool import Pool
+from .workers import EngineWorkers
 
 _MISSING = object()
 
@@ -38,7 +39,7 @@ def _no_bytes(_obj) -> bytes:
     return b""
 
 
-class ThreadWorkers:
+class ThreadWorkers(EngineWorkers):
     """A thread pool's set of workers for the pipeline (``pool.pipeline``
     lists the calls): threads of this process that take functions,
     arguments and results by reference from a ``Handoff``."""
@@ -49,15 +50,7 @@ class ThreadWorkers:
     def __init__(self, workers: int, initializer, initargs: tuple, trace: bool) -> None:
         self.handoff = handoff = Handoff()
         start = functools.partial(thread.start, handoff, workers, initializer, initargs)
-        engine = _shoal.Engine.with_threads(workers, start, trace=trace)
-        self.engine = engine
-        self.cancel = engine.cancel
-        self.wait_completions = engine.wait_completions
-        self.worker_pids = engine.worker_pids
-        self.records = engine.workers
-        self.close = engine.close
-        self.terminate = engine.terminate
-        self.join = engine.join
+        super().__init__(_shoal.Engine.with_threads(workers, start, trace=trace))
 
     def register(self, fn_id: int, func, mode: int, retry_on: tuple) -> None:
         self.handoff.functions[fn_id] = (mode, func, retry_on)
@@ -161,9 +154,8 @@ class ThreadPool(Pool):
             check_callable(initializer, "initializer")
         recorder = TraceRecorder("thread", workers) if trace else None
         thread_workers = ThreadWorkers(workers, initializer, tuple(initargs), bool(trace))
-        pipeline = Pipeline(
-            thread_workers, workers, options, recorder=recorder, progress=(progress, on_progress)
-        )
+        defaults = CallOptions(options, progress, on_progress, None, None)
+        pipeline = Pipeline(thread_workers, workers, defaults, recorder=recorder)
         self._start(thread_workers, workers, pipeline)
 
     def worker_threads(self) -> dict[int, threading.Thread]:

@@ -54,17 +54,12 @@ def _timed_batches(chunks: list[list]):
         yield start, payloads, time.perf_counter_ns() - started
 
 
-class ProcessWorkers:
-    """See the module's docstring; the calls are those ``pool.pipeline``
-    lists."""
-
-    kind = "process"
-    pickled = True
-    settle = None  # completions are decoded as they come
+class EngineWorkers:
+    """A set of workers the engine runs: the calls ``pool.pipeline`` lists
+    that are the engine's own."""
 
     def __init__(self, engine: _shoal.Engine) -> None:
         self.engine = engine
-        self.release = engine.release_function
         self.cancel = engine.cancel
         self.wait_completions = engine.wait_completions
         self.worker_pids = engine.worker_pids
@@ -72,6 +67,18 @@ class ProcessWorkers:
         self.close = engine.close
         self.terminate = engine.terminate
         self.join = engine.join
+
+
+class ProcessWorkers(EngineWorkers):
+    """See the module's docstring."""
+
+    kind = "process"
+    pickled = True
+    settle = None  # completions are decoded as they come
+
+    def __init__(self, engine: _shoal.Engine) -> None:
+        super().__init__(engine)
+        self.release = engine.release_function
 
     @classmethod
     def start(

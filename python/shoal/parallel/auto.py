@@ -115,7 +115,10 @@ def _ran_and_queued(thread: threading.Thread) -> tuple[float, float] | None:
     """Seconds ``thread`` has run, and has waited ready to run while other
     programs held the cores (Linux's scheduler statistics; 0 where they are
     missing). A thread waiting for the GIL or for I/O is not ready to run.
-    None once the thread has ended: its clock is gone with it."""
+    None once the thread has ended: its clock is gone with it (or going:
+    the system thread may outlive ``join()`` by a moment)."""
+    if not thread.is_alive():
+        return None
     try:
         ran = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
     except (OSError, TypeError):  # ended (or never started: no ident)

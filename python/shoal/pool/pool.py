@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .. import _shoal
+from .. import _shoal, interpreter
 from ..cpus import cpu_count
 from ..trace.recorder import TraceRecorder
 from ..wire.serialize import MODE_CALL, MODE_MAP, MODE_STARMAP
@@ -87,17 +87,6 @@ def _check_options(timeout: Any, retries: Any, retry_on: Any) -> _Options:
             "that raises one of them"
         )
     return _Options(None if timeout is None else float(timeout), retries, retry_on)
-
-
-def _worker_command() -> tuple[list[str], list[tuple[str, str]]]:
-    """Workers start with ``-S`` (no site: .pth files and sitecustomize can
-    cost tens of milliseconds per start) and find this interpreter's
-    packages through PYTHONPATH instead; the Init frame then installs the
-    parent's exact ``sys.path``. ``SHOAL_WORKER_SITE=1`` keeps site."""
-    if os.environ.get("SHOAL_WORKER_SITE") == "1":
-        return ["-m", "shoal.worker"], []
-    path = os.pathsep.join(p for p in sys.path if p)
-    return ["-S", "-m", "shoal.worker"], [("PYTHONPATH", path)]
 
 
 def _worker_env(processes: int) -> list[tuple[str, str]]:
@@ -353,12 +342,11 @@ class Pool:
         init = pack(setup + (processes,))
         # The trace's clock starts before the workers do.
         recorder = TraceRecorder("process", processes) if trace else None
-        args, env = _worker_command()
         engine = _shoal.Engine(
             processes,
             sys.executable,
-            args,
-            env + _worker_env(processes),
+            interpreter.command("shoal.worker.process"),
+            _worker_env(processes),
             init,
             maxtasksperchild,
             max_memory,

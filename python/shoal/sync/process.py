@@ -1,7 +1,7 @@
 """``shoal.Process``: ``multiprocessing.Process``'s API on shoal's engine.
 
-The child is a fresh interpreter (``python -m shoal.sync.child``)
-started like a pool worker: it gets the parent's ``sys.path``, and the
+The child is a fresh interpreter (``shoal.sync.child``, see
+``shoal.interpreter``) started like a pool worker: it gets the parent's ``sys.path``, and the
 kernel kills it if the parent dies (so none is ever orphaned). Its target
 and arguments are pickled as Pool tasks are: lambdas and ``__main__``
 functions by value, large arrays through shared memory, shared arrays,
@@ -15,7 +15,7 @@ import itertools
 import signal
 import sys
 
-from .. import _shoal
+from .. import _shoal, interpreter
 from ..wire.transfer import pack
 
 _counter = itertools.count(1)
@@ -76,11 +76,8 @@ class Process:
         _reap_finished()
         packed = pack(work)
         body, fds = (packed, ()) if type(packed) is bytes else packed
-        from ..pool.pool import _worker_command
-
-        args, env = _worker_command()
-        args = [a if a != "shoal.worker" else "shoal.sync.child" for a in args]
-        self._child = _shoal.Child(sys.executable, args, env, body, fds)
+        args = interpreter.command("shoal.sync.child")
+        self._child = _shoal.Child(sys.executable, args, [], body, fds)
         _children.add(self)
 
     def _check_open(self) -> None:

@@ -1,4 +1,4 @@
-"""The worker process: ``python -m shoal.worker``, started by the engine.
+"""The worker process, started by the engine (see ``shoal.interpreter``).
 
 It runs tasks in the order they arrive and answers in batches: replies are
 flushed when no more work is buffered or every few milliseconds, so tiny

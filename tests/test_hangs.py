@@ -1,0 +1,113 @@
+"""Hangs and holes (issue 12, part 1): each test here hung, or let something
+through, before its fix. Every one runs in a fresh interpreter of its own
+(``isolated``) with a timeout, and the scripts they start have timeouts of
+their own, so a hang fails a test instead of stalling the suite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import shoal
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.isolated]
+
+
+def run_script(tmp_path, code: str, *, timeout: float = 30, args=(), flags=(), cwd=None, prefix=()):
+    """Runs ``code`` as a script in a fresh interpreter; fails the test (and
+    kills what the script started) if it has not ended within ``timeout``."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(code))
+    command = [*prefix, sys.executable, *flags, str(script), *map(str, args)]
+    # Output goes to files, not pipes: a process the script leaves behind
+    # (a forked child) must not keep the test waiting for end-of-file.
+    out_path, err_path = tmp_path / "script.out", tmp_path / "script.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            command, cwd=cwd or tmp_path, stdout=out, stderr=err, start_new_session=True
+        )
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(
+            f"the script still ran after {timeout} s (a hang):\n"
+            f"{out_path.read_text()}\n{err_path.read_text()}"
+        )
+    return subprocess.CompletedProcess(
+        command, proc.returncode, out_path.read_text(), err_path.read_text()
+    )
+
+
+def kill_pids_in(path) -> None:
+    """SIGKILL to every pid listed in the file at ``path`` (children that
+    tasks forked)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as listed:
+        pids = listed.read().split()
+    for line in pids:
+        try:
+            os.kill(int(line), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+# ---------------------------------------------------------------------------
+# 7. Workers never import from the working directory
+# ---------------------------------------------------------------------------
+
+
+def _planted(tmp_path):
+    evil = tmp_path / "evil"
+    (evil / "shoal").mkdir(parents=True)
+    marker = tmp_path / "planted-code-ran"
+    for name in ("__future__.py", "shoal/__init__.py"):
+        (evil / name).write_text(
+            f"open({str(marker)!r}, 'a').write({name!r} + '\\n')\nraise ImportError('planted')\n"
+        )
+    return evil, marker
+
+
+WORKER_REPORT = """
+    import sys
+    import shoal
+
+    def report(_):
+        return (sys.flags.isolated, sys.flags.ignore_environment, sys.flags.safe_path,
+                sys.argv, shoal.__file__)
+
+    if __name__ == "__main__":
+        with shoal.Pool(2) as pool:
+            for line in pool.map(report, range(2)):
+                print(repr(line))
+        child = shoal.Process(target=report, args=(0,))
+        child.start()
+        child.join(30)
+        print("child", child.exitcode)
+"""
+
+
+@pytest.mark.parametrize("flags", [(), ("-E",), ("-I",)])
+def test_workers_do_not_import_from_the_working_directory(tmp_path, flags):
+    evil, marker = _planted(tmp_path)
+    app = tmp_path / "app"
+    app.mkdir()
+    done = run_script(app, WORKER_REPORT, cwd=evil, flags=flags, timeout=60)
+    assert not marker.exists(), marker.read_text()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "child 0"
+    real = os.path.dirname(shoal.__file__)
+    for line in lines[:2]:
+        isolated, ignore_env, safe_path, argv, where = eval(line)  # noqa: S307 - our own repr
+        assert os.path.dirname(where) == real
+        assert argv == ["-c"]
+        assert safe_path or isolated
+        assert isolated == ("-I" in flags)
+        assert ignore_env == ("-I" in flags or "-E" in flags)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -111,3 +112,83 @@ def test_workers_do_not_import_from_the_working_directory(tmp_path, flags):
         assert safe_path or isolated
         assert isolated == ("-I" in flags)
         assert ignore_env == ("-I" in flags or "-E" in flags)
+
+
+# ---------------------------------------------------------------------------
+# 8. Checkpoint stores: trusted files only
+# ---------------------------------------------------------------------------
+
+
+def test_a_new_store_is_readable_and_writable_by_its_owner_alone(tmp_path):
+    path = tmp_path / "run.sqlite"
+    with shoal.Pool(1) as pool:
+        assert pool.map(abs, [-1, -2], checkpoint=path) == [1, 2]
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    for side in ("-wal", "-shm"):
+        if os.path.exists(f"{path}{side}"):
+            assert stat.S_IMODE(os.stat(f"{path}{side}").st_mode) == 0o600
+
+
+def test_a_store_is_never_made_through_a_symbolic_link(tmp_path):
+    target = tmp_path / "elsewhere" / "target.sqlite"
+    target.parent.mkdir()
+    link = tmp_path / "run.sqlite"
+    link.symlink_to(target)
+    with shoal.Pool(1) as pool:
+        with pytest.raises(shoal.CheckpointError, match="symbolic link"):
+            pool.map(abs, [-1], checkpoint=link)
+    assert not target.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to give a file to another user")
+@pytest.mark.parametrize("which", ["", "-wal", "-shm"])
+def test_a_store_another_user_owns_is_refused(tmp_path, which):
+    path = tmp_path / "run.sqlite"
+    with shoal.Pool(1) as pool:
+        pool.map(abs, [-1], checkpoint=path)
+    planted = f"{path}{which}"
+    if not os.path.exists(planted):
+        open(planted, "wb").close()
+    os.chmod(planted, 0o600)
+    os.chown(planted, 65534, 65534)
+    done = run_script(tmp_path, OPEN_STORE, args=(path,), timeout=30)
+    assert "belongs to uid 65534" in done.stdout, done.stdout + done.stderr
+    assert "not to you" in done.stdout
+
+
+OPEN_STORE = """
+    import sys
+    import shoal
+    try:
+        with shoal.Pool(1) as pool:
+            pool.map(abs, [-1], checkpoint=sys.argv[1])
+    except shoal.CheckpointError as exc:
+        print(exc)
+    else:
+        print("opened")
+"""
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646])
+def test_a_store_others_may_write_is_refused(tmp_path, mode):
+    path = tmp_path / "run.sqlite"
+    with shoal.Pool(1) as pool:
+        pool.map(abs, [-1], checkpoint=path)
+    os.chmod(path, mode)
+    done = run_script(tmp_path, OPEN_STORE, args=(path,), timeout=30)
+    assert "chmod go-w" in done.stdout and f"mode {mode:o}" in done.stdout, done.stdout
+
+
+def test_checkpoint_info_leaves_an_empty_file_alone(tmp_path):
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "checkpoint", "info", str(empty)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "not a shoal checkpoint store" in done.stderr and "empty" in done.stderr
+    assert empty.stat().st_size == 0
+    assert not os.path.exists(f"{empty}-wal")

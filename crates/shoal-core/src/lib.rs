@@ -10,11 +10,14 @@
 //!   [`timing`]: how a task's run went, as its worker measured it.
 //! - [`cpus`]: how many cores this process may use. [`memory`]: how much
 //!   memory a process holds.
-//! - [`store`] / [`digest`]: the checkpoint store and its task keys.
+//! - [`store`] / [`digest`]: the checkpoint store and its task keys;
+//!   [`store_file`]: who may write its files, and what they are on.
 //! - [`fds`]: descriptors passed between processes. [`shm`]: shared memory
 //!   segments. [`lock`], [`queue`], [`process`]: the primitives
 //!   `shoal.Lock`, `shoal.Queue` and `shoal.Process` stand on.
 //!   [`pickle_scan`]: spots large binary data inside a pickle.
+//! - [`fork`]: which process an engine or store belongs to, so a forked
+//!   child leaves its copies alone.
 
 mod completions;
 pub mod cpus;
@@ -22,6 +25,7 @@ pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod fds;
+pub mod fork;
 pub mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -38,6 +42,7 @@ pub mod shm;
 pub mod spawn;
 pub mod status;
 pub mod store;
+pub mod store_file;
 pub mod task;
 pub mod timing;
 mod worker;

@@ -32,6 +32,7 @@ pub(crate) fn to_py(err: CoreError) -> PyErr {
         CoreError::Config(msg) => PyValueError::new_err(msg),
         CoreError::Disconnected => PyEOFError::new_err(err.to_string()),
         CoreError::Store { .. } => CheckpointError::new_err(error_chain(&err)),
+        CoreError::Forked { .. } => ShoalError::new_err(err.to_string()),
         other => ShoalError::new_err(error_chain(&other)),
     }
 }

@@ -6,12 +6,15 @@ their own, so a hang fails a test instead of stalling the suite."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 
+import helpers_mod as h
 import pytest
 import shoal
 
@@ -192,3 +195,72 @@ def test_checkpoint_info_leaves_an_empty_file_alone(tmp_path):
     assert "not a shoal checkpoint store" in done.stderr and "empty" in done.stderr
     assert empty.stat().st_size == 0
     assert not os.path.exists(f"{empty}-wal")
+
+
+# ---------------------------------------------------------------------------
+# 10. The smaller items
+# ---------------------------------------------------------------------------
+
+
+def test_a_line_without_end_is_kept_to_a_bound_and_says_what_was_dropped(capsys):
+    with shoal.Pool(1) as pool:
+        assert pool.apply(h.write_without_newline, (20_000, 1000)) == "written"
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("[worker 0]")]
+    assert len(lines) == 1, [line[:80] for line in lines]
+    assert len(lines[0]) < 70_000
+    dropped = 20_000 * 1000 - 64 * 1024
+    assert f"{dropped:,} more characters of this line were dropped" in lines[0]
+
+
+def test_a_blocked_put_copies_a_large_item_once():
+    q = shoal.Queue()
+    while True:
+        try:
+            q.put(b"x" * 1000, block=False)
+        except queue.Full:
+            break
+    big = "y" * (64 << 20)  # a str: pickled in-band, so the queue copies it
+    free = shoal.Queue()
+    started = time.process_time()
+    free.put(big)  # pickled, and copied into shared memory once
+    once = time.process_time() - started
+    started = time.process_time()
+    with pytest.raises(queue.Full):
+        q.put(big, timeout=1.5)  # full: tried every 50 ms
+    blocked = time.process_time() - started
+    assert blocked < 2 * once + 0.05, (
+        f"one copy took {once:.3f} s of CPU, a blocked put {blocked:.3f}"
+    )
+
+
+def test_workers_and_what_they_start_keep_the_parents_limit_on_open_files(tmp_path):
+    code = """
+    import resource, subprocess
+    import shoal
+
+    def limits(_):
+        own = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        started = subprocess.run(["sh", "-c", "ulimit -Sn"], capture_output=True, text=True)
+        return own, int(started.stdout)
+
+    if __name__ == "__main__":
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+        with shoal.Pool(1) as pool:
+            print(*pool.apply(limits, (0,)), min(1024, hard), hard)
+    """
+    done = run_script(tmp_path, code, timeout=30)
+    assert done.returncode == 0, done.stderr
+    worker, its_child, soft, hard = map(int, done.stdout.split())
+    assert (worker, its_child) == (soft, soft), f"hard limit {hard}"
+
+
+def test_programs_a_task_starts_get_ctrl_c_but_the_worker_still_ignores_it():
+    with shoal.Pool(1) as pool:
+        pid = pool.worker_pids()[0]
+        assert pool.apply(h.child_ignores_sigint) is False
+        os.kill(pid, signal.SIGINT)
+        time.sleep(0.2)
+        assert pool.worker_pids() == [pid]
+        assert pool.apply(os.getpid) == pid

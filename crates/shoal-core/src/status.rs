@@ -8,7 +8,7 @@
 //! memfd, so nothing is left in /dev/shm when either side is killed.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,16 +40,8 @@ unsafe impl Sync for StatusPage {}
 impl StatusPage {
     /// Creates a fresh page and returns it with the memfd to hand to a worker.
     pub fn create() -> Result<(StatusPage, OwnedFd)> {
-        // SAFETY: the name is a valid C string; flags are plain constants.
-        let raw = unsafe { libc::memfd_create(c"shoal-status".as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(CoreError::io(
-                "memfd_create",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `raw` is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = crate::shm::memfd(c"shoal-status", 0)
+            .map_err(|e| CoreError::io("memfd_create", e))?;
         File::from(fd.try_clone().map_err(|e| CoreError::io("dup", e))?)
             .set_len(PAGE as u64)
             .map_err(|e| CoreError::io("ftruncate status page", e))?;
@@ -77,7 +69,12 @@ impl StatusPage {
                 std::io::Error::last_os_error(),
             ));
         }
-        let ptr = NonNull::new(ptr.cast::<Slot>()).expect("mmap returned null without failing");
+        let Some(ptr) = NonNull::new(ptr.cast::<Slot>()) else {
+            return Err(CoreError::io(
+                "mmap status page",
+                std::io::Error::other("mmap returned a null address"),
+            ));
+        };
         Ok(StatusPage { ptr })
     }
 

@@ -5,8 +5,10 @@ their own, so a hang fails a test instead of stalling the suite."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import queue
+import shutil
 import signal
 import stat
 import subprocess
@@ -60,6 +62,277 @@ def kill_pids_in(path) -> None:
             os.kill(int(line), signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# ---------------------------------------------------------------------------
+# 2. A killed worker whose forked child holds its socket
+# ---------------------------------------------------------------------------
+
+FORKING_TASK = """
+    import os, sys, time
+    import shoal
+
+    PIDS = sys.argv[1]
+
+    def fork_then_sleep(seconds):
+        child = os.fork()
+        if child == 0:  # the copy of the worker: holds its socket for a minute
+            time.sleep(60)
+            os._exit(0)
+        with open(PIDS, "a") as f:
+            f.write(f"{child}\\n")
+        time.sleep(seconds)
+        return "woke"
+"""
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel", "terminate", "max_memory"])
+def test_a_worker_killed_while_its_forked_child_lives_is_replaced_at_once(tmp_path, how):
+    pids = tmp_path / "children"
+    code = (
+        FORKING_TASK
+        + """
+    def fork_then_grow(_):
+        fork_then_sleep(0)
+        hog = bytearray(400 << 20)  # over max_memory
+        hog[::4096] = b"x" * len(hog[::4096])
+        time.sleep(60)
+
+    if __name__ == "__main__":
+        how = sys.argv[2]
+        started = time.monotonic()
+        if how == "max_memory":
+            pool = shoal.Pool(1, max_memory="200MB")
+        else:
+            pool = shoal.Pool(1)
+        if how == "timeout":
+            try:
+                pool.apply(fork_then_sleep, (60,), timeout=1)
+            except shoal.TaskTimeoutError:
+                print("timed out")
+        elif how == "cancel":
+            result = pool.apply_async(fork_then_sleep, (60,))
+            while not os.path.exists(PIDS):
+                time.sleep(0.01)
+            pool.cancel(result)
+            try:
+                result.get(timeout=30)
+            except Exception as exc:
+                print(type(exc).__name__)
+        elif how == "max_memory":
+            try:
+                pool.apply(fork_then_grow, (0,))
+            except shoal.WorkerLostError as exc:
+                print(exc.reason)
+        if how != "terminate":
+            # The pool goes on: a new worker took the killed one's place.
+            print(pool.apply(abs, (-5,)))
+        else:
+            pool.apply_async(fork_then_sleep, (60,))
+            while not os.path.exists(PIDS):
+                time.sleep(0.01)
+        pool.terminate()
+        pool.join()
+        print(f"took {time.monotonic() - started:.1f}")
+    """
+    )
+    try:
+        done = run_script(tmp_path, code, args=(pids, how), timeout=40)
+    finally:
+        kill_pids_in(pids)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split()
+    expected = {"timeout": "timed out", "cancel": "CancelledError", "max_memory": "memory"}
+    if how in expected:
+        assert expected[how] in done.stdout
+        assert "5" in lines
+    took = float(lines[-1])
+    assert took < 20, f"the pool waited for the forked child: {done.stdout}"
+
+
+# ---------------------------------------------------------------------------
+# 3. A send to a worker that fails (not because the worker died)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_a_task_that_cannot_be_sent_fails_and_the_pool_goes_on(tmp_path):
+    # Without CAP_SYS_RESOURCE, the kernel refuses to pass descriptors while
+    # this user has more in flight than the sender's limit on open files
+    # (ETOOMANYREFS). The script makes that so: it sends 200 descriptors
+    # into a socket nobody reads, with a hard limit of 128.
+    code = """
+    import resource, socket, sys, time
+    import shoal
+
+    if __name__ == "__main__":
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+        pool = shoal.Pool(1)
+        print(pool.apply(abs, (-1,)))
+        q = shoal.Queue()
+        a, b = socket.socketpair()
+        for _ in range(100):  # other processes of this user may have some in flight
+            try:
+                socket.send_fds(a, [b"x"], [a.fileno()] * 200)
+                break
+            except OSError:
+                time.sleep(0.05)
+        try:
+            pool.apply(len, ([q],))
+        except shoal.ShoalError as exc:
+            print("refused:", exc)
+        a.close()
+        b.close()
+        print(pool.apply(abs, (-2,)))
+        pool.terminate()
+    """
+    drop = ("setpriv", "--bounding-set", "-sys_resource,-sys_admin", "--inh-caps", "-all")
+    done = run_script(tmp_path, code, prefix=drop, timeout=40)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[0] == "1"
+    assert out[1].startswith("refused:") and "could not be sent" in out[1], out
+    assert out[2] == "2"
+
+
+# ---------------------------------------------------------------------------
+# 4. A task with more descriptors than a frame can carry
+# ---------------------------------------------------------------------------
+
+
+def test_a_task_with_too_many_descriptors_is_refused_at_submit_and_the_pool_goes_on():
+    q = shoal.Queue()  # travels as two descriptors, every time it appears
+    with shoal.Pool(1) as pool:
+        with pytest.raises(shoal.ShoalError, match="65536 shared-memory buffers"):
+            pool.apply(len, ([q] * 32768,))
+        with pytest.raises(shoal.ShoalError, match="65536"):
+            pool.map(len, [[q] * 32768], chunksize=1)
+        assert pool.apply(len, ([q] * 10,)) == 10
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+
+
+def test_a_result_too_large_to_send_fails_as_such_not_as_a_lost_worker():
+    with shoal.Pool(1) as pool:
+        pid = pool.worker_pids()[0]
+        with pytest.raises(shoal.SerializationError, match="result cannot be sent.*65536"):
+            pool.apply(h.many_queue_references, (32768,))
+        assert pool.worker_pids() == [pid]
+        assert pool.apply(abs, (-3,)) == 3
+
+
+# ---------------------------------------------------------------------------
+# 5. A child forked from a process with a pool, a store, a Process
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["falls off the end", "sys.exit"])
+def test_a_forked_child_of_a_process_with_a_pool_and_a_store_exits_promptly(tmp_path, ending):
+    code = """
+    import os, sys, time
+    import shoal
+
+    if __name__ == "__main__":
+        store = sys.argv[1]
+        pool = shoal.Pool(2)
+        assert pool.map(abs, range(-50, 0), checkpoint=store) == list(range(50, 0, -1))
+        keep = shoal.cached(store + ".cache")(abs)
+        assert keep(-3) == 3
+        child_process = shoal.Process(target=time.sleep, args=(0.2,))
+        child_process.start()
+        busy = pool.map_async(time.sleep, [0.3] * 4)  # the result thread is waiting
+        pid = os.fork()
+        if pid == 0:
+            if sys.argv[2] == "sys.exit":
+                sys.exit(7)
+            # falls off the end of the script: interpreter shutdown
+        else:
+            started = time.monotonic()
+            while time.monotonic() - started < 20:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    print("child", os.waitstatus_to_exitcode(status),
+                          f"{time.monotonic() - started:.2f}")
+                    break
+                time.sleep(0.02)
+            else:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                print("child hung")
+            busy.get(timeout=30)
+            child_process.join()
+            pool.terminate()
+    """
+    done = run_script(tmp_path, code, args=(tmp_path / "run.sqlite", ending), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "hung" not in done.stdout
+    code_expected = 7 if ending == "sys.exit" else 0
+    word, exitcode, took = done.stdout.split()
+    assert (word, int(exitcode)) == ("child", code_expected), done.stdout + done.stderr
+    assert float(took) < 5
+
+
+def test_a_pool_inherited_through_fork_refuses_work_instead_of_hanging(tmp_path):
+    code = """
+    import os, sys
+    import shoal
+
+    if __name__ == "__main__":
+        pool = shoal.Pool(1)
+        pool.apply(abs, (1,))
+        pid = os.fork()
+        if pid == 0:
+            try:
+                pool.apply(abs, (1,))
+            except shoal.ShoalError as exc:
+                print("refused:", exc, flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        pool.terminate()
+    """
+    done = run_script(tmp_path, code, timeout=30)
+    assert "refused:" in done.stdout and "fork()" in done.stdout, done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------------------
+# 6. Timeouts cover start-up and loading; cancel withdraws queued tasks
+# ---------------------------------------------------------------------------
+
+
+def test_a_timeout_covers_an_initializer_that_never_returns():
+    with shoal.Pool(1, initializer=time.sleep, initargs=(3600,)) as pool:
+        started = time.monotonic()
+        with pytest.raises(shoal.TaskTimeoutError, match="did not start within"):
+            pool.apply(abs, (-1,), timeout=1)
+        assert time.monotonic() - started < 10
+
+
+def test_a_timeout_covers_a_function_whose_unpickling_never_ends():
+    with shoal.Pool(1) as pool:
+        assert pool.apply(abs, (-1,)) == 1
+        started = time.monotonic()
+        with pytest.raises(shoal.TaskTimeoutError, match="loading the function"):
+            pool.apply(h.SlowToLoad(3600), timeout=1)
+        assert time.monotonic() - started < 10
+        assert pool.apply(abs, (-2,)) == 2
+
+
+def test_cancel_withdraws_tasks_a_worker_holds_before_they_run(tmp_path):
+    marks = [str(tmp_path / f"mark{i}") for i in range(10)]
+    with shoal.Pool(1) as pool:
+        pid = pool.worker_pids()[0]
+        # Short tasks first: the worker's queue then holds many tasks.
+        pool.map(abs, range(2000), chunksize=1)
+        running = pool.apply_async(time.sleep, (1.0,))
+        queued = pool.map_async(h.touch, marks, chunksize=1)
+        time.sleep(0.3)
+        pool.cancel(queued)
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.get(timeout=10)
+        running.get(timeout=10)
+        time.sleep(0.3)
+        assert pool.apply(os.getpid) == pid, "the worker was killed for queued tasks"
+    ran = [m for m in marks if os.path.exists(m)]
+    assert not ran, f"{len(ran)} cancelled tasks ran after their cancel"
 
 
 # ---------------------------------------------------------------------------
@@ -264,3 +537,51 @@ def test_programs_a_task_starts_get_ctrl_c_but_the_worker_still_ignores_it():
         time.sleep(0.2)
         assert pool.worker_pids() == [pid]
         assert pool.apply(os.getpid) == pid
+
+
+def test_a_pool_that_fails_to_start_part_way_leaves_no_process_behind(tmp_path):
+    # A limit on open files that lets some workers start and not the rest:
+    # found by trying, each in a fresh interpreter.
+    code = """
+    import os, resource, sys, time
+    import shoal
+
+    def children():
+        me, found = os.getpid(), []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = open(f"/proc/{entry}/stat").read()
+                except OSError:
+                    continue
+                fields = stat.rsplit(")", 1)[1].split()
+                if int(fields[1]) == me:
+                    found.append(fields[0])
+        return found
+
+    if __name__ == "__main__":
+        extra = int(sys.argv[1])
+        used = len(os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (used + extra, used + extra))
+        try:
+            pool = shoal.Pool(4)
+        except Exception as exc:
+            time.sleep(1.0)  # a worker left running would have exited by now
+            reaped = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss > 0
+            print("failed", reaped, ",".join(children()) or "-")
+        else:
+            pool.terminate()
+            print("started")
+    """
+    partial = []
+    for extra in range(4, 60, 2):
+        done = run_script(tmp_path, code, args=(extra,), timeout=30)
+        assert done.returncode == 0, done.stderr
+        word, *rest = done.stdout.split()
+        if word == "started":
+            break
+        reaped, states = rest
+        assert states == "-", f"with {extra} spare descriptors, left behind: {states}"
+        if reaped == "True":
+            partial.append(extra)
+    assert partial, "no limit let a pool start part way"

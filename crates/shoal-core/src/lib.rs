@@ -2,7 +2,8 @@
 //! over socketpairs. Pure Rust; the Python binding lives in `shoal-python`.
 //!
 //! - [`engine::Engine`]: the handle a pool holds.
-//! - [`scheduler`]: dispatch, retries, timeouts, worker replacement.
+//! - [`scheduler`]: dispatch, retries, timeouts, worker replacement; the
+//!   [`event`]s it handles.
 //! - [`worker`] / [`spawn`] / [`launch`]: one worker, its I/O threads, and
 //!   how it starts (a process, or a thread the embedding program runs).
 //! - [`frame`]: the wire format. [`link`]: the worker's side of it.
@@ -24,6 +25,7 @@ pub mod cpus;
 pub mod digest;
 pub mod engine;
 pub mod error;
+mod event;
 pub mod fds;
 pub mod fork;
 pub mod frame;

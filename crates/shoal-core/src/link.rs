@@ -5,6 +5,7 @@
 //! thread may block in [`WorkerLink::recv_batch`] while another thread of
 //! the user's code prints, and that output must still leave.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -21,6 +22,11 @@ use crate::timing::{monotonic_ns, process_cpu_ns, RunTiming};
 const CPU_REFRESH_NS: u64 = 10_000_000;
 
 const READ_CHUNK: usize = 256 * 1024;
+/// Withdrawn tasks a worker remembers while it waits to meet them; past
+/// this many (a task withdrawn after it had already run never comes), the
+/// set starts afresh and a withdrawn task may run after all, its answer
+/// dropped.
+const MAX_REVOKED_KEPT: usize = 4 * crate::status::REVOKED_RING;
 
 struct Receiving {
     sock: UnixStream,
@@ -40,6 +46,10 @@ struct Sending {
     /// The process's CPU time, and when it was read.
     cpu_ns: u64,
     cpu_read_at_ns: u64,
+    /// Withdrawals read from the status page so far, and the tasks among
+    /// them not yet met.
+    revoked_seen: u64,
+    revoked: HashSet<u64>,
 }
 
 pub struct WorkerLink {
@@ -105,6 +115,8 @@ impl WorkerLink {
                 started_ns: 0,
                 cpu_ns: 0,
                 cpu_read_at_ns: 0,
+                revoked_seen: 0,
+                revoked: HashSet::new(),
             }),
             status,
         })
@@ -181,10 +193,27 @@ impl WorkerLink {
         })
     }
 
-    /// Marks `task` as running from now.
-    pub fn begin(&self, task: u64) {
+    /// Marks `task` as running from now, and returns true; or, if the
+    /// engine withdrew it after sending it (it was cancelled), marks the
+    /// worker idle again and returns false: skip it, and send no answer.
+    pub fn begin(&self, task: u64) -> bool {
         self.status.mark_start(task);
-        lock(&self.sending).started_ns = monotonic_ns();
+        let count = self.status.revoked_count();
+        let mut s = lock(&self.sending);
+        if count != s.revoked_seen {
+            if s.revoked.len() > MAX_REVOKED_KEPT {
+                s.revoked.clear();
+            }
+            let seen = s.revoked_seen;
+            self.status.revoked_since(seen, count, &mut s.revoked);
+            s.revoked_seen = count;
+        }
+        if !s.revoked.is_empty() && s.revoked.remove(&task) {
+            self.status.mark_idle();
+            return false;
+        }
+        s.started_ns = monotonic_ns();
+        true
     }
 
     /// Marks the worker idle and queues the task's answer (`Done`, `Failed`
@@ -293,8 +322,12 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].a, 5);
 
-        link.begin(5);
+        assert!(link.begin(5));
         assert_eq!(page.running().map(|r| r.0), Some(5));
+        page.revoke(6);
+        assert!(!link.begin(6), "a withdrawn task is skipped");
+        assert_eq!(page.running(), None);
+        assert!(link.begin(7));
 
         link.queue(Kind::Done, 5, 10, b"result").unwrap();
         link.flush().unwrap();

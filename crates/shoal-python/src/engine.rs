@@ -47,6 +47,7 @@ const CANCELLED: u8 = 4;
 const INIT_FAILED: u8 = 5;
 const CANNOT_START: u8 = 6;
 const OVER_MEMORY: u8 = 7;
+const ERROR: u8 = 8;
 
 /// Where a worker's output goes, exported as `STREAM_*` constants.
 const STDOUT: u8 = 1;
@@ -62,6 +63,7 @@ pub(crate) fn add_outcome_codes(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OUTCOME_INIT_FAILED", INIT_FAILED)?;
     m.add("OUTCOME_CANNOT_START", CANNOT_START)?;
     m.add("OUTCOME_OVER_MEMORY", OVER_MEMORY)?;
+    m.add("OUTCOME_ERROR", ERROR)?;
     m.add("STREAM_STDOUT", STDOUT)?;
     m.add("STREAM_STDERR", STDERR)?;
     m.add("STREAM_LOG", LOG)?;
@@ -312,14 +314,21 @@ fn completion_tuple(py: Python<'_>, c: Completion, trace: bool) -> PyResult<Boun
         Outcome::Done(result) => (DONE, payload_object(py, result)?),
         Outcome::Failed(body) => (FAILED, PyBytes::new(py, &body).into_any()),
         Outcome::Lost(exit) => (LOST, exit_tuple(py, exit)?.into_any()),
-        Outcome::TimedOut { pid, timeout } => (
+        Outcome::TimedOut {
+            pid,
+            timeout,
+            started,
+        } => (
             TIMED_OUT,
-            (pid, timeout.as_secs_f64()).into_pyobject(py)?.into_any(),
+            (pid, timeout.as_secs_f64(), started)
+                .into_pyobject(py)?
+                .into_any(),
         ),
         Outcome::OverMemory { pid, rss, limit } => {
             (OVER_MEMORY, (pid, rss, limit).into_pyobject(py)?.into_any())
         }
         Outcome::Cancelled => (CANCELLED, py.None().into_bound(py)),
+        Outcome::Error(why) => (ERROR, why.into_pyobject(py)?.into_any()),
         Outcome::Broken(BrokenPool::InitializerFailed(body)) => {
             (INIT_FAILED, PyBytes::new(py, &body).into_any())
         }

@@ -8,6 +8,7 @@ from concurrent.futures import CancelledError
 from .. import _shoal
 from ..errors import (
     RemoteTraceback,
+    ShoalError,
     TaskTimeoutError,
     WorkerInitError,
     WorkerLostError,
@@ -77,7 +78,17 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
             reason="memory",
         )
     if code == _shoal.OUTCOME_TIMED_OUT:
-        pid, seconds = payload
+        pid, seconds, started = payload
+        if not started:
+            replaced = (
+                "so it was abandoned and a new thread took its place"
+                if pid is None
+                else f"so it (pid {pid}) was killed and replaced"
+            )
+            return False, TaskTimeoutError(
+                f"{what} did not start within its timeout of {seconds:g} s: its worker spent "
+                f"that long starting (the pool's initializer) or loading the function, {replaced}"
+            )
         if pid is None:
             return False, TaskTimeoutError(
                 f"{what} ran longer than its timeout of {seconds:g} s; a thread cannot be "
@@ -88,6 +99,8 @@ def decode(code: int, payload, what: str) -> tuple[bool, object]:
             f"{what} ran longer than its timeout of {seconds:g} s; "
             f"its worker (pid {pid}) was killed and replaced"
         )
+    if code == _shoal.OUTCOME_ERROR:
+        return False, ShoalError(f"{what} could not run: {payload}")
     if code == _shoal.OUTCOME_CANCELLED:
         return False, CancelledError(f"{what} was cancelled (pool.cancel() or terminate())")
     if code == _shoal.OUTCOME_INIT_FAILED:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import os
 import signal
 import sys
 
@@ -158,3 +159,6 @@ def _at_exit() -> None:
 
 
 atexit.register(_at_exit)
+# A child made by os.fork() did not start these processes: it neither waits
+# for them nor terminates them at its exit.
+os.register_at_fork(after_in_child=_children.clear)

@@ -13,6 +13,7 @@ import sys
 from time import perf_counter_ns
 
 from .. import _shoal
+from ..errors import SerializationError
 from ..wire import transfer as _transfer
 from ..wire.serialize import (
     MODE_MAP,
@@ -78,8 +79,9 @@ def serve(link, stdout, stderr) -> int:
             continue
         for kind, a, b, body, fds in frames:
             if kind == kind_task:
+                if not begin(a):
+                    continue  # withdrawn (cancelled) after it was sent
                 entry = functions.get(b)
-                begin(a)
                 t0 = t1 = perf_counter_ns()
                 try:
                     mode, fn, _retry_on = entry  # TypeError if unknown or failed to load
@@ -114,7 +116,10 @@ def serve(link, stdout, stderr) -> int:
                         error = unpicklable_result_error(result, mode, why)
                         failed(a, dumps_exception(error), False, t1 - t0)
                     else:
-                        done(a, out, t1 - t0, perf_counter_ns() - t2)
+                        try:
+                            done(a, out, t1 - t0, perf_counter_ns() - t2)
+                        except _shoal.ShoalError as why:  # too large for one message
+                            failed(a, dumps_exception(SerializationError(str(why))), False, t1 - t0)
                     result = out = None
                 if stdout._partial or stderr._partial:  # attributes: cheaper than a property
                     stdout.end_line()

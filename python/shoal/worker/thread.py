@@ -52,7 +52,8 @@ def _serve(link, handoff, workers: int, initializer, initargs: tuple) -> None:
     while True:
         for kind, a, b, _body, _fds in link.recv():
             if kind == kind_task:
-                begin(a)
+                if not begin(a):
+                    continue  # withdrawn (cancelled) after it was sent: no answer
                 entry = tasks.get(a)
                 if entry is None:
                     failed(a, b"")  # withdrawn (cancelled) after it was sent

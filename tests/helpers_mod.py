@@ -481,3 +481,67 @@ def imported(name):
 def print_and_return(x):
     print(x)
     return x
+
+
+# ---------------------------------------------------------------------------
+# For test_hangs.py
+# ---------------------------------------------------------------------------
+
+
+def touch(path):
+    """Creates the file at ``path``: shows that the task ran."""
+    open(path, "w").close()
+    return path
+
+
+def many_queue_references(n):
+    """A result that holds one queue ``n`` times: it travels as ``2 * n``
+    descriptors."""
+    import shoal
+
+    q = shoal.Queue()
+    return [q] * n
+
+
+def write_without_newline(pieces, size):
+    """Writes ``pieces`` pieces of ``size`` characters and no newline."""
+    import sys
+
+    piece = "x" * size
+    for _ in range(pieces):
+        sys.stdout.write(piece)
+    return "written"
+
+
+def child_ignores_sigint():
+    """Whether a program this task starts ignores SIGINT."""
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        with open(f"/proc/{proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("SigIgn:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    finally:
+        proc.kill()
+        proc.wait()
+    return None
+
+
+def _sleep_then_load(seconds):
+    time.sleep(seconds)
+    return SlowToLoad(seconds)
+
+
+class SlowToLoad:
+    """A callable whose unpickling sleeps ``seconds`` first."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def __call__(self):
+        return "loaded"
+
+    def __reduce__(self):
+        return (_sleep_then_load, (self.seconds,))

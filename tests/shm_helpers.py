@@ -155,6 +155,21 @@ def shoal_mappings(pid="self"):
         return 0
 
 
+def shoal_fds(pid="self"):
+    """How many descriptors of shoal segments a process holds."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        return 0
+    count = 0
+    for name in names:
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{name}").startswith("/memfd:shoal-shm")
+        except OSError:
+            pass  # closed meanwhile
+    return count
+
+
 def identity_flags(a):
     """Whether the array a task received is writable, and its shape."""
     return a.flags.writeable, a.shape

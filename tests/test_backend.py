@@ -3,6 +3,7 @@ processes, shoal.map, and shoal.last_choice()."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -93,30 +94,53 @@ def test_auto_picks_processes_for_a_gil_holding_function():
 
 
 @needs_two_cores
+def _ahead_of_other_programs() -> bool:
+    """Runs this thread, and the threads it starts (they inherit it), at a
+    real-time priority, which programs of ordinary priority never preempt:
+    what they run then cannot change what the probe measures. False where
+    that is not allowed."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+@pytest.mark.isolated  # its own interpreter: the priority stays there
 def test_auto_picks_threads_for_a_gil_releasing_function():
     # hashlib releases the GIL on large inputs. How many cores two threads
-    # get depends on what else this machine runs: try a few times, and if
-    # auto never picks threads, check that two threads really could not
-    # keep 1.5 cores busy just now.
-    for _ in range(3):
-        out = shoal.map(h.digest_rounds, [20] * 16, workers=2, backend="auto")
-        assert out == [h.digest_rounds(20)] * 16
-        choice = shoal.last_choice()
-        if choice.backend == "threads":
-            assert "parallel" in choice.reason
-            return
-    threads = [threading.Thread(target=h.digest_rounds, args=(200,)) for _ in range(2)]
-    for t in threads:
-        t.start()
-    before = [_backend._ran_and_queued(t)[0] for t in threads]
-    started = time.perf_counter()
-    time.sleep(0.05)
-    after = [_backend._ran_and_queued(t)[0] for t in threads]
-    used = (sum(after) - sum(before)) / (time.perf_counter() - started)
-    for t in threads:
-        t.join()
-    assert used < 1.5, f"two threads kept {used:.2f} cores busy, yet auto said {choice}"
-    pytest.skip(f"this machine gave two threads only {used:.2f} cores just now")
+    # get depends on what else the machine runs, so the test controls that:
+    # at a real-time priority, they get the cores whatever else runs.
+    controlled = _ahead_of_other_programs()
+    out = shoal.map(h.digest_rounds, [20] * 16, workers=2, backend="auto")
+    assert out == [h.digest_rounds(20)] * 16
+    choice = shoal.last_choice()
+    could = min(2, shoal.cpu_count())
+    if could < 2:
+        assert choice.backend == "threads" and "one core" in choice.reason
+    elif controlled:
+        assert choice.backend == "threads" and "parallel" in choice.reason, choice
+    else:
+        # Not allowed to control the load: assert what holds under any load.
+        # The choice follows the measure...
+        parallel = choice.cores_used >= _backend.PARALLEL_SHARE * could
+        assert (choice.backend == "threads") == parallel, choice
+        # ...and the two threads were ready to run in parallel (running, or
+        # waiting for a core that other programs held; never for the GIL).
+        threads = [threading.Thread(target=h.digest_rounds, args=(100,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        before = [_backend._ran_and_queued(t) for t in threads]
+        started = time.perf_counter()
+        time.sleep(0.1)
+        after = [_backend._ran_and_queued(t) for t in threads]
+        spanned = time.perf_counter() - started
+        for t in threads:
+            t.join()
+        if None in before or None in after or all(a[1] == 0 for a in after):
+            return  # a thread ended early, or the kernel keeps no run-queue times
+        ready = sum(sum(a) - sum(b) for a, b in zip(after, before, strict=True)) / spanned
+        assert ready > 1.5, f"two GIL-releasing threads were ready on {ready:.2f} cores"
 
 
 def test_auto_runs_every_item_exactly_once(tmp_path):

@@ -22,6 +22,27 @@ pub enum FrameError {
     TooManyFds(usize),
 }
 
+impl FrameError {
+    /// What this error means for a payload that could not be sent, in the
+    /// words of the Python side (arguments, results, buffers).
+    pub fn as_payload_size(&self) -> String {
+        match self {
+            FrameError::TooLarge { len, max } => format!(
+                "its pickle is {len} bytes, more than the {max} bytes one message may carry \
+                 (large buffers such as numpy arrays and bytes travel in shared memory and do \
+                 not count: this is a pickle of many small objects; split it, or write it \
+                 to a file)"
+            ),
+            FrameError::TooManyFds(n) => format!(
+                "it holds {n} shared-memory buffers, queues or locks, more than the 65535 one \
+                 message may carry (split it into smaller parts, or gather the buffers into \
+                 fewer, larger arrays)"
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// What is wrong with a checkpoint store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +69,8 @@ pub enum StoreError {
     WriteFailed(String),
     #[error("the store is closed")]
     Closed,
+    #[error("{0}")]
+    Unsafe(String),
     #[error(transparent)]
     Sqlite(rusqlite::Error),
 }
@@ -68,6 +91,16 @@ pub enum CoreError {
     },
     #[error("bad frame from the other side: {0}")]
     Frame(#[from] FrameError),
+    #[error("{what} cannot be sent: {}", .source.as_payload_size())]
+    TooLarge {
+        what: &'static str,
+        source: FrameError,
+    },
+    #[error(
+        "this {what} belongs to the process that created it (pid {pid}); a child made from \
+         it by fork() cannot use it: create a new one in the child"
+    )]
+    Forked { what: &'static str, pid: u32 },
     #[error("the pool has been shut down; no new tasks can be submitted")]
     Closed,
     #[error("invalid configuration: {0}")]

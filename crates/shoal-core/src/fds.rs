@@ -10,10 +10,133 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The most descriptors one `sendmsg` may carry (the kernel's `SCM_MAX_FD`).
 pub const MAX_FDS_PER_MSG: usize = 253;
+
+// ---------------------------------------------------------------------------
+// The limit on open files.
+// ---------------------------------------------------------------------------
+
+/// Descriptors left below the soft limit when it is raised: more than one
+/// `recvmsg` can bring at once, so no message ever finds the table full.
+const HEADROOM: i64 = 2 * MAX_FDS_PER_MSG as i64 + 64;
+
+/// A descriptor number from which on the soft limit is raised; 0 until
+/// read, `i64::MAX` once raised (or when it cannot be).
+static RAISE_AT: AtomicI64 = AtomicI64::new(0);
+/// The soft limit this process started with, for the processes the engine
+/// starts (0 until it is raised).
+static ORIGINAL_SOFT: AtomicI64 = AtomicI64::new(0);
+
+fn nofile() -> Option<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit on a valid, writable struct.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+}
+
+/// Raises this process's soft limit on open files to its hard limit. Every
+/// shared memory segment in flight is a descriptor, and a map over many
+/// large arrays soon reaches the usual soft limit of 1024. It is raised
+/// only when needed ([`note_descriptor`], or a call that failed for want
+/// of descriptors), because the processes this one starts inherit it (some
+/// programs misbehave with a high one: `select` stops at 1024); the
+/// engine's own workers start with the original limit again
+/// ([`original_soft_limit`]). Returns whether there is more room now.
+pub fn raise_fd_limit() -> bool {
+    let Some(mut lim) = nofile() else {
+        return false;
+    };
+    RAISE_AT.store(i64::MAX, Ordering::Relaxed);
+    if lim.rlim_cur >= lim.rlim_max {
+        return false;
+    }
+    let original = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit with a valid struct.
+    let raised = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0;
+    if raised {
+        let _ = ORIGINAL_SOFT.compare_exchange(
+            0,
+            original.min(i64::MAX as u64) as i64,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    raised
+}
+
+/// The soft limit before shoal raised it, if it did.
+pub fn original_soft_limit() -> Option<u64> {
+    let soft = ORIGINAL_SOFT.load(Ordering::Relaxed);
+    (soft > 0).then_some(soft as u64)
+}
+
+/// Call with each descriptor shoal opens or receives: once their numbers
+/// come near the soft limit, it is raised (descriptors are numbered from
+/// the lowest free one, so a high number means many are open). One atomic
+/// load when nothing needs doing.
+pub fn note_descriptor(fd: RawFd) {
+    let mut at = RAISE_AT.load(Ordering::Relaxed);
+    if at == 0 {
+        at = match nofile() {
+            Some(lim) if lim.rlim_cur < lim.rlim_max => {
+                (lim.rlim_cur.min(i64::MAX as u64) as i64 - HEADROOM).max(1)
+            }
+            _ => i64::MAX,
+        };
+        RAISE_AT.store(at, Ordering::Relaxed);
+    }
+    if i64::from(fd) >= at {
+        raise_fd_limit();
+    }
+}
+
+/// Whether an error means the process (or its user) ran out of
+/// descriptors: raising the soft limit may help.
+pub fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ETOOMANYREFS)
+    )
+}
+
+/// Waits up to `wait` for `events` on `fd`: true if they came, false on
+/// timeout or when a signal cut the wait short (the caller looks again).
+/// Waits too long for `poll`'s milliseconds are waited in parts.
+pub fn wait_for(fd: RawFd, events: libc::c_short, wait: Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // Rounded up, so a wait of less than a millisecond does not spin.
+    let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: polling one valid pollfd.
+    match unsafe { libc::poll(&mut p, 1, ms) } {
+        n if n > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+/// [`wait_for`] readability.
+pub fn wait_readable(fd: RawFd, wait: Duration) -> io::Result<bool> {
+    wait_for(fd, libc::POLLIN, wait)
+}
 
 /// An open descriptor shared by reference count: a task's segments stay
 /// open while the scheduler may still resend the task, and close when the
@@ -83,6 +206,7 @@ fn send_once(sock: RawFd, data: &[u8], fds: &[SharedFd], flags: libc::c_int) -> 
             }
         }
     }
+    let mut raised = false;
     loop {
         // SAFETY: `msg` and everything it points to are valid for the call;
         // the descriptors stay open (we hold them) until it returns.
@@ -91,8 +215,14 @@ fn send_once(sock: RawFd, data: &[u8], fds: &[SharedFd], flags: libc::c_int) -> 
             return Ok(n as usize);
         }
         let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match err.raw_os_error() {
+            Some(libc::EINTR) => {}
+            // More descriptors in flight than this process's soft limit
+            // (the kernel counts them against it): raise it and try again.
+            Some(libc::ETOOMANYREFS) if !raised && !fds.is_empty() && raise_fd_limit() => {
+                raised = true;
+            }
+            _ => return Err(err),
         }
     }
 }
@@ -198,6 +328,7 @@ impl FdReceiver {
                     let bytes = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
                     for i in 0..bytes / std::mem::size_of::<RawFd>() {
                         let raw = data.cast::<RawFd>().add(i).read_unaligned();
+                        note_descriptor(raw);
                         // The kernel installed this descriptor for us alone.
                         fds.push(SharedFd::new(OwnedFd::from_raw_fd(raw)));
                     }

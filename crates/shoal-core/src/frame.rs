@@ -54,7 +54,11 @@ const KIND_AT: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
-    /// Worker set-up: pickled `(sys.path, initializer, initargs)`.
+    /// Worker set-up, the first frame a worker gets: `a` = the engine's id
+    /// for the worker, `b` = its slot (`0..workers`); body (and descriptors)
+    /// = the pool's set-up, opaque to the engine (a Python pool sends the
+    /// parent's `sys.path`, the initializer and its arguments, `max_memory`,
+    /// the log level and the number of workers; a thread pool, nothing).
     Init = 1,
     /// `a` = function id; body = the pickled function, cached by the worker.
     Func = 2,

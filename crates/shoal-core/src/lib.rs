@@ -2,7 +2,8 @@
 //! over socketpairs. Pure Rust; the Python binding lives in `shoal-python`.
 //!
 //! - [`engine::Engine`]: the handle a pool holds.
-//! - [`scheduler`]: dispatch, retries, timeouts, worker replacement.
+//! - [`scheduler`]: dispatch, retries, timeouts, worker replacement; the
+//!   [`event`]s it handles.
 //! - [`worker`] / [`spawn`] / [`launch`]: one worker, its I/O threads, and
 //!   how it starts (a process, or a thread the embedding program runs).
 //! - [`frame`]: the wire format. [`link`]: the worker's side of it.
@@ -10,11 +11,14 @@
 //!   [`timing`]: how a task's run went, as its worker measured it.
 //! - [`cpus`]: how many cores this process may use. [`memory`]: how much
 //!   memory a process holds.
-//! - [`store`] / [`digest`]: the checkpoint store and its task keys.
+//! - [`store`] / [`digest`]: the checkpoint store and its task keys;
+//!   [`store_file`]: who may write its files, and what they are on.
 //! - [`fds`]: descriptors passed between processes. [`shm`]: shared memory
 //!   segments. [`lock`], [`queue`], [`process`]: the primitives
 //!   `shoal.Lock`, `shoal.Queue` and `shoal.Process` stand on.
 //!   [`pickle_scan`]: spots large binary data inside a pickle.
+//! - [`fork`]: which process an engine or store belongs to, so a forked
+//!   child leaves its copies alone.
 
 pub mod chunking;
 mod completions;
@@ -22,7 +26,9 @@ pub mod cpus;
 pub mod digest;
 pub mod engine;
 pub mod error;
+mod event;
 pub mod fds;
+pub mod fork;
 pub mod frame;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -39,6 +45,7 @@ pub mod shm;
 pub mod spawn;
 pub mod status;
 pub mod store;
+pub mod store_file;
 pub mod task;
 pub mod timing;
 mod worker;

@@ -5,6 +5,7 @@
 //! thread may block in [`WorkerLink::recv_batch`] while another thread of
 //! the user's code prints, and that output must still leave.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -21,6 +22,11 @@ use crate::timing::{monotonic_ns, process_cpu_ns, RunTiming};
 const CPU_REFRESH_NS: u64 = 10_000_000;
 
 const READ_CHUNK: usize = 256 * 1024;
+/// Withdrawn tasks a worker remembers while it waits to meet them; past
+/// this many (a task withdrawn after it had already run never comes), the
+/// set starts afresh and a withdrawn task may run after all, its answer
+/// dropped.
+const MAX_REVOKED_KEPT: usize = 4 * crate::status::REVOKED_RING;
 
 struct Receiving {
     sock: UnixStream,
@@ -40,6 +46,10 @@ struct Sending {
     /// The process's CPU time, and when it was read.
     cpu_ns: u64,
     cpu_read_at_ns: u64,
+    /// Withdrawals read from the status page so far, and the tasks among
+    /// them not yet met.
+    revoked_seen: u64,
+    revoked: HashSet<u64>,
 }
 
 pub struct WorkerLink {
@@ -55,8 +65,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl WorkerLink {
-    /// Takes over the descriptors the engine left at 3 and 4.
+    /// Takes over the descriptors the engine left at 3 and 4 (a worker
+    /// process's start).
     pub fn from_inherited() -> Result<WorkerLink> {
+        keep_ignoring_sigint_but_not_in_children();
         for fd in [WORKER_SOCKET_FD, WORKER_STATUS_FD] {
             // Processes the user's code starts must not hold our socket open
             // (the parent would never see this worker's end).
@@ -83,8 +95,6 @@ impl WorkerLink {
     /// A link on a socket and a status page's memfd: the ends the engine
     /// hands a thread worker ([`crate::launch::WorkerEnds`]).
     pub fn from_fds(sock: OwnedFd, status: OwnedFd) -> Result<WorkerLink> {
-        // Segments arrive as descriptors; many may be open at once.
-        crate::shm::raise_fd_limit();
         let sock = UnixStream::from(sock);
         let status = StatusPage::map(&status)?; // the mapping outlives the descriptor
         let read_sock = sock
@@ -105,6 +115,8 @@ impl WorkerLink {
                 started_ns: 0,
                 cpu_ns: 0,
                 cpu_read_at_ns: 0,
+                revoked_seen: 0,
+                revoked: HashSet::new(),
             }),
             status,
         })
@@ -132,15 +144,14 @@ impl WorkerLink {
             }
             if let Some(deadline) = deadline {
                 let left = deadline.saturating_duration_since(std::time::Instant::now());
-                let mut p = libc::pollfd {
-                    fd: r.sock.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: polling one valid pollfd.
-                let ready = unsafe { libc::poll(&mut p, 1, left.as_millis() as libc::c_int) };
-                if ready == 0 {
+                if left.is_zero() {
                     return Ok(frames);
+                }
+                if !crate::fds::wait_readable(r.sock.as_raw_fd(), left)
+                    .map_err(|e| CoreError::io("wait for the parent", e))?
+                {
+                    // Timed out, or a signal cut the wait short: look again.
+                    continue;
                 }
             }
             let n = match r
@@ -182,10 +193,27 @@ impl WorkerLink {
         })
     }
 
-    /// Marks `task` as running from now.
-    pub fn begin(&self, task: u64) {
+    /// Marks `task` as running from now, and returns true; or, if the
+    /// engine withdrew it after sending it (it was cancelled), marks the
+    /// worker idle again and returns false: skip it, and send no answer.
+    pub fn begin(&self, task: u64) -> bool {
         self.status.mark_start(task);
-        lock(&self.sending).started_ns = monotonic_ns();
+        let count = self.status.revoked_count();
+        let mut s = lock(&self.sending);
+        if count != s.revoked_seen {
+            if s.revoked.len() > MAX_REVOKED_KEPT {
+                s.revoked.clear();
+            }
+            let seen = s.revoked_seen;
+            self.status.revoked_since(seen, count, &mut s.revoked);
+            s.revoked_seen = count;
+        }
+        if !s.revoked.is_empty() && s.revoked.remove(&task) {
+            self.status.mark_idle();
+            return false;
+        }
+        s.started_ns = monotonic_ns();
+        true
     }
 
     /// Marks the worker idle and queues the task's answer (`Done`, `Failed`
@@ -223,7 +251,11 @@ impl WorkerLink {
             ran,
             &[body, &timing.to_bytes()],
             fds.len(),
-        )?;
+        )
+        .map_err(|source| CoreError::TooLarge {
+            what: "the task's result",
+            source,
+        })?;
         s.out_fds.extend_from_slice(fds);
         Ok(())
     }
@@ -237,6 +269,33 @@ impl WorkerLink {
     /// from a traceback).
     pub fn close(&self) {
         let _ = lock(&self.sending).sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A worker process starts with SIGINT ignored (the engine sets that before
+/// exec: Ctrl-C in a terminal reaches the whole process group, and the
+/// parent decides what happens to its workers). An ignored signal stays
+/// ignored across `exec`, so every program a task starts (`subprocess`)
+/// would ignore Ctrl-C too. A handler that does nothing ignores it just as
+/// well here, and `exec` resets a handled signal to its default: the
+/// worker's children get SIGINT as they would from a shell.
+fn keep_ignoring_sigint_but_not_in_children() {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: reads the current disposition into a zeroed struct, then
+    // installs a handler that does nothing (async-signal-safe), restarting
+    // interrupted system calls, only if SIGINT was ignored.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGINT, std::ptr::null(), &mut old) != 0
+            || old.sa_sigaction != libc::SIG_IGN
+        {
+            return;
+        }
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
     }
 }
 
@@ -263,8 +322,12 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].a, 5);
 
-        link.status().mark_start(5);
+        assert!(link.begin(5));
         assert_eq!(page.running().map(|r| r.0), Some(5));
+        page.revoke(6);
+        assert!(!link.begin(6), "a withdrawn task is skipped");
+        assert_eq!(page.running(), None);
+        assert!(link.begin(7));
 
         link.queue(Kind::Done, 5, 10, b"result").unwrap();
         link.flush().unwrap();
@@ -276,5 +339,68 @@ mod tests {
 
         drop(parent);
         assert!(matches!(link.recv_batch(), Err(CoreError::Disconnected)));
+    }
+
+    #[test]
+    fn a_wait_longer_than_poll_can_express_still_waits() {
+        let (parent, child) = UnixStream::pair().unwrap();
+        let (_page, page_fd) = StatusPage::create().unwrap();
+        let link = WorkerLink::from_fds(child.into(), page_fd).unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let mut bytes = Vec::new();
+            Frame::new(Kind::Exit, 0, 0, vec![])
+                .encode_into(&mut bytes)
+                .unwrap();
+            (&parent).write_all(&bytes).unwrap();
+            parent
+        });
+        // 2^32 + 5 ms: as a C int of milliseconds, 5 ms.
+        let wait = std::time::Duration::from_millis((1u64 << 32) + 5);
+        let started = std::time::Instant::now();
+        let got = link.recv_batch_within(Some(wait)).unwrap();
+        assert_eq!(got.len(), 1, "returned empty after {:?}", started.elapsed());
+        drop(writer.join().unwrap());
+    }
+
+    #[test]
+    fn a_signal_does_not_turn_a_timed_wait_into_an_endless_one() {
+        use std::os::unix::thread::JoinHandleExt;
+        use std::time::Duration;
+        extern "C" fn nothing(_: libc::c_int) {}
+        // SAFETY: installs a do-nothing handler for SIGUSR2 without
+        // SA_RESTART, so the signal interrupts poll with EINTR.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGUSR2, &action, std::ptr::null_mut());
+        }
+        let (parent, child) = UnixStream::pair().unwrap();
+        let (_page, page_fd) = StatusPage::create().unwrap();
+        let link = WorkerLink::from_fds(child.into(), page_fd).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let got = link.recv_batch_within(Some(Duration::from_millis(200)));
+            let _ = tx.send((got.map(|f| f.len()), started.elapsed()));
+        });
+        let thread = waiter.as_pthread_t();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let outcome = loop {
+            // SAFETY: the waiter thread is joined below, so its id is live.
+            unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(outcome) => break Some(outcome),
+                Err(_) if std::time::Instant::now() > deadline => break None,
+                Err(_) => {}
+            }
+        };
+        // Unblocks a waiter stuck in a blocking read, so a failure is not a hang.
+        parent.shutdown(std::net::Shutdown::Both).unwrap();
+        waiter.join().unwrap();
+        let (got, took) = outcome.expect("a 200 ms wait, interrupted by signals, never returned");
+        assert_eq!(got.unwrap(), 0);
+        assert!(took < Duration::from_secs(2), "a 200 ms wait took {took:?}");
     }
 }

@@ -31,8 +31,13 @@ fn page_size() -> u64 {
 mod tests {
     use super::*;
 
+    /// These tests measure the whole process: one must not run while the
+    /// other holds 64 MiB.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn this_process_has_resident_memory_and_it_grows() {
+        let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let before = rss_bytes(None).unwrap();
         assert!(before > 0);
         // Touch 64 MiB so it becomes resident.
@@ -46,6 +51,7 @@ mod tests {
     fn shared_memory_it_maps_is_not_its_own() {
         use crate::fds::SharedFd;
         use crate::shm::{create, Access, Mapping};
+        let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
 
         let len = 64 << 20;
         let segment = Mapping::map(SharedFd::new(create(len).unwrap()), Access::Shared).unwrap();

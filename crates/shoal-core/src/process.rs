@@ -14,29 +14,38 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{CoreError, Result};
+use crate::fork::Owner;
 use crate::spawn::{spawn_worker, WorkerCommand};
 
 type Reply = mpsc::Sender<Result<(Child, UnixStream)>>;
+type Launcher = Mutex<mpsc::Sender<(WorkerCommand, Reply)>>;
 
-fn launcher() -> &'static Mutex<mpsc::Sender<(WorkerCommand, Reply)>> {
-    static LAUNCHER: OnceLock<Mutex<mpsc::Sender<(WorkerCommand, Reply)>>> = OnceLock::new();
-    LAUNCHER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<(WorkerCommand, Reply)>();
-        std::thread::Builder::new()
-            .name("shoal-launcher".into())
-            .spawn(move || {
-                for (command, reply) in rx {
-                    let _ = reply.send(spawn_worker(&command).map(|s| (s.child, s.sock)));
-                }
-            })
-            .expect("cannot start shoal's launcher thread");
-        Mutex::new(tx)
-    })
+/// The launcher thread's queue, started on first use (and again if it
+/// could not be started then).
+fn launcher() -> Result<&'static Launcher> {
+    static LAUNCHER: OnceLock<Launcher> = OnceLock::new();
+    if let Some(launcher) = LAUNCHER.get() {
+        return Ok(launcher);
+    }
+    let (tx, rx) = mpsc::channel::<(WorkerCommand, Reply)>();
+    std::thread::Builder::new()
+        .name("shoal-launcher".into())
+        .spawn(move || {
+            for (command, reply) in rx {
+                let _ = reply.send(spawn_worker(&command).map(|s| (s.child, s.sock)));
+            }
+        })
+        .map_err(|e| CoreError::io("start shoal's launcher thread", e))?;
+    // Two first uses at once: one thread's queue wins, the other's thread
+    // ends when its queue is dropped here.
+    Ok(LAUNCHER.get_or_init(|| Mutex::new(tx)))
 }
 
 /// A started child: waited for with a timeout, signalled only while it
 /// has not been reaped (so a recycled pid is never hit).
 pub struct ChildProcess {
+    /// A forked child of this process cannot wait for or signal it.
+    owner: Owner,
     pid: u32,
     child: Mutex<Child>,
     status: Mutex<Option<ExitStatus>>,
@@ -50,7 +59,7 @@ impl ChildProcess {
     /// socket (the child finds its end at descriptor 3).
     pub fn start(command: WorkerCommand) -> Result<(ChildProcess, UnixStream)> {
         let (reply_tx, reply_rx) = mpsc::channel();
-        launcher()
+        launcher()?
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .send((command, reply_tx))
@@ -65,6 +74,7 @@ impl ChildProcess {
         let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
         Ok((
             ChildProcess {
+                owner: Owner::here(),
                 pid,
                 child: Mutex::new(child),
                 status: Mutex::new(None),
@@ -78,8 +88,14 @@ impl ChildProcess {
         self.pid
     }
 
-    /// The exit status if the child has ended (reaping it).
-    pub fn poll(&self) -> Option<ExitStatus> {
+    /// The exit status if the child has ended (reaping it). In a process
+    /// forked from its parent, an error: the child is not this process's.
+    pub fn poll(&self) -> Result<Option<ExitStatus>> {
+        self.owner.check("process handle")?;
+        Ok(self.poll_here())
+    }
+
+    fn poll_here(&self) -> Option<ExitStatus> {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if status.is_none() {
             let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,27 +104,23 @@ impl ChildProcess {
         *status
     }
 
-    /// Waits at most `wait` for the child to end.
-    pub fn wait_within(&self, wait: Duration) -> Option<ExitStatus> {
+    /// Waits at most `wait` for the child to end. In a process forked
+    /// from its parent, an error at once.
+    pub fn wait_within(&self, wait: Duration) -> Result<Option<ExitStatus>> {
+        self.owner.check("process handle")?;
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(status) = self.poll() {
-                return Some(status);
+            if let Some(status) = self.poll_here() {
+                return Ok(Some(status));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return None;
+                return Ok(None);
             }
             match &self.pidfd {
                 Some(fd) => {
-                    let mut p = libc::pollfd {
-                        fd: fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    let ms = left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-                    // SAFETY: polling one valid pollfd.
-                    unsafe { libc::poll(&mut p, 1, ms) };
+                    // A signal cutting the wait short just means looking again.
+                    let _ = crate::fds::wait_readable(fd.as_raw_fd(), left);
                 }
                 None => std::thread::sleep(left.min(Duration::from_millis(2))),
             }
@@ -117,6 +129,7 @@ impl ChildProcess {
 
     /// Sends `signal` unless the child has already been reaped.
     pub fn signal(&self, signal: i32) -> Result<()> {
+        self.owner.check("process handle")?;
         let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if status.is_some() {
             return Ok(());
@@ -150,13 +163,16 @@ mod tests {
     #[test]
     fn exit_codes_and_signals_are_reported() {
         let (child, _sock) = ChildProcess::start(sh("exit 3")).unwrap();
-        let status = child.wait_within(Duration::from_secs(10)).unwrap();
+        let status = child.wait_within(Duration::from_secs(10)).unwrap().unwrap();
         assert_eq!(status.code(), Some(3));
 
         let (child, _sock) = ChildProcess::start(sh("sleep 30")).unwrap();
-        assert!(child.wait_within(Duration::from_millis(50)).is_none());
+        assert!(child
+            .wait_within(Duration::from_millis(50))
+            .unwrap()
+            .is_none());
         child.signal(libc::SIGKILL).unwrap();
-        let status = child.wait_within(Duration::from_secs(10)).unwrap();
+        let status = child.wait_within(Duration::from_secs(10)).unwrap().unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
         child.signal(libc::SIGKILL).unwrap();
     }
@@ -167,7 +183,7 @@ mod tests {
             .join()
             .unwrap()
             .unwrap();
-        let status = child.wait_within(Duration::from_secs(10)).unwrap();
+        let status = child.wait_within(Duration::from_secs(10)).unwrap().unwrap();
         assert_eq!(status.code(), Some(7));
     }
 }

@@ -45,16 +45,12 @@ fn os_error(context: &'static str) -> CoreError {
     CoreError::io(context, std::io::Error::last_os_error())
 }
 
-/// Waits up to `wait` for `events` on `fd`.
-fn poll_one(fd: RawFd, events: libc::c_short, wait: Duration) {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: polling one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) };
+/// A message made ready to put: packed once, however often a full queue
+/// makes `put` try again.
+#[derive(Debug)]
+pub struct Prepared {
+    packet: Vec<u8>,
+    fds: Vec<SharedFd>,
 }
 
 impl MessageQueue {
@@ -104,26 +100,42 @@ impl MessageQueue {
     /// Puts one message, waiting at most `wait` for room; false if the
     /// queue stayed full. An error if it was closed.
     pub fn put(&self, body: &[u8], fds: &[SharedFd], wait: Duration) -> Result<bool> {
-        let mut packet;
-        let mut all_fds = fds.to_vec();
-        if body.len() <= INLINE_MAX {
-            packet = Vec::with_capacity(1 + body.len());
-            packet.push(INLINE);
-            packet.extend_from_slice(body);
-        } else {
-            all_fds.push(SharedFd::new(crate::shm::create_copy(body, true)?));
-            packet = vec![IN_MEMFD];
-        }
-        if all_fds.len() > MAX_FDS_PER_MSG {
+        self.put_prepared(&MessageQueue::prepare(body, fds)?, wait)
+    }
+
+    /// Packs a message for [`MessageQueue::put_prepared`]: a large body is
+    /// copied into shared memory here, once.
+    pub fn prepare(body: &[u8], fds: &[SharedFd]) -> Result<Prepared> {
+        if fds.len() >= MAX_FDS_PER_MSG {
             return Err(CoreError::Config(format!(
-                "a queue item may hold at most {} shared buffers, not {}",
+                "a queue item may hold at most {} shared buffers, queues or locks, not {}",
                 MAX_FDS_PER_MSG - 1,
                 fds.len()
             )));
         }
+        let mut all_fds = fds.to_vec();
+        let packet = if body.len() <= INLINE_MAX {
+            let mut packet = Vec::with_capacity(1 + body.len());
+            packet.push(INLINE);
+            packet.extend_from_slice(body);
+            packet
+        } else {
+            all_fds.push(SharedFd::new(crate::shm::create_copy(body, true)?));
+            vec![IN_MEMFD]
+        };
+        Ok(Prepared {
+            packet,
+            fds: all_fds,
+        })
+    }
+
+    /// Puts a prepared message, waiting at most `wait` for room; false if
+    /// the queue stayed full (the message can be put again later). An
+    /// error if it was closed.
+    pub fn put_prepared(&self, message: &Prepared, wait: Duration) -> Result<bool> {
         let deadline = Instant::now() + wait;
         loop {
-            match crate::fds::send_packet(self.tx.as_raw_fd(), &packet, &all_fds) {
+            match crate::fds::send_packet(self.tx.as_raw_fd(), &message.packet, &message.fds) {
                 Ok(()) => return Ok(true),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) if e.raw_os_error() == Some(libc::EPIPE) => return Err(CoreError::Closed),
@@ -133,7 +145,8 @@ impl MessageQueue {
             if left.is_zero() {
                 return Ok(false);
             }
-            poll_one(self.tx.as_raw_fd(), libc::POLLOUT, left);
+            crate::fds::wait_for(self.tx.as_raw_fd(), libc::POLLOUT, left)
+                .map_err(|e| CoreError::io("wait to put on a queue", e))?;
         }
     }
 
@@ -156,7 +169,8 @@ impl MessageQueue {
             if left.is_zero() {
                 return Ok(Received::Empty);
             }
-            poll_one(self.rx.as_raw_fd(), libc::POLLIN, left);
+            crate::fds::wait_readable(self.rx.as_raw_fd(), left)
+                .map_err(|e| CoreError::io("wait to get from a queue", e))?;
         }
     }
 
@@ -183,13 +197,32 @@ impl MessageQueue {
     }
 }
 
+/// A message as it came: its body, inline or in the last descriptor.
+///
+/// A body in a descriptor is only trusted as a sealed memfd (as `put` makes
+/// it): its size can then no longer change, and it is read into memory
+/// allocated for that size, or refused if that much cannot be allocated.
 fn unpack(packet: &[u8], mut fds: Vec<SharedFd>) -> Result<(Vec<u8>, Vec<SharedFd>)> {
+    let malformed = |why: &str| CoreError::Config(format!("a malformed queue message: {why}"));
     match packet.split_first() {
         Some((&INLINE, body)) => Ok((body.to_vec(), fds)),
-        Some((&IN_MEMFD, [])) if !fds.is_empty() => {
-            let holder = fds.pop().expect("checked non-empty");
+        Some((&IN_MEMFD, [])) => {
+            let Some(holder) = fds.pop() else {
+                return Err(malformed("its body's descriptor is missing"));
+            };
+            if !crate::shm::is_sealed(&holder) {
+                return Err(malformed(
+                    "its body is not in sealed shared memory (not put by a shoal.Queue?)",
+                ));
+            }
             let len = crate::shm::size(&holder)?;
-            let mut body = vec![0u8; len];
+            let mut body = Vec::new();
+            body.try_reserve_exact(len).map_err(|_| {
+                CoreError::Config(format!(
+                    "a queue message of {len} bytes does not fit in this process's memory"
+                ))
+            })?;
+            body.resize(len, 0);
             let file = std::fs::File::from(
                 holder
                     .duplicate()
@@ -199,7 +232,7 @@ fn unpack(packet: &[u8], mut fds: Vec<SharedFd>) -> Result<(Vec<u8>, Vec<SharedF
                 .map_err(|e| CoreError::io("read a queue message", e))?;
             Ok((body, fds))
         }
-        _ => Err(CoreError::Config("a malformed queue message".into())),
+        _ => Err(malformed("an unknown kind of packet")),
     }
 }
 
@@ -229,6 +262,40 @@ mod tests {
             q.get(Duration::from_millis(10)).unwrap(),
             Received::Empty
         ));
+    }
+
+    #[test]
+    fn a_body_in_memory_anyone_may_still_change_is_refused() {
+        let q = MessageQueue::new().unwrap();
+        // A peer that sends its body in a memfd it did not seal (and could
+        // grow to any size before we read it).
+        let unsealed = SharedFd::new(crate::shm::create_copy(&[1u8; 64], false).unwrap());
+        crate::fds::send_packet(q.tx.as_raw_fd(), &[IN_MEMFD], &[unsealed]).unwrap();
+        let err = q.get(Duration::ZERO).unwrap_err();
+        assert!(err.to_string().contains("sealed"), "{err}");
+    }
+
+    #[test]
+    fn a_large_message_is_copied_once_however_often_it_is_tried() {
+        let q = MessageQueue::new().unwrap();
+        let big = vec![5u8; 200_000];
+        let message = MessageQueue::prepare(&big, &[]).unwrap();
+        let copy = message.fds.last().unwrap().clone();
+        // Fill the queue, so the large message finds no room a few times.
+        let small = MessageQueue::prepare(&[0u8; 1000], &[]).unwrap();
+        while q.put_prepared(&small, Duration::ZERO).unwrap() {}
+        for _ in 0..3 {
+            assert!(!q.put_prepared(&message, Duration::from_millis(5)).unwrap());
+        }
+        // Its one copy is what finally travels.
+        while !matches!(q.get(Duration::ZERO).unwrap(), Received::Empty) {}
+        assert!(q.put_prepared(&message, Duration::ZERO).unwrap());
+        drop(message);
+        match q.get(Duration::ZERO).unwrap() {
+            Received::Message(body, _) => assert_eq!(body, big),
+            other => panic!("{other:?}"),
+        }
+        assert!(crate::shm::is_sealed(&copy));
     }
 
     #[test]

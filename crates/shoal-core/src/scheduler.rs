@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::completions::Completions;
+use crate::event::{Event, EventReceiver, WorkerId};
 use crate::frame::{Frame, Kind};
 use crate::launch::Launch;
 use crate::memory::rss_bytes;
@@ -25,7 +26,7 @@ use crate::task::{
 };
 use crate::timing::monotonic_ns;
 use crate::timing::RunTiming;
-use crate::worker::{EventReceiver, KillReason, WorkerHandle, WorkerId};
+use crate::worker::{KillReason, WorkerHandle};
 
 /// Work kept queued at each worker, in nanoseconds of measured run time.
 const WINDOW_TARGET_NS: u64 = 2_000_000;
@@ -40,28 +41,6 @@ const MEMORY_POLL: Duration = Duration::from_millis(100);
 /// Ended workers remembered for traces (a pool recycling workers after
 /// every task must not grow without bound).
 const MAX_ENDED_RECORDS: usize = 10_000;
-
-pub(crate) enum Event {
-    Submit(Submission),
-    RegisterFn(u64, Payload),
-    ReleaseFn(u64),
-    /// Tasks to cancel; `true` also stops those already at a worker.
-    Cancel(Vec<u64>, bool),
-    /// Finish every task, then stop the workers and the scheduler.
-    Close,
-    /// Kill the workers now; unfinished tasks end as cancelled.
-    Terminate,
-    Frames(WorkerId, Vec<Frame>),
-    /// A worker's socket closed: it exited, was killed, or sent a bad frame
-    /// (then it is killed).
-    Gone(WorkerId),
-    /// A worker sent bytes that are not a valid frame; its reader stopped.
-    BadStream(WorkerId),
-    /// A gone worker's process has been waited for.
-    Reaped(WorkerId, Option<ExitStatus>),
-    /// Every worker this engine has run, alive or ended, for traces.
-    Workers(Sender<Vec<WorkerRecord>>),
-}
 
 /// What the scheduler publishes about its workers for the engine's
 /// callers to read without asking it.
@@ -97,21 +76,6 @@ struct TaskState {
     worker: Option<WorkerId>,
 }
 
-impl TaskState {
-    /// Records which worker holds the task, keeping the count of held tasks
-    /// that have a timeout in step.
-    fn set_holder(&mut self, worker: Option<WorkerId>, timed_inflight: &mut usize) {
-        if self.options.timeout.is_some() {
-            match (self.worker.is_some(), worker.is_some()) {
-                (false, true) => *timed_inflight += 1,
-                (true, false) => *timed_inflight -= 1,
-                _ => {}
-            }
-        }
-        self.worker = worker;
-    }
-}
-
 struct FnState {
     body: Payload,
     /// Tasks using it that have not completed.
@@ -143,9 +107,6 @@ pub(crate) struct Scheduler {
     /// Mean task run time, smoothed; `None` until the first result.
     mean_task_ns: Option<f64>,
     start_failures: u32,
-    /// Dispatched, unfinished tasks that have a timeout: while any exist the
-    /// loop wakes every [`TIMEOUT_POLL`] to check them.
-    timed_inflight: usize,
     broken: Option<BrokenPool>,
     phase: Phase,
     done: Vec<Completion>,
@@ -175,7 +136,6 @@ impl Scheduler {
             functions: HashMap::new(),
             mean_task_ns: None,
             start_failures: 0,
-            timed_inflight: 0,
             broken: None,
             phase: Phase::Running,
             done: Vec::new(),
@@ -194,7 +154,9 @@ impl Scheduler {
         Ok(())
     }
 
-    pub(crate) fn run(mut self) {
+    /// The scheduler's loop, until the pool has stopped. If it ever
+    /// panics, the engine calls [`Scheduler::fail_after_panic`].
+    pub(crate) fn run(&mut self) {
         loop {
             let first = if let Some(poll) = self.poll_interval() {
                 match self.events.recv_timeout(poll) {
@@ -228,11 +190,58 @@ impl Scheduler {
                 break;
             }
         }
+        self.stopped();
+    }
+
+    /// Publishes the last word: every worker's record; the completions'
+    /// end is published by the engine's thread as it ends.
+    fn stopped(&self) {
         self.roster
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .at_stop = Some(self.worker_records());
-        self.completions.finish();
+    }
+
+    /// After [`Scheduler::run`] panicked: fails every task it knew of, and
+    /// every task submitted until the pool is closed or terminated, with
+    /// an error saying what happened; stops the workers. Nothing is left
+    /// waiting.
+    pub(crate) fn fail_after_panic(mut self, why: &str) {
+        let message = format!(
+            "shoal internal error: the engine's scheduler thread failed ({why}); this pool \
+             cannot run tasks any more: start a new one (and please report this)"
+        );
+        let failed = |id: u64| Completion {
+            task: id,
+            outcome: Outcome::Error(message.clone()),
+            duration_ns: 0,
+            run: None,
+        };
+        let mut done: Vec<Completion> = std::mem::take(&mut self.done);
+        done.extend(self.tasks.keys().copied().map(failed));
+        self.tasks.clear();
+        self.queue.clear();
+        self.completions
+            .push(done, std::mem::take(&mut self.output));
+        for w in self.workers.values_mut() {
+            w.kill(KillReason::Terminate);
+        }
+        self.roster.lock().unwrap_or_else(|e| e.into_inner()).pids = Vec::new();
+        while let Ok(ev) = self.events.recv() {
+            match ev {
+                Event::Submit(sub) => {
+                    let done = sub.tasks.iter().map(|(id, _)| failed(*id)).collect();
+                    self.completions.push(done, Vec::new());
+                }
+                Event::Workers(reply) => {
+                    let _ = reply.send(self.worker_records());
+                }
+                Event::Close | Event::Terminate => break,
+                _ => {}
+            }
+        }
+        self.stopped();
+        // Dropping the workers kills and reaps them.
     }
 
     fn worker_records(&self) -> Vec<WorkerRecord> {
@@ -281,6 +290,9 @@ impl Scheduler {
                 self.on_gone(wid);
             }
             Event::Reaped(wid, status) => self.on_reaped(wid, status),
+            Event::SendFailed(wid, tasks, why) => self.on_send_failed(wid, tasks, &why),
+            #[cfg(test)]
+            Event::Panic => panic!("a panic a test asked for"),
             Event::Workers(reply) => {
                 let _ = reply.send(self.worker_records());
             }
@@ -318,6 +330,7 @@ impl Scheduler {
                 self.start_failures = 0;
                 if let Some(w) = self.workers.get_mut(&wid) {
                     w.ready = true;
+                    w.progress_ns = monotonic_ns();
                 }
             }
             Kind::Done | Kind::Failed | Kind::Retryable => {
@@ -329,6 +342,7 @@ impl Scheduler {
                 if let Some(pos) = w.inflight.iter().position(|&t| t == task) {
                     w.inflight.remove(pos);
                 }
+                w.progress_ns = monotonic_ns();
                 let timing = RunTiming::split_from(&mut body).unwrap_or_default();
                 w.cpu_ns = w.cpu_ns.max(timing.cpu_ns);
                 let run = RunInfo {
@@ -391,7 +405,7 @@ impl Scheduler {
         let Some(t) = self.tasks.get_mut(&task) else {
             return false;
         };
-        t.set_holder(None, &mut self.timed_inflight);
+        t.worker = None;
         t.failures += 1;
         if t.failures > t.options.retries {
             return false;
@@ -409,11 +423,16 @@ impl Scheduler {
                 None => self.finish(id, Outcome::Cancelled),
                 Some(_) if !stop_running => {}
                 Some(wid) => {
-                    // Its answer, if one still comes, finds no task and is
-                    // dropped. If it is running now, its worker is killed
-                    // and the other tasks it holds are requeued.
+                    // Withdrawn: the worker skips it if it has not started
+                    // it. If it is running now, its worker is killed and
+                    // the other tasks it holds are requeued. An answer that
+                    // still comes finds no task and is dropped.
                     self.finish(id, Outcome::Cancelled);
                     if let Some(w) = self.workers.get_mut(&wid) {
+                        w.status.revoke(id);
+                        if let Some(pos) = w.inflight.iter().position(|&t| t == id) {
+                            w.inflight.remove(pos);
+                        }
                         if w.status.running().is_some_and(|(t, _)| t == id) {
                             w.kill(KillReason::Cancel(id));
                         }
@@ -437,6 +456,31 @@ impl Scheduler {
     fn on_gone(&mut self, wid: WorkerId) {
         if let Some(w) = self.workers.get_mut(&wid) {
             w.start_reaping(&self.events_tx);
+        }
+    }
+
+    /// A write to a worker failed, not because it had gone: the tasks in
+    /// that write fail (sending them again would fail again), and the
+    /// worker, which may hold part of a frame, is replaced; what else it
+    /// held runs elsewhere.
+    fn on_send_failed(&mut self, wid: WorkerId, tasks: Vec<u64>, why: &str) {
+        let Some(w) = self.workers.get_mut(&wid) else {
+            return;
+        };
+        eprintln!(
+            "shoal: could not send tasks to worker process {} ({why}); it will be replaced",
+            w.pid
+        );
+        let pid = w.pid;
+        w.inflight.retain(|t| !tasks.contains(t));
+        w.kill(KillReason::LinkBroken);
+        for task in tasks {
+            self.finish(
+                task,
+                Outcome::Error(format!(
+                    "it could not be sent to worker process {pid}: {why}"
+                )),
+            );
         }
     }
 
@@ -467,18 +511,21 @@ impl Scheduler {
                 return;
             }
         }
-        let blamed = match w.kill_reason.and_then(KillReason::task) {
+        let blamed = match w.kill_reason {
             // Killed because of one task: that task, if its answer did not
             // beat the kill; whatever else was running then is not at fault.
-            Some(task) => held.contains(&task).then_some(task),
+            // Killed for another reason: no task is to blame.
+            Some(reason) => reason.task().filter(|task| held.contains(task)),
             // It left on its own, over its memory limit: what it held never ran.
             None if w.left_over_memory => None,
-            // Otherwise the task marked as running; if none was marked but
-            // the worker had started, the first one it held.
-            None if started => running
-                .filter(|t| held.contains(t))
-                .or_else(|| held.first().copied()),
-            _ => None,
+            // Otherwise the task marked as running (none, if that one had
+            // been withdrawn); if none was marked but the worker had
+            // started, the first one it held.
+            None if started => match running {
+                Some(task) => held.contains(&task).then_some(task),
+                None => held.first().copied(),
+            },
+            None => None,
         };
         // Requeue the rest at the front, in their original order: they never
         // ran, or ran but their answers were lost with the worker.
@@ -487,7 +534,7 @@ impl Scheduler {
                 continue;
             }
             if let Some(t) = self.tasks.get_mut(&task) {
-                t.set_holder(None, &mut self.timed_inflight);
+                t.worker = None;
                 self.queue.push_front(task);
             }
         }
@@ -498,9 +545,17 @@ impl Scheduler {
         let timeout = t.options.timeout.unwrap_or_default();
         match w.kill_reason {
             Some(KillReason::Timeout(_)) => {
-                self.finish(task, Outcome::TimedOut { pid, timeout });
+                let started = running == Some(task);
+                self.finish(
+                    task,
+                    Outcome::TimedOut {
+                        pid,
+                        timeout,
+                        started,
+                    },
+                );
             }
-            Some(KillReason::Terminate | KillReason::Cancel(_)) => {
+            Some(KillReason::Terminate | KillReason::Cancel(_) | KillReason::LinkBroken) => {
                 self.finish(task, Outcome::Cancelled);
             }
             Some(KillReason::OverMemory { rss, .. }) => {
@@ -555,10 +610,9 @@ impl Scheduler {
     }
 
     fn record_end(&mut self, id: u64, outcome: Outcome, duration_ns: u64, run: Option<RunInfo>) {
-        let Some(mut task) = self.tasks.remove(&id) else {
+        let Some(task) = self.tasks.remove(&id) else {
             return;
         };
-        task.set_holder(None, &mut self.timed_inflight);
         if let Some(f) = self.functions.get_mut(&task.fn_id) {
             f.live_tasks = f.live_tasks.saturating_sub(1);
         }
@@ -623,7 +677,7 @@ impl Scheduler {
         self.functions.remove(&fn_id);
         for w in self.workers.values_mut() {
             if w.known_fns.remove(&fn_id) {
-                w.queue(&Frame::new(Kind::Forget, fn_id, 0, Vec::new()));
+                w.queue_control(Kind::Forget, fn_id);
             }
         }
     }
@@ -638,19 +692,27 @@ impl Scheduler {
         })
     }
 
+    /// Kills a worker whose running task passed its timeout, and one that
+    /// holds tasks but has run none of them for longer than the first one's
+    /// timeout: it is stuck starting up (in the initializer) or loading the
+    /// function.
     fn check_timeouts(&mut self) {
         let now = monotonic_ns();
         for w in self.workers.values_mut() {
             if w.kill_reason.is_some() {
                 continue;
             }
-            let Some((task, started)) = w.status.running() else {
-                continue;
+            let (task, since) = match w.status.running() {
+                Some(running) => running,
+                None => match w.inflight.front() {
+                    Some(&first) => (first, w.progress_ns),
+                    None => continue,
+                },
             };
             let Some(timeout) = self.tasks.get(&task).and_then(|t| t.options.timeout) else {
                 continue;
             };
-            if now.saturating_sub(started) > timeout.as_nanos() as u64 {
+            if now.saturating_sub(since) > timeout.as_nanos() as u64 {
                 w.kill(KillReason::Timeout(task));
             }
         }
@@ -669,7 +731,12 @@ impl Scheduler {
             })
             .unwrap_or_default();
         let mut w = WorkerHandle::start(id, slot, &self.config.launch, &self.events_tx)?;
-        w.queue_parts(Kind::Init, id, slot as u64, &self.config.init);
+        // The engine checked the Init payload's size when it started.
+        w.queue_parts(Kind::Init, id, slot as u64, &self.config.init)
+            .map_err(|source| crate::error::CoreError::TooLarge {
+                what: "the pool's initializer and its arguments",
+                source,
+            })?;
         w.flush();
         self.workers.insert(id, w);
         Ok(())
@@ -739,6 +806,7 @@ impl Scheduler {
         let now = monotonic_ns();
         let limit = self.config.max_tasks_per_child;
         let mut retired_any = false;
+        let mut unsendable = Vec::new();
         while let Some(&task_id) = self.queue.front() {
             let Some(task) = self.tasks.get(&task_id) else {
                 self.queue.pop_front(); // cancelled
@@ -760,12 +828,18 @@ impl Scheduler {
             self.queue.pop_front();
             if !w.known_fns.contains(&task.fn_id) {
                 if let Some(f) = self.functions.get(&task.fn_id) {
-                    w.queue_parts(Kind::Func, task.fn_id, 0, &f.body);
-                    w.known_fns.insert(task.fn_id);
+                    // Sizes were checked when the function was registered.
+                    if w.queue_parts(Kind::Func, task.fn_id, 0, &f.body).is_ok() {
+                        w.known_fns.insert(task.fn_id);
+                    }
                 }
             }
-            w.queue_parts(Kind::Task, task_id, task.fn_id, &task.payload);
-            w.inflight.push_back(task_id);
+            // Sizes were checked at submit; should one not fit after all,
+            // the task fails instead of the scheduler.
+            if let Err(e) = w.queue_task(task_id, task.fn_id, &task.payload) {
+                unsendable.push((task_id, e));
+                continue;
+            }
             w.tasks_sent += 1;
             if limit.is_some_and(|max| w.tasks_sent >= max) {
                 w.retire();
@@ -773,8 +847,15 @@ impl Scheduler {
             }
             let wid = w.id;
             if let Some(t) = self.tasks.get_mut(&task_id) {
-                t.set_holder(Some(wid), &mut self.timed_inflight);
+                t.worker = Some(wid);
             }
+        }
+        for (task, e) in unsendable {
+            let why = crate::error::CoreError::TooLarge {
+                what: "the task",
+                source: e,
+            };
+            self.finish(task, Outcome::Error(why.to_string()));
         }
         for w in self.workers.values_mut() {
             w.flush();

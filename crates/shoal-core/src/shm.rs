@@ -42,43 +42,37 @@ fn os_error(context: &'static str) -> CoreError {
     CoreError::io(context, std::io::Error::last_os_error())
 }
 
-/// Raises this process's soft limit on open files to its hard limit, once:
-/// every segment in flight is a descriptor, and the usual soft limit of
-/// 1024 is soon reached by a map over many large arrays.
-pub fn raise_fd_limit() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit on a valid, writable struct.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-                lim.rlim_cur = lim.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
-        }
-    });
-}
-
 /// A new zero-filled memfd of `len` bytes (at least one: an empty mapping
 /// is not allowed), which can be sealed.
 pub fn create(len: usize) -> Result<OwnedFd> {
-    raise_fd_limit();
-    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-    // SAFETY: the name is a valid C string; flags are plain constants.
-    let raw = unsafe { libc::memfd_create(c"shoal-shm".as_ptr(), flags) };
-    if raw < 0 {
-        return Err(os_error("memfd_create for shared memory"));
-    }
-    // SAFETY: `raw` is a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = memfd(c"shoal-shm", libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        .map_err(|e| CoreError::io("memfd_create for shared memory", e))?;
     // SAFETY: resizing a memfd we own.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), len.max(1) as libc::off_t) } < 0 {
         return Err(os_error("resize shared memory (out of memory?)"));
     }
     Ok(fd)
+}
+
+/// A new, empty memfd named `name` (close-on-exec and `flags`); when the
+/// process is out of descriptors, the soft limit is raised and it is tried
+/// once more.
+pub fn memfd(name: &std::ffi::CStr, flags: libc::c_uint) -> std::io::Result<OwnedFd> {
+    let mut raised = false;
+    loop {
+        // SAFETY: the name is a valid C string; flags are plain constants.
+        let raw = unsafe { libc::memfd_create(name.as_ptr(), flags | libc::MFD_CLOEXEC) };
+        if raw >= 0 {
+            crate::fds::note_descriptor(raw);
+            // SAFETY: `raw` is a new descriptor that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(raw) });
+        }
+        let err = std::io::Error::last_os_error();
+        if raised || !crate::fds::out_of_descriptors(&err) || !crate::fds::raise_fd_limit() {
+            return Err(err);
+        }
+        raised = true;
+    }
 }
 
 /// A memfd holding a copy of `data`, written with `pwrite` (the kernel
@@ -166,7 +160,9 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(os_error("map shared memory"));
         }
-        let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap returned null without failing");
+        let Some(ptr) = NonNull::new(ptr.cast::<u8>()) else {
+            return Err(CoreError::Config("mmap returned a null address".into()));
+        };
         let mapping = Arc::new(Mapping {
             ptr,
             len,

@@ -55,6 +55,20 @@ pub fn spawn_worker(cmd: &WorkerCommand) -> Result<Spawned> {
     drop(status_fd);
     let (sock_fd, stat_fd) = (child_sock.as_raw_fd(), child_status.as_raw_fd());
     let parent_pid = std::process::id() as libc::pid_t;
+    // If shoal raised this process's limit on open files, the child starts
+    // with the limit this process started with (it raises its own if it
+    // needs to), so the programs it runs do not inherit a raised one.
+    let soft_limit = crate::fds::original_soft_limit().and_then(|soft| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit on a valid, writable struct.
+        (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then(|| libc::rlimit {
+            rlim_cur: (soft as libc::rlim_t).min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        })
+    });
 
     let mut command = Command::new(&cmd.program);
     command
@@ -62,8 +76,8 @@ pub fn spawn_worker(cmd: &WorkerCommand) -> Result<Spawned> {
         .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (prctl, getppid, dup2, signal, _exit); it
-    // allocates nothing and touches no locks.
+    // async-signal-safe functions (prctl, getppid, dup2, signal, setrlimit,
+    // _exit); it allocates nothing and touches no locks.
     unsafe {
         command.pre_exec(move || {
             // Die with the parent, and close the race where it died already.
@@ -72,8 +86,13 @@ pub fn spawn_worker(cmd: &WorkerCommand) -> Result<Spawned> {
                 libc::_exit(1);
             }
             // Ctrl-C in a terminal reaches the whole process group; the
-            // parent decides what happens to workers, so they ignore it.
+            // parent decides what happens to workers, so they ignore it
+            // (the worker keeps ignoring it in a way its own children do
+            // not inherit: see `link`).
             libc::signal(libc::SIGINT, libc::SIG_IGN);
+            if let Some(lim) = &soft_limit {
+                libc::setrlimit(libc::RLIMIT_NOFILE, lim);
+            }
             // dup2 onto a different number clears close-on-exec.
             if libc::dup2(sock_fd, WORKER_SOCKET_FD) < 0
                 || libc::dup2(stat_fd, WORKER_STATUS_FD) < 0

@@ -6,14 +6,26 @@
 //! was running (the others it held never started and are simply requeued)
 //! and how long it has run, without a message per task. The page lives in a
 //! memfd, so nothing is left in /dev/shm when either side is killed.
+//!
+//! The scheduler also writes the ids of tasks it withdrew (cancelled)
+//! after sending them into a ring on the page; before it starts a task, the
+//! worker looks at the ring's count (one atomic load) and skips a task found
+//! there. Both sides write first and read second, with sequentially
+//! consistent atomics, so either the worker sees the withdrawal and skips
+//! the task, or the scheduler sees the task running (and stops it).
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{CoreError, Result};
 use crate::timing::monotonic_ns;
+
+/// Withdrawn task ids the ring remembers; a worker that falls further
+/// behind than this misses the oldest (those tasks run, and their answers
+/// are dropped).
+pub const REVOKED_RING: usize = 1016;
 
 #[repr(C)]
 struct Slot {
@@ -21,9 +33,15 @@ struct Slot {
     task: AtomicU64,
     /// `CLOCK_MONOTONIC` nanoseconds when `task` started.
     started_ns: AtomicU64,
+    /// Task ids written to `revoked` so far (the ring's next slot is this
+    /// modulo its length).
+    revoked_count: AtomicU64,
+    _pad: [u64; 5],
+    revoked: [AtomicU64; REVOKED_RING],
 }
 
-const PAGE: usize = 4096;
+const PAGE: usize = 8192;
+const _: () = assert!(std::mem::size_of::<Slot>() <= PAGE);
 
 /// The mapped page. Both processes map the same memfd.
 #[derive(Debug)]
@@ -40,16 +58,8 @@ unsafe impl Sync for StatusPage {}
 impl StatusPage {
     /// Creates a fresh page and returns it with the memfd to hand to a worker.
     pub fn create() -> Result<(StatusPage, OwnedFd)> {
-        // SAFETY: the name is a valid C string; flags are plain constants.
-        let raw = unsafe { libc::memfd_create(c"shoal-status".as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(CoreError::io(
-                "memfd_create",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `raw` is a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd =
+            crate::shm::memfd(c"shoal-status", 0).map_err(|e| CoreError::io("memfd_create", e))?;
         File::from(fd.try_clone().map_err(|e| CoreError::io("dup", e))?)
             .set_len(PAGE as u64)
             .map_err(|e| CoreError::io("ftruncate status page", e))?;
@@ -77,13 +87,20 @@ impl StatusPage {
                 std::io::Error::last_os_error(),
             ));
         }
-        let ptr = NonNull::new(ptr.cast::<Slot>()).expect("mmap returned null without failing");
+        let Some(ptr) = NonNull::new(ptr.cast::<Slot>()) else {
+            return Err(CoreError::io(
+                "mmap status page",
+                std::io::Error::other("mmap returned a null address"),
+            ));
+        };
         Ok(StatusPage { ptr })
     }
 
     fn slot(&self) -> &Slot {
-        // SAFETY: the mapping is PAGE bytes, page-aligned, zero-filled at
-        // creation (a valid `Slot`), and outlives `&self`.
+        // SAFETY: the mapping is PAGE bytes (at least a `Slot`, checked at
+        // compile time), page-aligned, zero-filled at creation (a valid
+        // `Slot`: every field is an atomic or plain integers), and outlives
+        // `&self`.
         unsafe { self.ptr.as_ref() }
     }
 
@@ -91,7 +108,38 @@ impl StatusPage {
     pub fn mark_start(&self, task: u64) {
         let slot = self.slot();
         slot.started_ns.store(monotonic_ns(), Ordering::Relaxed);
-        slot.task.store(task, Ordering::Release);
+        // SeqCst, then `revoked_since` reads the ring's count: see the
+        // module docs.
+        slot.task.store(task, Ordering::SeqCst);
+    }
+
+    /// Scheduler side (the page's one writer of withdrawals): `task`, sent
+    /// to this worker, must not start. Call [`StatusPage::running`] after
+    /// it to learn whether it started already.
+    pub fn revoke(&self, task: u64) {
+        let slot = self.slot();
+        let n = slot.revoked_count.load(Ordering::Relaxed);
+        slot.revoked[(n % REVOKED_RING as u64) as usize].store(task, Ordering::Relaxed);
+        slot.revoked_count.store(n + 1, Ordering::SeqCst);
+    }
+
+    /// Worker side: how many withdrawals have been written (one atomic
+    /// load: compare it with what was last seen before calling
+    /// [`StatusPage::revoked_since`]).
+    pub fn revoked_count(&self) -> u64 {
+        self.slot().revoked_count.load(Ordering::SeqCst)
+    }
+
+    /// Worker side: the tasks withdrawn after the first `seen`, up to
+    /// `count` (a [`StatusPage::revoked_count`]); the oldest are missing if
+    /// more than [`REVOKED_RING`] came since.
+    pub fn revoked_since(&self, seen: u64, count: u64, out: &mut impl Extend<u64>) {
+        let slot = self.slot();
+        let from = seen.max(count.saturating_sub(REVOKED_RING as u64));
+        out.extend(
+            (from..count)
+                .map(|i| slot.revoked[(i % REVOKED_RING as u64) as usize].load(Ordering::Relaxed)),
+        );
     }
 
     /// Worker side: no task running.
@@ -103,7 +151,7 @@ impl StatusPage {
     pub fn running(&self) -> Option<(u64, u64)> {
         let slot = self.slot();
         loop {
-            let task = slot.task.load(Ordering::Acquire);
+            let task = slot.task.load(Ordering::SeqCst);
             if task == 0 {
                 return None;
             }
@@ -140,5 +188,27 @@ mod tests {
         assert!(started <= monotonic_ns());
         worker.mark_idle();
         assert_eq!(parent.running(), None);
+    }
+
+    #[test]
+    fn withdrawals_reach_the_worker_and_the_ring_keeps_the_latest() {
+        let (parent, fd) = StatusPage::create().unwrap();
+        let worker = StatusPage::map(&fd).unwrap();
+        assert_eq!(worker.revoked_count(), 0);
+        parent.revoke(7);
+        parent.revoke(9);
+        let mut got = Vec::new();
+        let count = worker.revoked_count();
+        worker.revoked_since(0, count, &mut got);
+        assert_eq!(got, [7, 9]);
+        got.clear();
+        for id in 100..100 + 2 * REVOKED_RING as u64 {
+            parent.revoke(id);
+        }
+        let newer = worker.revoked_count();
+        worker.revoked_since(count, newer, &mut got);
+        assert_eq!(got.len(), REVOKED_RING);
+        assert_eq!(got.first(), Some(&(100 + REVOKED_RING as u64)));
+        assert_eq!(got.last(), Some(&(99 + 2 * REVOKED_RING as u64)));
     }
 }

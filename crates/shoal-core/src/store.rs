@@ -1,7 +1,9 @@
 //! The checkpoint store: results of finished tasks in a SQLite file, so that
 //! a re-run computes only what is missing.
 //!
-//! The file is SQLite in WAL mode, marked as shoal's by the header's
+//! The file is SQLite in WAL mode (on a network filesystem, with a rollback
+//! journal instead: see [`crate::store_file`]), made readable and writable
+//! by its owner alone, and marked as shoal's by the header's
 //! `application_id` and versioned by its `user_version`, so a foreign file, a
 //! newer format or a damaged file is refused with an error naming the path.
 //!
@@ -15,6 +17,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -24,6 +27,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 
 use crate::digest::Key;
 use crate::error::{CoreError, Result, StoreError};
+use crate::fork::Owner;
+pub use crate::store_file::Journal;
 
 /// "SHOL" in the SQLite header: this file is a shoal checkpoint store.
 const APPLICATION_ID: i32 = 0x5348_4f4c;
@@ -143,26 +148,46 @@ pub struct Cleared {
 }
 
 /// An open checkpoint store.
+///
+/// In a child made by `fork()` the copy of a store is left alone: its
+/// writer thread is not there, and SQLite's state must not be touched, so
+/// closing or dropping it does nothing and using it is an error.
 pub struct Store {
+    owner: Owner,
     path: PathBuf,
-    /// Lookups, function registration, info and clear.
-    conn: Mutex<Connection>,
-    shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    journal: Journal,
+    /// Lookups, function registration, info and clear. (The `ManuallyDrop`
+    /// fields are dropped only in the process that opened the store.)
+    conn: ManuallyDrop<Mutex<Connection>>,
+    shared: ManuallyDrop<Arc<Shared>>,
+    writer: ManuallyDrop<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Store {
     /// Opens the store at `path`, creating it if the file does not exist or
-    /// is empty.
+    /// is empty. A new store's file is readable and writable by its owner
+    /// alone; a file that another user owns, or that the group or others
+    /// may write, is refused (see [`crate::store_file`]).
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
-        let path = path.as_ref().to_path_buf();
+        Store::open_with(path.as_ref(), true)
+    }
+
+    /// Opens the store at `path`, which must be one already: a missing or
+    /// empty file is refused, not made a store (for looking at a store).
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(path.as_ref(), false)
+    }
+
+    fn open_with(path: &Path, create: bool) -> Result<Store> {
+        let path = path.to_path_buf();
         let fail = |source| CoreError::Store {
             path: path.clone(),
             source,
         };
-        let conn = connect(&path).and_then(|c| prepare(&c).map(|()| c));
+        let journal = crate::store_file::prepare(&path, create).map_err(fail)?;
+        let conn = connect(&path, journal).and_then(|c| prepare(&c, journal, create).map(|()| c));
         let conn = conn.map_err(fail)?;
-        let writer_conn = connect(&path).map_err(fail)?;
+        let writer_conn = connect(&path, journal).map_err(fail)?;
         let shared = Arc::new(Shared::default());
         let writer = {
             let shared = Arc::clone(&shared);
@@ -172,11 +197,19 @@ impl Store {
                 .map_err(|e| CoreError::io("could not start the checkpoint writer thread", e))?
         };
         Ok(Store {
+            owner: Owner::here(),
             path,
-            conn: Mutex::new(conn),
-            shared,
-            writer: Mutex::new(Some(writer)),
+            journal,
+            conn: ManuallyDrop::new(Mutex::new(conn)),
+            shared: ManuallyDrop::new(shared),
+            writer: ManuallyDrop::new(Mutex::new(Some(writer))),
         })
+    }
+
+    /// How this store journals its commits (WAL, or a rollback journal on
+    /// a network filesystem).
+    pub fn journal(&self) -> Journal {
+        self.journal
     }
 
     fn fail(&self, source: impl Into<StoreError>) -> CoreError {
@@ -194,6 +227,7 @@ impl Store {
     /// first use. Results are stored under it so `info` and `clear` can name
     /// them.
     pub fn function_id(&self, digest: &[u8], module: &str, qualname: &str) -> Result<i64> {
+        self.owner.check("checkpoint store")?;
         let conn = self.conn();
         let find = |conn: &Connection| {
             conn.prepare_cached("SELECT id FROM functions WHERE digest = ?1")?
@@ -216,6 +250,7 @@ impl Store {
 
     /// The stored result of each key, `None` where there is none.
     pub fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.owner.check("checkpoint store")?;
         let mut found: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
         let mut missing = Vec::new();
         {
@@ -290,6 +325,7 @@ impl Store {
         function: i64,
         rows: impl IntoIterator<Item = (Key, i64, Vec<u8>)>,
     ) -> Result<()> {
+        self.owner.check("checkpoint store")?;
         let created = now();
         let mut buffer = self.shared.lock();
         if let Some(why) = buffer.failure.take() {
@@ -360,6 +396,7 @@ impl Store {
 
     /// What is stored, per function name (all versions together).
     pub fn info(&self) -> Result<StoreInfo> {
+        self.owner.check("checkpoint store")?;
         self.flush()?;
         let conn = self.conn();
         let query = || -> rusqlite::Result<Vec<FunctionInfo>> {
@@ -428,6 +465,7 @@ impl Store {
     /// Removes the results of the functions named `function` (`qualname` or
     /// `module.qualname`), or everything; then gives the space back.
     pub fn clear(&self, function: Option<&str>) -> Result<Cleared> {
+        self.owner.check("checkpoint store")?;
         self.flush()?;
         let conn = self.conn();
         let run = || -> rusqlite::Result<Cleared> {
@@ -471,8 +509,12 @@ impl Store {
     }
 
     /// Commits what is buffered and stops the writer thread. Later `put`s
-    /// fail; lookups still work.
+    /// fail; lookups still work. In a forked child: nothing (the writer
+    /// thread is the parent's).
     pub fn close(&self) -> Result<()> {
+        if !self.owner.is_here() {
+            return Ok(());
+        }
         {
             let mut buffer = self.shared.lock();
             buffer.closing = true;
@@ -492,8 +534,18 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        if !self.owner.is_here() {
+            // A forked child's copy: leave its memory alone (see `Store`).
+            return;
+        }
         // Dropping must not lose buffered rows; errors have no one to go to.
         let _ = self.close();
+        // SAFETY: dropped once, here, and never used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.writer);
+            ManuallyDrop::drop(&mut self.conn);
+            ManuallyDrop::drop(&mut self.shared);
+        }
     }
 }
 
@@ -504,12 +556,10 @@ fn now() -> i64 {
 }
 
 fn append_to_name(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
+    crate::store_file::with_suffix(path, suffix)
 }
 
-fn connect(path: &Path) -> std::result::Result<Connection, StoreError> {
+fn connect(path: &Path, journal: Journal) -> std::result::Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -524,8 +574,13 @@ fn connect(path: &Path) -> std::result::Result<Connection, StoreError> {
     // Per connection, so the writer's too: in WAL mode a commit then
     // writes the log without an fsync. A killed process loses nothing
     // committed; a power cut may lose the last commits, which a re-run
-    // computes again.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // computes again. With a rollback journal, NORMAL risks the file
+    // itself at a power cut: FULL there.
+    let sync = match journal {
+        Journal::Wal => "NORMAL",
+        Journal::Delete { .. } => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
     Ok(conn)
 }
 
@@ -589,20 +644,32 @@ fn check_header(conn: &Connection) -> std::result::Result<bool, StoreError> {
 }
 
 /// Checks the file is a store this build can read, creates the schema in a
-/// new or empty file, and sets WAL mode.
-fn prepare(conn: &Connection) -> std::result::Result<(), StoreError> {
+/// new or empty file (with `create`), and sets the journal mode.
+fn prepare(
+    conn: &Connection,
+    journal: Journal,
+    create: bool,
+) -> std::result::Result<(), StoreError> {
     let is_store = check_header(conn)?;
+    if !is_store && !create {
+        return Err(StoreError::NotAStore("it holds no shoal tables".into()));
+    }
     if !is_store {
         // Larger pages make the tree of hash keys shallower: inserts and
         // lookups run about twice as fast as with 4 KiB. Only takes effect
         // before the file's first write.
         conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     }
-    let mode: String =
-        when_not_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)))?;
-    if !mode.eq_ignore_ascii_case("wal") {
+    let wanted = match journal {
+        Journal::Wal => "wal",
+        Journal::Delete { .. } => "delete",
+    };
+    let mode: String = when_not_busy(|| {
+        conn.query_row(&format!("PRAGMA journal_mode = {wanted}"), [], |r| r.get(0))
+    })?;
+    if !mode.eq_ignore_ascii_case(wanted) {
         return Err(StoreError::NotAStore(format!(
-            "SQLite could not put it in WAL mode (it stays in {mode} mode)"
+            "SQLite could not put it in {wanted} mode (it stays in {mode} mode)"
         )));
     }
     if !is_store {

@@ -58,8 +58,14 @@ pub enum Outcome {
     Failed(Vec<u8>),
     /// The worker died while running this task, and no retry was left.
     Lost(ExitInfo),
-    /// The task ran past its timeout; its worker was killed.
-    TimedOut { pid: u32, timeout: Duration },
+    /// The task ran past its timeout; its worker was killed. `started` is
+    /// false when the worker had not started it: it spent the timeout
+    /// starting up (the initializer) or loading the function.
+    TimedOut {
+        pid: u32,
+        timeout: Duration,
+        started: bool,
+    },
     /// Its worker went over `max_memory` while running it and was killed
     /// (and no retry was left). Sizes in bytes.
     OverMemory { pid: u32, rss: u64, limit: u64 },
@@ -69,6 +75,9 @@ pub enum Outcome {
     /// The pool cannot run tasks: the initializer raised (pickled
     /// exception) or workers could not start.
     Broken(BrokenPool),
+    /// The engine could not run the task: it could not be sent to a
+    /// worker, or the engine itself failed. The message says why.
+    Error(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

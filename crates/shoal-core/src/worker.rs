@@ -1,35 +1,45 @@
 //! The parent's handle on one worker (a process, or a thread of this
-//! process): its status page, and two I/O threads so that a slow or stuck
-//! worker blocks only itself.
+//! process): its status page, and the threads that serve it, so that a
+//! slow or stuck worker blocks only itself.
 //!
 //! The reader turns bytes into frames and hands them to the scheduler a read
 //! at a time; the writer drains every queued buffer into one `write`, so many
-//! small tasks cost one system call.
+//! small tasks cost one system call. A worker process also has a watcher,
+//! which waits for the process to end and then shuts this end of its socket
+//! down: a child the worker forked (which holds a copy of the socket) must
+//! not keep the reader waiting for an end-of-file that would come only when
+//! that child exits.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::error::Result;
+use crate::error::{CoreError, FrameError, Result};
+use crate::event::{Event, WorkerId};
 use crate::fds::{send_all_with_fds, FdReceiver, SharedFd};
-use crate::frame::{Decoder, Frame};
+use crate::frame::{encode_with_fds, Decoder, Kind};
 use crate::launch::{launch_thread, Launch};
-use crate::scheduler::Event;
 use crate::spawn::spawn_worker;
 use crate::status::StatusPage;
 use crate::task::Payload;
-
-/// The engine's own number for a worker, never reused within an engine.
-pub(crate) type WorkerId = u64;
+use crate::timing::monotonic_ns;
 
 const READ_CHUNK: usize = 256 * 1024;
 /// How long a worker whose socket closed may take to exit before SIGKILL.
 const EXIT_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// One write for the writer thread: encoded frames, the descriptors they
+/// carry, and the tasks among them (to fail if the write does).
+struct Outgoing {
+    bytes: Vec<u8>,
+    fds: Vec<SharedFd>,
+    tasks: Vec<u64>,
+}
 
 pub(crate) struct WorkerHandle {
     pub(crate) id: WorkerId,
@@ -39,16 +49,16 @@ pub(crate) struct WorkerHandle {
     /// The worker process's pid; this process's for a thread worker.
     pub(crate) pid: u32,
     runner: Runner,
+    /// This end of the socket, to hang up on the worker.
+    sock: UnixStream,
     /// The socket has closed; the worker is being reaped.
     gone: bool,
     pub(crate) status: StatusPage,
-    /// Encoded frames and the descriptors they carry, for the writer
-    /// thread; `None` once hung up.
-    outbox: Option<Sender<(Vec<u8>, Vec<SharedFd>)>>,
-    /// Frames being batched for the next send.
-    pending_out: Vec<u8>,
-    /// Descriptors the batched frames carry, in frame order.
-    pending_fds: Vec<SharedFd>,
+    /// Writes for the writer thread; `None` once hung up.
+    outbox: Option<Sender<Outgoing>>,
+    /// Frames being batched for the next send, with their descriptors and
+    /// the tasks among them.
+    pending: Outgoing,
     threads: Vec<JoinHandle<()>>,
     /// Task ids sent to this worker and not yet answered, in the order sent.
     pub(crate) inflight: VecDeque<u64>,
@@ -67,6 +77,12 @@ pub(crate) struct WorkerHandle {
     pub(crate) kill_reason: Option<KillReason>,
     /// `CLOCK_MONOTONIC` ns when it was started.
     pub(crate) started_ns: u64,
+    /// `CLOCK_MONOTONIC` ns when it last showed progress: started, said
+    /// Ready, answered a task, or was given work while it held none. A
+    /// worker that holds tasks but runs none is starting up or loading a
+    /// function; the time since this counts against its first task's
+    /// timeout.
+    pub(crate) progress_ns: u64,
     /// CPU time it reported with its last answer, ns.
     pub(crate) cpu_ns: u64,
 }
@@ -78,21 +94,7 @@ enum Runner {
     /// A thread of this process, which cannot be killed: stopping it hangs
     /// up this end of its socket (the thread sees end-of-file and exits
     /// when its current call returns) and forgets it.
-    Thread(UnixStream),
-}
-
-impl Runner {
-    fn stop(&mut self) {
-        match self {
-            Runner::Process(Some(child)) => {
-                let _ = child.kill();
-            }
-            Runner::Process(None) => {}
-            Runner::Thread(sock) => {
-                let _ = sock.shutdown(std::net::Shutdown::Both);
-            }
-        }
-    }
+    Thread,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +107,10 @@ pub(crate) enum KillReason {
     Cancel(u64),
     /// The pool is being terminated.
     Terminate,
+    /// A write to it failed part way: its stream cannot be trusted. The
+    /// tasks of that write were failed; the others it held never ran, or
+    /// their answers are lost: they are run again.
+    LinkBroken,
 }
 
 impl KillReason {
@@ -114,9 +120,21 @@ impl KillReason {
             KillReason::Timeout(task)
             | KillReason::OverMemory { task, .. }
             | KillReason::Cancel(task) => Some(task),
-            KillReason::Terminate => None,
+            KillReason::Terminate | KillReason::LinkBroken => None,
         }
     }
+}
+
+fn dup(sock: &UnixStream) -> Result<UnixStream> {
+    sock.try_clone()
+        .map_err(|e| CoreError::io("dup worker socket", e))
+}
+
+fn spawn_thread(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map_err(|e| CoreError::io("start a thread for a worker", e))
 }
 
 impl WorkerHandle {
@@ -126,10 +144,6 @@ impl WorkerHandle {
         launch: &Launch,
         events: &Sender<Event>,
     ) -> Result<WorkerHandle> {
-        let dup = |sock: &UnixStream| {
-            sock.try_clone()
-                .map_err(|e| crate::error::CoreError::io("dup worker socket", e))
-        };
         let (runner, sock, status, pid) = match launch {
             Launch::Process(command) => {
                 let spawned = spawn_worker(command)?;
@@ -139,36 +153,24 @@ impl WorkerHandle {
             }
             Launch::Thread(launcher) => {
                 let (sock, status) = launch_thread(launcher, slot)?;
-                (
-                    Runner::Thread(dup(&sock)?),
-                    sock,
-                    status,
-                    std::process::id(),
-                )
+                (Runner::Thread, sock, status, std::process::id())
             }
         };
-        let (tx, rx) = crossbeam_channel::unbounded::<(Vec<u8>, Vec<SharedFd>)>();
-        let read_sock = dup(&sock)?;
-        let events = events.clone();
-        let reader = std::thread::Builder::new()
-            .name(format!("shoal-read-{pid}"))
-            .spawn(move || read_loop(id, read_sock, events))
-            .map_err(|e| crate::error::CoreError::io("start reader thread", e))?;
-        let writer = std::thread::Builder::new()
-            .name(format!("shoal-write-{pid}"))
-            .spawn(move || write_loop(sock, rx))
-            .map_err(|e| crate::error::CoreError::io("start writer thread", e))?;
-        Ok(WorkerHandle {
+        let mut handle = WorkerHandle {
             id,
             slot,
             pid,
             runner,
+            sock,
             gone: false,
             status,
-            outbox: Some(tx),
-            pending_out: Vec::new(),
-            pending_fds: Vec::new(),
-            threads: vec![reader, writer],
+            outbox: None,
+            pending: Outgoing {
+                bytes: Vec::new(),
+                fds: Vec::new(),
+                tasks: Vec::new(),
+            },
+            threads: Vec::new(),
             inflight: VecDeque::new(),
             known_fns: HashSet::new(),
             tasks_sent: 0,
@@ -176,43 +178,100 @@ impl WorkerHandle {
             retiring: false,
             left_over_memory: false,
             kill_reason: None,
-            started_ns: crate::timing::monotonic_ns(),
+            started_ns: monotonic_ns(),
+            progress_ns: monotonic_ns(),
             cpu_ns: 0,
-        })
+        };
+        // Should a thread fail to start, dropping the handle kills and
+        // reaps the process (see `Drop`).
+        if matches!(handle.runner, Runner::Process(_)) {
+            let watched = dup(&handle.sock)?;
+            let pidfd = open_pidfd(pid);
+            handle
+                .threads
+                .push(spawn_thread(format!("shoal-watch-{pid}"), move || {
+                    wait_for_exit(pid, pidfd);
+                    // The worker is gone: whoever else holds the socket (a
+                    // child it forked), the reader sees its end now and the
+                    // writer stops waiting for room.
+                    let _ = watched.shutdown(std::net::Shutdown::Both);
+                })?);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<Outgoing>();
+        let read_sock = dup(&handle.sock)?;
+        let write_sock = dup(&handle.sock)?;
+        let reader_events = events.clone();
+        handle
+            .threads
+            .push(spawn_thread(format!("shoal-read-{pid}"), move || {
+                read_loop(id, read_sock, reader_events)
+            })?);
+        let writer_events = events.clone();
+        handle
+            .threads
+            .push(spawn_thread(format!("shoal-write-{pid}"), move || {
+                write_loop(id, write_sock, rx, writer_events)
+            })?);
+        handle.outbox = Some(tx);
+        Ok(handle)
     }
 
-    /// Queues a frame; it leaves with the next [`WorkerHandle::flush`].
-    pub(crate) fn queue(&mut self, frame: &Frame) {
-        // Bodies over 4 GiB were refused when the task was submitted.
-        frame
-            .encode_into(&mut self.pending_out)
-            .expect("frame size checked at submit");
+    /// Queues a frame without a body (`Exit`, `Forget`).
+    pub(crate) fn queue_control(&mut self, kind: Kind, a: u64) {
+        // An empty body with no descriptors always encodes.
+        let encoded = encode_with_fds(&mut self.pending.bytes, kind, a, 0, &[], 0);
+        debug_assert!(encoded.is_ok());
     }
 
-    /// Queues a frame whose body and descriptors are `payload`.
+    /// Queues a frame whose body and descriptors are `payload`; it leaves
+    /// with the next [`WorkerHandle::flush`]. An error (nothing queued) if
+    /// the payload is too large for a frame, which the engine checks at
+    /// submit.
     pub(crate) fn queue_parts(
         &mut self,
-        kind: crate::frame::Kind,
+        kind: Kind,
         a: u64,
         b: u64,
         payload: &Payload,
-    ) {
+    ) -> Result<(), FrameError> {
         let (body, fds) = (&payload.body, &payload.fds);
-        crate::frame::encode_with_fds(&mut self.pending_out, kind, a, b, body, fds.len())
-            .expect("frame size checked at submit");
-        self.pending_fds.extend_from_slice(fds);
+        encode_with_fds(&mut self.pending.bytes, kind, a, b, body, fds.len())?;
+        self.pending.fds.extend_from_slice(fds);
+        Ok(())
+    }
+
+    /// Queues task `task` of function `fn_id` and records it as held.
+    pub(crate) fn queue_task(
+        &mut self,
+        task: u64,
+        fn_id: u64,
+        payload: &Payload,
+    ) -> Result<(), FrameError> {
+        self.queue_parts(Kind::Task, task, fn_id, payload)?;
+        self.pending.tasks.push(task);
+        if self.inflight.is_empty() {
+            self.progress_ns = monotonic_ns();
+        }
+        self.inflight.push_back(task);
+        Ok(())
     }
 
     pub(crate) fn flush(&mut self) {
-        if self.pending_out.is_empty() {
+        if self.pending.bytes.is_empty() {
             return;
         }
-        let buf = std::mem::take(&mut self.pending_out);
-        let fds = std::mem::take(&mut self.pending_fds);
+        let out = std::mem::replace(
+            &mut self.pending,
+            Outgoing {
+                bytes: Vec::new(),
+                fds: Vec::new(),
+                tasks: Vec::new(),
+            },
+        );
         if let Some(outbox) = &self.outbox {
             // A send fails only when the writer gave up on a dead socket;
             // the reader reports the death.
-            let _ = outbox.send((buf, fds));
+            let _ = outbox.send(out);
         }
     }
 
@@ -220,7 +279,19 @@ impl WorkerHandle {
     /// then sees end-of-file and reports it.
     pub(crate) fn kill(&mut self, reason: KillReason) {
         self.kill_reason.get_or_insert(reason);
-        self.runner.stop();
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        match &mut self.runner {
+            Runner::Process(Some(child)) => {
+                let _ = child.kill();
+            }
+            Runner::Process(None) => {}
+            Runner::Thread => {
+                let _ = self.sock.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 
     /// Its current task started more than `ns` before `now`.
@@ -234,7 +305,7 @@ impl WorkerHandle {
     pub(crate) fn retire(&mut self) {
         if !self.retiring {
             self.retiring = true;
-            self.queue(&Frame::new(crate::frame::Kind::Exit, 0, 0, Vec::new()));
+            self.queue_control(Kind::Exit, 0);
         }
     }
 
@@ -270,7 +341,7 @@ impl WorkerHandle {
                 Some(child) => child,
                 None => return,
             },
-            Runner::Thread(_) => {
+            Runner::Thread => {
                 let _ = events.send(Event::Reaped(self.id, None));
                 return;
             }
@@ -305,15 +376,63 @@ impl WorkerHandle {
     /// SIGKILL (or a hang-up) for a worker that broke the protocol:
     /// handled as a crash.
     pub(crate) fn kill_as_crashed(&mut self) {
-        self.runner.stop();
+        self.stop();
     }
 
-    /// Joins the I/O threads (both end once the socket is closed and the
-    /// outbox dropped).
+    /// Joins its threads (they end once the socket is closed, the outbox
+    /// dropped and the process gone).
     pub(crate) fn join_threads(&mut self) {
         self.outbox = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    /// A worker dropped without having been reaped (the pool failed to
+    /// start, or the scheduler stopped abnormally): kill it, wait for it,
+    /// and join its threads, so no zombie or thread is left behind.
+    fn drop(&mut self) {
+        if let Runner::Process(Some(child)) = &mut self.runner {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        self.join_threads();
+    }
+}
+
+/// A pidfd for `pid` (our unreaped child), if the kernel has them.
+fn open_pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open on the pid of a child we have not reaped.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a new descriptor nothing else owns, if the call succeeded.
+    (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) })
+}
+
+/// Blocks until the child `pid` has exited, without reaping it (the reaper
+/// collects its status). By pidfd where the kernel has them, so a pid
+/// reaped and reused meanwhile is never mistaken for it.
+fn wait_for_exit(pid: u32, pidfd: Option<OwnedFd>) {
+    let (idtype, id) = match &pidfd {
+        Some(fd) => (libc::P_PIDFD, fd.as_raw_fd() as libc::id_t),
+        None => (libc::P_PID, pid as libc::id_t),
+    };
+    loop {
+        // SAFETY: an all-zero siginfo_t is valid for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child (or its pidfd), into a valid
+        // siginfo_t; WNOWAIT leaves it to be reaped by the reaper.
+        let rc = unsafe { libc::waitid(idtype, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if rc == 0 {
+            return;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // ECHILD: already reaped. EINVAL: P_PIDFD unknown to this kernel.
+            Some(libc::EINVAL) if pidfd.is_some() => return wait_for_exit(pid, None),
+            _ => return,
         }
     }
 }
@@ -358,28 +477,45 @@ fn read_loop(id: WorkerId, sock: UnixStream, events: Sender<Event>) {
     let _ = events.send(Event::Gone(id));
 }
 
-fn write_loop(mut sock: UnixStream, outbox: Receiver<(Vec<u8>, Vec<SharedFd>)>) {
-    while let Ok((mut buf, mut fds)) = outbox.recv() {
+/// A write that failed because the worker is gone (the reader reports
+/// that) rather than because of what was written.
+fn peer_gone(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ENOTCONN)
+    )
+}
+
+fn write_loop(
+    id: WorkerId,
+    mut sock: UnixStream,
+    outbox: Receiver<Outgoing>,
+    events: Sender<Event>,
+) {
+    while let Ok(mut out) = outbox.recv() {
         // Coalesce whatever else is queued into the same write.
-        while let Ok((more, more_fds)) = outbox.try_recv() {
-            buf.extend_from_slice(&more);
-            fds.extend(more_fds);
+        while let Ok(more) = outbox.try_recv() {
+            out.bytes.extend_from_slice(&more.bytes);
+            out.fds.extend(more.fds);
+            out.tasks.extend(more.tasks);
         }
-        let sent = if fds.is_empty() {
-            sock.write_all(&buf)
+        let sent = if out.fds.is_empty() {
+            sock.write_all(&out.bytes)
         } else {
-            send_all_with_fds(sock.as_raw_fd(), &buf, &fds)
+            send_all_with_fds(sock.as_raw_fd(), &out.bytes, &out.fds)
         };
         // Our references to the descriptors go here; the worker has its own.
-        drop(fds);
-        if sent.is_err() {
-            // The worker is gone; the reader reports it. Drain until hung up.
+        drop(out.fds);
+        if let Err(e) = sent {
+            if !peer_gone(&e) {
+                // The worker may be alive and waiting for the rest of a
+                // frame: the scheduler fails these tasks and replaces it.
+                let _ = events.send(Event::SendFailed(id, out.tasks, e.to_string()));
+            }
+            // Drain until hung up.
             while outbox.recv().is_ok() {}
             return;
         }
     }
     let _ = sock.shutdown(std::net::Shutdown::Write);
 }
-
-/// Receiver type re-exported for the scheduler's channel.
-pub(crate) type EventReceiver = Receiver<Event>;

@@ -80,6 +80,10 @@ fn worker_loop(link: &WorkerLink) -> i32 {
                     }
                     // Dies before saying Ready, as a broken interpreter would.
                     b"exit-now" => return 3,
+                    // An initializer that never returns.
+                    b"hang" => loop {
+                        std::thread::sleep(Duration::from_secs(60));
+                    },
                     // The same, once the first tasks have surely been sent.
                     b"exit-later" => {
                         std::thread::sleep(Duration::from_millis(300));
@@ -101,6 +105,10 @@ fn worker_loop(link: &WorkerLink) -> i32 {
                         }
                     }
                 },
+                // A function whose loading never ends.
+                Kind::Func if frame.body == b"hang-load" => loop {
+                    std::thread::sleep(Duration::from_secs(60));
+                },
                 Kind::Func => {
                     functions.insert(frame.a, frame.body);
                 }
@@ -110,7 +118,9 @@ fn worker_loop(link: &WorkerLink) -> i32 {
                 Kind::Task if functions.get(&frame.b).map(Vec::as_slice) == Some(b"fds") => {
                     // Answers with the sizes of the segments it was sent,
                     // and sends them back.
-                    link.begin(frame.a);
+                    if !link.begin(frame.a) {
+                        continue;
+                    }
                     let sizes: Vec<String> = frame
                         .fds
                         .iter()
@@ -126,7 +136,9 @@ fn worker_loop(link: &WorkerLink) -> i32 {
                 }
                 Kind::Task => {
                     let (task, fn_id) = (frame.a, frame.b);
-                    link.begin(task);
+                    if !link.begin(task) {
+                        continue; // withdrawn after it was sent
+                    }
                     let result = match functions.get(&fn_id) {
                         Some(body) => run_task(link, body, &frame.body),
                         None => Err(Raised::Fatal(b"unknown function".to_vec())),
@@ -241,6 +253,34 @@ fn run_cmd(link: &WorkerLink, args: &[u8]) -> Result<Vec<u8>, Raised> {
             let block = std::hint::black_box(vec![1u8; (parse_u64(mb.as_bytes()) as usize) << 20]);
             std::thread::sleep(Duration::from_millis(parse_u64(ms.as_bytes())));
             Ok(block.len().to_string().into_bytes())
+        }
+        // Leaves a child (a fork of this worker, holding its socket) that
+        // sleeps for `ms` milliseconds, writes its pid to `path`, then
+        // sleeps for `ms` itself (`fork-sleep:ms:path`) or answers at once
+        // (`fork:ms:path`).
+        "fork-sleep" | "fork" => {
+            let (ms, path) = rest.split_once(':').unwrap_or((rest, ""));
+            let ms = parse_u64(ms.as_bytes());
+            // SAFETY: the child calls only async-signal-safe functions
+            // (sleep, _exit) before it ends.
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                // SAFETY: as above.
+                unsafe {
+                    libc::usleep((ms * 1000).min(u32::MAX as u64) as u32);
+                    libc::_exit(0);
+                }
+            }
+            std::fs::write(path, child.to_string()).expect("write pid file");
+            if verb == "fork-sleep" {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            Ok(b"slept".to_vec())
+        }
+        // Creates the file at `path`: shows that the task ran.
+        "touch" => {
+            std::fs::write(rest, b"ran").expect("touch");
+            Ok(b"touched".to_vec())
         }
         // Records this worker's pid in the file, then dies.
         "crash" => {
@@ -956,8 +996,13 @@ fn timeout_kills_the_worker_and_others_finish() {
     let elapsed = start.elapsed();
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
     match &got[&1].outcome {
-        Outcome::TimedOut { pid, timeout } => {
+        Outcome::TimedOut {
+            pid,
+            timeout,
+            started,
+        } => {
             assert_eq!(*timeout, Duration::from_millis(200));
+            assert!(*started);
             assert!(before.contains(pid), "pid {pid} not among {before:?}");
         }
         other => panic!("expected TimedOut, got {other:?}"),
@@ -991,7 +1036,8 @@ fn timeout_on_a_single_worker_requeues_what_waited_behind_it() {
         got[&1].outcome,
         Outcome::TimedOut {
             pid: first,
-            timeout: Duration::from_millis(150)
+            timeout: Duration::from_millis(150),
+            started: true,
         }
     );
     for id in 2..=21 {
@@ -1826,4 +1872,154 @@ fn a_failing_launcher_fails_the_start_and_max_memory_is_refused() {
     }
     cfg.max_memory = Some(1 << 30);
     assert!(matches!(Engine::start(cfg), Err(CoreError::Config(_))));
+}
+
+// ---------------------------------------------------------------------------
+// Hangs: every one of these waited forever (or for a child's lifetime).
+// ---------------------------------------------------------------------------
+
+/// Kills the process whose pid is in `path`, if it is there.
+fn kill_pid_in(path: &Path) {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if let Ok(pid) = text.trim().parse::<i32>() {
+            // SAFETY: SIGKILL to a process this test made.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn a_timed_out_task_whose_child_holds_the_socket_fails_at_its_timeout() {
+    let dir = scratch_dir("fork-timeout");
+    let pid_file = dir.join("grandchild");
+    let pool = Pool::with_workers(1);
+    let timed = TaskOptions {
+        timeout: Some(Duration::from_millis(300)),
+        retries: 0,
+    };
+    let task = format!("fork-sleep:30000:{}", pid_file.display());
+    let started = Instant::now();
+    pool.submit(submission(CMD, &[(1, task)], timed)).unwrap();
+    // The worker is killed at 300 ms; the child it forked still holds the
+    // socket for 30 s.
+    let got = collect(&pool, &[1], Duration::from_secs(5));
+    kill_pid_in(&pid_file);
+    assert!(
+        matches!(got[&1].outcome, Outcome::TimedOut { started: true, .. }),
+        "{:?}",
+        got[&1].outcome
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A new worker took its place and runs tasks.
+    pool.submit(submission(ECHO, &[(2, "after")], TaskOptions::default()))
+        .unwrap();
+    assert_eq!(done_body(&collect(&pool, &[2], LONG)[&2]), b"after");
+}
+
+#[test]
+fn a_worker_that_crashes_while_its_child_holds_the_socket_is_noticed() {
+    let dir = scratch_dir("fork-crash");
+    let pid_file = dir.join("grandchild");
+    let pool = Pool::with_workers(1);
+    let fork = format!("fork:30000:{}", pid_file.display());
+    // The first task leaves a forked child behind, then answers; the next
+    // one kills the worker.
+    pool.submit(submission(CMD, &[(1, fork)], TaskOptions::default()))
+        .unwrap();
+    collect(&pool, &[1], LONG);
+    pool.submit(submission(CRASH, &[(2, "")], TaskOptions::default()))
+        .unwrap();
+    let got = collect(&pool, &[2], Duration::from_secs(5));
+    kill_pid_in(&pid_file);
+    assert!(
+        matches!(got[&2].outcome, Outcome::Lost(_)),
+        "{:?}",
+        got[&2].outcome
+    );
+}
+
+#[test]
+fn a_timeout_covers_an_initializer_that_never_returns() {
+    let mut cfg = config(1);
+    cfg.init = b"hang".to_vec().into();
+    let pool = Pool::start(cfg);
+    let timed = TaskOptions {
+        timeout: Some(Duration::from_millis(300)),
+        retries: 0,
+    };
+    let started = Instant::now();
+    pool.submit(submission(ECHO, &[(1, "x")], timed)).unwrap();
+    let got = collect(&pool, &[1], Duration::from_secs(5));
+    assert!(
+        matches!(got[&1].outcome, Outcome::TimedOut { started: false, .. }),
+        "{:?}",
+        got[&1].outcome
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_timeout_covers_loading_a_function_that_never_loads() {
+    let pool = Pool::with_workers(1);
+    // The worker is ready and warm before the function arrives.
+    pool.submit(submission(ECHO, &[(1, "warm")], TaskOptions::default()))
+        .unwrap();
+    collect(&pool, &[1], LONG);
+    pool.register_function(100, b"hang-load".to_vec()).unwrap();
+    let timed = TaskOptions {
+        timeout: Some(Duration::from_millis(300)),
+        retries: 0,
+    };
+    pool.submit(submission(100, &[(2, "x")], timed)).unwrap();
+    let got = collect(&pool, &[2], Duration::from_secs(5));
+    assert!(
+        matches!(got[&2].outcome, Outcome::TimedOut { started: false, .. }),
+        "{:?}",
+        got[&2].outcome
+    );
+}
+
+#[test]
+fn cancel_withdraws_tasks_a_worker_holds_but_has_not_started() {
+    let dir = scratch_dir("withdraw");
+    let pool = Pool::with_workers(1);
+    let pid = pool.worker_pids()[0];
+    // Quick tasks first, so the worker's window holds more than one task.
+    let quick: Vec<(u64, &str)> = (1..=50).map(|i| (i, "x")).collect();
+    pool.submit(submission(ECHO, &quick, TaskOptions::default()))
+        .unwrap();
+    collect(&pool, &ids(1..51), LONG);
+    let marks: Vec<(u64, String)> = (52..=60)
+        .map(|i| (i, format!("touch:{}", dir.join(i.to_string()).display())))
+        .collect();
+    let mut tasks = vec![(51, "sleep:600".to_string())];
+    tasks.extend(marks.iter().cloned());
+    pool.submit(submission(CMD, &tasks, TaskOptions::default()))
+        .unwrap();
+    // Task 51 runs; the others wait behind it at the worker.
+    std::thread::sleep(Duration::from_millis(150));
+    pool.cancel(ids(52..61), true);
+    let got = collect(&pool, &ids(51..61), LONG);
+    assert_eq!(done_body(&got[&51]), b"600");
+    for id in 52..=60 {
+        assert_eq!(got[&id].outcome, Outcome::Cancelled, "task {id}");
+    }
+    // None of them ran, and the worker was not killed for them.
+    pool.submit(submission(PID, &[(61, "")], TaskOptions::default()))
+        .unwrap();
+    assert_eq!(pid_of(&collect(&pool, &[61], LONG)[&61]), pid);
+    for (id, _) in &marks {
+        assert!(
+            !dir.join(id.to_string()).exists(),
+            "task {id} ran after its cancel"
+        );
+    }
 }

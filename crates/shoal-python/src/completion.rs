@@ -29,6 +29,9 @@ pub(crate) enum Outcome {
     /// Workers keep dying before they are ready (`pid`, `exitcode`, `signal`
     /// of the last one).
     CannotStart,
+    /// The engine could not run it (it could not be sent to a worker, or the
+    /// engine itself failed); `payload` is the message saying why.
+    Error,
 }
 
 /// Where and how a task ran, for traces.
@@ -70,8 +73,11 @@ pub(crate) struct Completion {
     pid: Option<u32>,
     exitcode: Option<i32>,
     signal: Option<i32>,
-    /// `TimedOut`: the task's timeout in seconds.
+    /// `TimedOut`: the task's timeout in seconds, and whether the task had
+    /// started (else its worker spent the timeout starting up or loading
+    /// the function).
     timeout: Option<f64>,
+    started: Option<bool>,
     /// `OverMemory`: the worker's own resident bytes, and the limit.
     rss: Option<u64>,
     limit: Option<u64>,
@@ -84,7 +90,7 @@ impl Completion {
     #[new]
     #[pyo3(signature = (
         task_id, outcome, payload=None, duration_ns=0, *,
-        pid=None, exitcode=None, signal=None, timeout=None, rss=None, limit=None
+        pid=None, exitcode=None, signal=None, timeout=None, started=None, rss=None, limit=None
     ))]
     #[allow(clippy::too_many_arguments)] // keyword arguments, each optional
     fn new(
@@ -97,6 +103,7 @@ impl Completion {
         exitcode: Option<i32>,
         signal: Option<i32>,
         timeout: Option<f64>,
+        started: Option<bool>,
         rss: Option<u64>,
         limit: Option<u64>,
     ) -> Self {
@@ -109,6 +116,7 @@ impl Completion {
             exitcode,
             signal,
             timeout,
+            started,
             rss,
             limit,
             run: None,
@@ -134,6 +142,7 @@ impl Completion {
             exitcode: None,
             signal: None,
             timeout: None,
+            started: None,
             rss: None,
             limit: None,
             run: None,
@@ -169,10 +178,15 @@ impl Completion {
             Core::Lost(exit) => {
                 Completion::empty(py, c.task, Outcome::Lost, c.duration_ns).with_exit(exit)
             }
-            Core::TimedOut { pid, timeout } => {
+            Core::TimedOut {
+                pid,
+                timeout,
+                started,
+            } => {
                 let mut timed_out = Completion::empty(py, c.task, Outcome::TimedOut, c.duration_ns);
                 timed_out.pid = Some(pid);
                 timed_out.timeout = Some(timeout.as_secs_f64());
+                timed_out.started = Some(started);
                 timed_out
             }
             Core::OverMemory { pid, rss, limit } => {
@@ -183,6 +197,11 @@ impl Completion {
                 over
             }
             Core::Cancelled => Completion::empty(py, c.task, Outcome::Cancelled, c.duration_ns),
+            Core::Error(why) => {
+                let mut error = Completion::empty(py, c.task, Outcome::Error, c.duration_ns);
+                error.payload = why.into_pyobject(py)?.into_any().unbind();
+                error
+            }
             Core::Broken(BrokenPool::InitializerFailed(body)) => {
                 let mut init = Completion::empty(py, c.task, Outcome::InitFailed, c.duration_ns);
                 init.payload = bytes(&body);

@@ -168,9 +168,11 @@ impl PyLink {
     }
 
     /// Marks `task_id` as running (the engine reads this if the worker
-    /// dies or the task's deadline passes).
-    fn begin(&self, task_id: u64) {
-        self.inner.begin(task_id);
+    /// dies or the task's deadline passes) and returns True; returns False
+    /// (and marks nothing) if the engine withdrew the task after sending it:
+    /// skip it, and send no answer.
+    fn begin(&self, task_id: u64) -> bool {
+        self.inner.begin(task_id)
     }
 
     /// Marks the worker idle and queues the task's result, with the time

@@ -63,8 +63,8 @@ impl PyChild {
     }
 
     /// The exit code (negative: killed by that signal), or None if running.
-    fn poll(&self) -> Option<i32> {
-        self.inner.poll().and_then(exitcode)
+    fn poll(&self) -> PyResult<Option<i32>> {
+        Ok(self.inner.poll().map_err(to_py)?.and_then(exitcode))
     }
 
     /// Waits at most `timeout` seconds (forever if None); the exit code or
@@ -72,8 +72,15 @@ impl PyChild {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<i32>> {
         let timeout = seconds(timeout)?;
-        let status = wait_interruptibly(py, timeout, |slice| self.inner.wait_within(slice))?;
-        Ok(status.and_then(exitcode))
+        let status =
+            wait_interruptibly(py, timeout, |slice| match self.inner.wait_within(slice) {
+                Ok(None) => None,
+                other => Some(other),
+            })?;
+        match status {
+            None => Ok(None),
+            Some(status) => Ok(status.map_err(to_py)?.and_then(exitcode)),
+        }
     }
 
     fn signal(&self, signal: i32) -> PyResult<()> {

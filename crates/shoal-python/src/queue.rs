@@ -53,8 +53,13 @@ impl PyMessageQueue {
     ) -> PyResult<bool> {
         let fds = shared_fds(fds)?;
         let timeout = seconds(timeout)?;
+        // Packed once (a large body is copied to shared memory here), then
+        // tried until there is room.
+        let message = py
+            .detach(|| MessageQueue::prepare(body, &fds))
+            .map_err(to_py)?;
         let sent = wait_interruptibly(py, timeout, |slice| {
-            match self.inner.put(body, &fds, slice) {
+            match self.inner.put_prepared(&message, slice) {
                 Ok(false) => None,
                 other => Some(other),
             }

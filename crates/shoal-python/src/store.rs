@@ -8,7 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use shoal_core::digest::{Digest, Key, KEY_LEN};
-use shoal_core::store::{Store, FORMAT_VERSION};
+use shoal_core::store::{Journal, Store, FORMAT_VERSION};
 
 use crate::blocking::wait_interruptibly;
 use crate::errors::to_py;
@@ -93,7 +93,7 @@ fn split_keys(keys: &[u8]) -> PyResult<Vec<Key>> {
     }
     Ok(keys
         .chunks_exact(KEY_LEN)
-        .map(|k| k.try_into().expect("chunks are KEY_LEN long"))
+        .filter_map(|k| k.try_into().ok())
         .collect())
 }
 
@@ -104,10 +104,36 @@ pub(crate) struct PyStore {
 
 #[pymethods]
 impl PyStore {
-    /// Opens (or creates) the checkpoint store at `path`.
+    /// Opens the checkpoint store at `path`; with `create` (the default),
+    /// a missing or empty file becomes a new store, else it is refused. On
+    /// a network filesystem the store uses a rollback journal instead of
+    /// WAL, and says so with a `RuntimeWarning`.
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py.detach(|| Store::open(&path)).map_err(to_py)?;
+    #[pyo3(signature = (path, create=true))]
+    fn new(py: Python<'_>, path: PathBuf, create: bool) -> PyResult<Self> {
+        let inner = py
+            .detach(|| {
+                if create {
+                    Store::open(&path)
+                } else {
+                    Store::open_existing(&path)
+                }
+            })
+            .map_err(to_py)?;
+        if let Journal::Delete { filesystem } = inner.journal() {
+            let message = format!(
+                "checkpoint store {}: it is on a network filesystem ({filesystem}), where \
+                 SQLite's WAL mode is unsafe (its index is memory shared only between the \
+                 processes of one machine); shoal uses SQLite's rollback journal there instead: \
+                 commits are slower, and every machine that writes the store must see the \
+                 others' file locks (NFS: lockd; Lustre: mounted with -o flock)",
+                path.display()
+            );
+            let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+            let message = std::ffi::CString::new(message)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            PyErr::warn(py, &category, &message, 1)?;
+        }
         Ok(PyStore { inner })
     }
 
@@ -170,7 +196,11 @@ impl PyStore {
         let generation = self.inner.start_flush();
         let done =
             wait_interruptibly(py, None, |slice| self.inner.wait_flushed(generation, slice))?;
-        done.expect("waits without a timeout").map_err(to_py)
+        match done {
+            Some(done) => done.map_err(to_py),
+            // Without a timeout the wait ends only with an answer.
+            None => Ok(()),
+        }
     }
 
     /// `(format_version, tasks, bytes_on_disk, [(module, qualname, versions,

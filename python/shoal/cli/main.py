@@ -56,15 +56,11 @@ def _when(seconds: int | None) -> str:
 
 def checkpoint(args: argparse.Namespace) -> int:
     """``shoal checkpoint info FILE`` / ``shoal checkpoint clear FILE [--function NAME]``."""
-    import os
-
     from .. import _shoal
 
-    if not os.path.isfile(args.file):  # opening would create a store
-        print(f"shoal checkpoint: {args.file}: no such file", file=sys.stderr)
-        return 1
     try:
-        store = _shoal.Store(args.file)
+        # A missing or empty file is refused, not made into a store.
+        store = _shoal.Store(args.file, create=False)
         version, tasks, on_disk, functions = store.info()
         if args.action == "info":
             print(

@@ -14,6 +14,7 @@ from multiprocessing.pool import RemoteTraceback
 from .._shoal import Outcome
 from ..errors import (
     SerializationError,
+    ShoalError,
     TaskTimeoutError,
     WorkerInitError,
     WorkerLostError,
@@ -84,6 +85,16 @@ def decode(c, what: str, pickled: bool = True) -> tuple[bool, object]:
             reason="memory",
         )
     if outcome == Outcome.TimedOut:
+        if not c.started:
+            replaced = (
+                "so it was abandoned and a new thread took its place"
+                if c.pid is None
+                else f"so it (pid {c.pid}) was killed and replaced"
+            )
+            return False, TaskTimeoutError(
+                f"{what} did not start within its timeout of {c.timeout:g} s: its worker spent "
+                f"that long starting (the pool's initializer) or loading the function, {replaced}"
+            )
         if c.pid is None:
             return False, TaskTimeoutError(
                 f"{what} ran longer than its timeout of {c.timeout:g} s; a thread cannot be "
@@ -94,6 +105,8 @@ def decode(c, what: str, pickled: bool = True) -> tuple[bool, object]:
             f"{what} ran longer than its timeout of {c.timeout:g} s; "
             f"its worker (pid {c.pid}) was killed and replaced"
         )
+    if outcome == Outcome.Error:
+        return False, ShoalError(f"{what} could not run: {c.payload}")
     if outcome == Outcome.Cancelled:
         return False, CancelledError(f"{what} was cancelled (pool.cancel() or terminate())")
     if outcome == Outcome.InitFailed:

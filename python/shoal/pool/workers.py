@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from .. import _shoal
+from .. import _shoal, interpreter
 from ..cpus import cpu_count
 from ..wire.transfer import dumps_function, pack, pack_batches, pack_many, payload_nbytes
 
@@ -22,19 +22,6 @@ THREAD_VARS = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-
-
-def worker_command(module: str = "shoal.worker") -> tuple[list[str], list[tuple[str, str]]]:
-    """Interpreter arguments and environment that run ``module`` in a fresh
-    worker process. Workers start with ``-S`` (no site: .pth files and
-    sitecustomize can cost tens of milliseconds per start) and find this
-    interpreter's packages through PYTHONPATH instead; the Init frame then
-    installs the parent's exact ``sys.path``. ``SHOAL_WORKER_SITE=1`` keeps
-    site."""
-    if os.environ.get("SHOAL_WORKER_SITE") == "1":
-        return ["-m", module], []
-    path = os.pathsep.join(p for p in sys.path if p)
-    return ["-S", "-m", module], [("PYTHONPATH", path)]
 
 
 def worker_env(processes: int) -> list[tuple[str, str]]:
@@ -91,12 +78,11 @@ class ProcessWorkers(EngineWorkers):
     ) -> ProcessWorkers:
         """Starts ``processes`` workers; ``setup`` is what each one's Init
         frame carries (see ``worker.process.ProcessSide.initialise``)."""
-        args, env = worker_command()
         engine = _shoal.Engine(
             processes,
             sys.executable,
-            args,
-            env + worker_env(processes),
+            interpreter.command("shoal.worker.process"),
+            worker_env(processes),
             pack(setup + (processes,)),
             maxtasksperchild,
             max_memory,

@@ -1,5 +1,5 @@
-"""The child of a ``shoal.Process``: ``python -m shoal.sync.child``,
-started by the engine. It receives its work as one frame, runs it, and
+"""The child of a ``shoal.Process``, started by the engine (see
+``shoal.interpreter``). It receives its work as one frame, runs it, and
 exits with multiprocessing's exit codes."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``shoal.Process``: ``multiprocessing.Process``'s API on shoal's engine.
 
-The child is a fresh interpreter (``python -m shoal.sync.child``)
-started like a pool worker: it gets the parent's ``sys.path``, and the
+The child is a fresh interpreter (``shoal.sync.child``, see
+``shoal.interpreter``) started like a pool worker: it gets the parent's ``sys.path``, and the
 kernel kills it if the parent dies (so none is ever orphaned). Its target
 and arguments are pickled as Pool tasks are: lambdas and ``__main__``
 functions by value, large arrays through shared memory, shared arrays,
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import os
 import signal
 import sys
 
-from .. import _shoal
-from ..pool.workers import worker_command
+from .. import _shoal, interpreter
 from ..wire.transfer import pack
 
 _counter = itertools.count(1)
@@ -77,8 +77,8 @@ class Process:
         _reap_finished()
         packed = pack(work)
         body, fds = (packed, ()) if type(packed) is bytes else packed
-        args, env = worker_command("shoal.sync.child")
-        self._child = _shoal.Child(sys.executable, args, env, body, fds)
+        args = interpreter.command("shoal.sync.child")
+        self._child = _shoal.Child(sys.executable, args, [], body, fds)
         _children.add(self)
 
     def _check_open(self) -> None:
@@ -159,3 +159,6 @@ def _at_exit() -> None:
 
 
 atexit.register(_at_exit)
+# A child made by os.fork() did not start these processes: it neither waits
+# for them nor terminates them at its exit.
+os.register_at_fork(after_in_child=_children.clear)

@@ -57,7 +57,8 @@ def _serve(link, side) -> int:
             kind = type(frame)
             if kind is TaskFrame:
                 task_id = frame.task_id
-                begin(task_id)
+                if not begin(task_id):
+                    continue  # withdrawn (cancelled) after it was sent: no answer
                 t0 = t1 = perf_counter_ns()
                 retry_on = ()
                 try:

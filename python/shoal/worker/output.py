@@ -3,7 +3,9 @@
 Worker side: :class:`LineWriter` replaces ``sys.stdout``/``sys.stderr`` and
 sends whole lines as frames (a partial line waits for its newline, the end
 of the task, or the worker's exit), so lines from different workers never
-mix. :func:`forward_logging` sends ``logging`` records the same way.
+mix. A partial line is kept up to ``MAX_PARTIAL`` characters; the rest of
+such a line is dropped, and the line ends with a note saying how much.
+:func:`forward_logging` sends ``logging`` records the same way.
 
 Parent side: :func:`deliver` writes lines to the parent's *current*
 ``sys.stdout``/``sys.stderr`` (so ``contextlib.redirect_stdout`` and Jupyter,
@@ -23,6 +25,8 @@ from ..wire.serialize import PROTOCOL, pickle
 
 #: ``extra`` fields of a log record that are not plain values travel as repr.
 _PLAIN = (str, int, float, bool, type(None))
+#: Characters of a line kept while its newline has not come.
+MAX_PARTIAL = 64 * 1024
 
 
 class LineWriter(io.TextIOBase):
@@ -33,6 +37,7 @@ class LineWriter(io.TextIOBase):
         self._stream = stream
         self._name = name
         self._partial = ""  # text after the last newline; read by the worker loop
+        self._dropped = 0  # characters of the partial line beyond MAX_PARTIAL
         # User code may print from several threads.
         self._lock = _thread.allocate_lock()
 
@@ -60,16 +65,43 @@ class LineWriter(io.TextIOBase):
         with self._lock:
             head, newline, tail = text.rpartition("\n")
             if not newline:
-                self._partial += text
+                self._keep(text)
                 return len(text)
-            lines, self._partial = self._partial + head + "\n", tail
+            if self._dropped:
+                first, more, others = head.partition("\n")
+                self._keep(first)
+                lines = self._take() + more + others + "\n"
+            else:
+                lines = self._partial + head + "\n"
+                self._partial = ""
+            self._keep(tail)
         self._send(lines)
         return len(text)
+
+    def _keep(self, text: str) -> None:
+        """Adds to the partial line, up to ``MAX_PARTIAL`` characters."""
+        room = MAX_PARTIAL - len(self._partial)
+        if len(text) <= room:
+            self._partial += text
+        else:
+            self._partial += text[:room]
+            self._dropped += len(text) - room
+
+    def _take(self) -> str:
+        """The partial line as a whole line's text, and a fresh start."""
+        line, dropped = self._partial, self._dropped
+        self._partial, self._dropped = "", 0
+        if dropped:
+            line += (
+                f" [shoal: {dropped:,} more characters of this line were dropped: a worker "
+                f"keeps {MAX_PARTIAL:,} characters of a line while it waits for its newline]"
+            )
+        return line
 
     def end_line(self) -> None:
         """Sends a partial line as a line of its own (at a task's end)."""
         with self._lock:
-            lines, self._partial = self._partial, ""
+            lines = self._take()
         if lines:
             self._send(lines + "\n")
 

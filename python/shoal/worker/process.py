@@ -1,4 +1,4 @@
-"""A worker process (``python -m shoal.worker``), started by the engine.
+"""A worker process, started by the engine (see ``shoal.interpreter``).
 
 Functions arrive once per call and are kept until the engine says to forget
 them; arguments and results travel pickled, large buffers in shared memory
@@ -13,7 +13,7 @@ from time import perf_counter_ns
 
 # Keep imports light: every worker pays for them at start.
 from .. import _shoal
-from ..errors import ShoalError
+from ..errors import SerializationError, ShoalError
 from ..wire import transfer
 from ..wire.serialize import dumps_exception, loads, unpicklable_result_error
 from ..wire.transfer import pack, unpack
@@ -86,8 +86,11 @@ class ProcessSide:
         except Exception as why:  # noqa: BLE001 - the result can't travel back
             error = unpicklable_result_error(result, mode, why)
             self._fail(task_id, dumps_exception(error), False, deser_ns)
-        else:
+            return
+        try:
             self._answer(task_id, out, deser_ns, perf_counter_ns() - started)
+        except ShoalError as why:  # too large for one message
+            self._fail(task_id, dumps_exception(SerializationError(str(why))), False, deser_ns)
 
     def failed(self, task_id: int, exc: BaseException, retryable: bool, deser_ns: int) -> None:
         self._fail(task_id, dumps_exception(exc), retryable, deser_ns)

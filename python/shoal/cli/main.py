@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the workshops' lessons (GIL, threads, processes, schedules, chunking)",
         description="Measures the parallel-Python workshops' lessons on this machine: "
         "pure Python on threads vs processes (the GIL), I/O waits and numpy on threads, "
+        "a numba loop on threads with the GIL held and released (with numba installed), "
         "the pi program, Mandelbrot with static vs dynamic schedules, and tiny tasks "
         "with and without chunking. Prints speed-ups with one sentence per lesson and "
         "writes an HTML page with each lesson's timeline.",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -64,6 +65,30 @@ def test_demo_says_how_to_get_the_compiled_lesson_without_numba():
     assert "runs in parallel on threads (numba)" in done.stdout
     assert "numba is not installed" in done.stdout and "pip install numba" in done.stdout
     assert "<table>" not in done.stdout
+
+
+def test_datasets_writes_both_small(tmp_path):
+    pytest.importorskip("zarr", reason="needs zarr (the data extra)")
+    pytest.importorskip("pyarrow", reason="needs pyarrow (the data extra)")
+    out = run_cli(
+        "datasets",
+        str(tmp_path),
+        "--zarr-size",
+        "2MiB",
+        "--zarr-chunks",
+        "4",
+        "--parquet-files",
+        "3",
+        "--parquet-rows",
+        "1000",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "field.zarr" in out.stdout and "weather" in out.stdout
+    assert sorted(os.listdir(tmp_path / "weather")) == [f"part-{i:03d}.parquet" for i in range(3)]
+    assert os.path.isfile(tmp_path / "field.zarr" / "zarr.json")
+    too_big = run_cli("datasets", str(tmp_path / "big"), "--zarr-size", "100000TB")
+    assert too_big.returncode == 1 and "GB free" in too_big.stderr
+    assert run_cli("datasets", str(tmp_path), "--zarr-size", "lots").returncode == 2
 
 
 def test_usage_errors_exit_with_2():

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from . import datasets
 from .measure import add_commands
 
 
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_ckpt.set_defaults(run=checkpoint)
     add_commands(sub)  # report, bench, info
+    datasets.add_command(sub)
     args = parser.parse_args(argv)
     try:
         code = args.run(args)

@@ -105,6 +105,86 @@ def _open(path: str, mode: str):
     return _opened.get((path, mode, stamp(meta)), opener)
 
 
+class _Direct:
+    """Reads a chunk of an array whose chunks are plain bytes compressed by
+    blosc (zarr format 3: codecs ``bytes`` then ``blosc``, no shards): the
+    file's bytes, decompressed by numcodecs straight into the block. zarr's
+    own read holds the compressed bytes, a decompressed copy and the block
+    it assembles (about 3 chunks); this holds the compressed bytes and the
+    block. Other layouts go through zarr."""
+
+    def __init__(self, array) -> None:
+        import numpy as np
+        from numcodecs import blosc
+
+        self.decompress = blosc.decompress
+        meta = array.metadata
+        self.encode_key = meta.encode_chunk_key
+        self.chunks = tuple(array.chunks)
+        self.dtype = np.dtype(array.dtype)
+        self.fill = meta.fill_value
+        self.nbytes = math.prod(self.chunks) * self.dtype.itemsize
+
+    @staticmethod
+    def fits(array) -> bool:
+        import sys
+
+        import numpy as np
+
+        try:
+            from zarr.codecs import BloscCodec, BytesCodec
+        except ImportError:
+            return False
+        meta = array.metadata
+        codecs = tuple(getattr(meta, "codecs", ()))
+        if getattr(meta, "zarr_format", None) != 3 or getattr(array, "shards", None):
+            return False
+        if len(codecs) != 2 or type(codecs[0]) is not BytesCodec:
+            return False
+        if type(codecs[1]) is not BloscCodec:
+            return False
+        dtype = np.dtype(array.dtype)
+        if dtype.hasobject or dtype.kind not in "biufc" or not dtype.isnative:
+            return False
+        endian = codecs[0].endian
+        return dtype.itemsize == 1 or (endian is not None and endian.value == sys.byteorder)
+
+    def read(self, path: str, ref):
+        """The block of ``ref``, or None when ``ref`` is not one chunk."""
+        import numpy as np
+
+        coords = []
+        for a, b, c in zip(ref.start, ref.stop, self.chunks, strict=True):
+            if a % c or b - a > c:
+                return None
+            coords.append(a // c)
+        try:
+            with open(os.path.join(path, self.encode_key(tuple(coords))), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:  # never written: the fill value
+            return np.full(ref.shape, self.fill, dtype=self.dtype)
+        block = np.empty(self.chunks, dtype=self.dtype)
+        self.decompress(data, block)
+        del data
+        if block.shape != ref.shape:  # an edge chunk: stored whole, cut to the array
+            block = block[ref.selection_in_chunk(self.chunks)]
+        return block
+
+
+#: Per opened array (same keys as ``_opened``): its _Direct reader, or False.
+_direct = ProcessCache()
+
+
+def _reader(path: str):
+    meta = _metadata_file(path)
+    array = _open(path, "r")
+
+    def make():
+        return _Direct(array) if _Direct.fits(array) else False
+
+    return array, _direct.get((path, "r", stamp(meta)), make)
+
+
 def _array_path(array) -> str:
     """The directory of a zarr array object, for workers to reopen it."""
     store_path = getattr(array, "store_path", None)  # zarr 3
@@ -175,7 +255,19 @@ class ZarrChunk:
         import numpy as np
 
         bound_allocator()
-        return np.asarray(_open(self.path, "r")[self.selection])
+        array, direct = _reader(self.path)
+        if direct:
+            block = direct.read(self.path, self)
+            if block is not None:
+                return block
+        return np.asarray(array[self.selection])
+
+    def selection_in_chunk(self, chunks: tuple) -> tuple[slice, ...]:
+        """The box as slices of the chunk it lies in."""
+        return tuple(
+            slice(a % c, a % c + (b - a))
+            for a, b, c in zip(self.start, self.stop, chunks, strict=True)
+        )
 
     def write(self, block, out) -> None:
         """Writes ``block`` into the same box of ``out`` (a zarr array, or

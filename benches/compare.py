@@ -1109,7 +1109,6 @@ def data_rows(runs) -> list[dict]:
                 "wrong": wrong,
                 "seconds": median([o["seconds"] for o in outs]),
                 "grew": median([o["grew"] for o in outs]),
-                "grew_hwm": median([o["grew_hwm"] for o in outs]),
                 "base": median([o["base"] for o in outs]),
                 "chunk_bytes": outs[0].get("chunk_bytes"),
                 "array_bytes": outs[0].get("array_bytes"),
@@ -1160,7 +1159,7 @@ def print_data_table(rows) -> None:
             ),
             default=None,
         )
-        memory = f"{r['grew'] / 2**20:.0f} MB (kernel peak sum {r['grew_hwm'] / 2**20:.0f} MB)"
+        memory = f"{r['grew'] / 2**20:.0f} MB"
         if r["chunk_bytes"]:
             per = r["grew"] / r["chunk_bytes"] / (1 if r["lib"] == "serial" else WORKERS)
             unit = "" if r["lib"] == "serial" else "/worker"
@@ -1186,9 +1185,9 @@ def print_data_table(rows) -> None:
     chunk = next((r["chunk_bytes"] for r in rows if r.get("chunk_bytes")), None)
     print(
         "\nvs shoal = library time / shoal's faster backend's time (>1: shoal faster). "
-        "peak above base = the process tree's peak memory (every page once) above its "
-        "memory with the pool up and the libraries loaded; kernel peak sum adds each "
-        "process's own peak RSS (exact, an upper bound)."
+        "peak above base = each process's peak RSS (VmHWM, kept by the kernel: no peak "
+        "missed) above its RSS with the pool up and the libraries loaded, summed over "
+        "the parent and its workers (an upper bound: they need not peak together)."
     )
     if chunk:
         print(f"zarr chunk: {chunk / 2**20:.0f} MiB uncompressed.")

@@ -12,8 +12,10 @@ zarr-stats        per-chunk mean and standard deviation of a blosc-compressed
                   zarr, shoal.Pool and shoal.ThreadPool over
                   shoal.io.zarr_chunks, dask.array (from_zarr + map_blocks)
                   on its threaded scheduler. Reports time and the peak memory
-                  over the process tree above the base (pool up, libraries
-                  imported, codecs loaded on a tiny array).
+                  above the base (pool up, libraries imported, codecs loaded
+                  on a tiny array): each process's peak RSS above its base,
+                  as the kernel keeps it (VmHWM), summed over the parent and
+                  its workers (an upper bound: they need not peak together).
 parquet-groupby   per station: mean and count of temperature, maximum
                   humidity, over a 16-file parquet dataset (32 M rows):
                   serial pyarrow.dataset (use_threads=False), pyarrow with its
@@ -291,7 +293,7 @@ def mandelbrot_run(lib: str, size: int, max_iter: int):
 
 # ---------------------------------------------------------------- measuring
 def measure(workload: str, lib: str, root: str, quick: bool) -> dict:
-    from peak_memory import PeakMemory, memory_of, peaks, process_tree, reset_peaks
+    from peak_memory import Growth
 
     where = paths(root)
     if workload == "zarr-stats":
@@ -303,24 +305,17 @@ def measure(workload: str, lib: str, root: str, quick: bool) -> dict:
     try:
         warm()
         time.sleep(0.1)
-        tree = process_tree(os.getpid())
-        base = memory_of(tree)[0]
-        reset_peaks(tree)
-        base_rss = peaks(tree)[0]
-        with PeakMemory() as sampled:
+        with Growth(sample=False) as grown:  # the kernel's peaks: no sampling thread
             began = time.perf_counter()
             result = run()
             seconds = time.perf_counter() - began
-        hwm = peaks(process_tree(os.getpid()))[1]
     finally:
         if close is not None:
             close()
     out = {
         "seconds": seconds,
-        "base": base,
-        "peak": sampled.peak_unique,
-        "grew": sampled.peak_unique - base,
-        "grew_hwm": hwm - base_rss,
+        "base": grown.base,
+        "grew": grown.hwm,
         "result": result,
     }
     if workload == "zarr-stats":

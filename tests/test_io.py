@@ -352,9 +352,9 @@ def test_a_killed_pass_resumes_per_chunk(zarr_dataset, tmp_path):
 
 
 MEMORY_CHILD = """
-import json, os, sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from peak_memory import PeakMemory, memory_of, peaks, process_tree, reset_peaks
+from peak_memory import Growth
 import io_helpers, shoal, shoal.io
 
 if __name__ == "__main__":
@@ -364,14 +364,9 @@ if __name__ == "__main__":
         # Workers up, zarr and its codecs loaded, on a tiny array: the base.
         pool.map(io_helpers.chunk_stats, list(shoal.io.zarr_chunks(warm)) * workers, chunksize=1)
         time.sleep(0.1)
-        tree = process_tree(os.getpid())
-        base = memory_of(tree)[0]
-        reset_peaks(tree)
-        base_rss = peaks(tree)[0]
-        with PeakMemory() as sampled:
+        with Growth() as grown:
             pool.map(io_helpers.chunk_stats, shoal.io.zarr_chunks(path))
-        hwm = peaks(tree)[1]
-    print(json.dumps({"sampled": sampled.peak_unique - base, "hwm": hwm - base_rss}))
+    print(json.dumps({"sampled": grown.sampled, "hwm": grown.hwm}))
 """
 
 

@@ -19,14 +19,13 @@ edited source is built again, an unchanged one is loaded at once.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import os
 import sys
 import tempfile
-import time
 
+import kernel_report as report
 import numpy as np
 import shoal
 
@@ -146,50 +145,29 @@ def pi(steps: int, workers: int, chunks: int = 64) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=2000, help="picture is size x size")
-    parser.add_argument("--max-iter", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=400_000_000, help="pi's midpoint steps")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = report.arguments(__doc__.split("\n\n")[0], argv)
+    size, max_iter, steps, workers = args.size, args.max_iter, args.steps, args.workers
+    kernels, took = report.timed(build)
+    print(f"C kernels ready in {took:.2f} s ({kernels.__file__})")
 
-    started = time.perf_counter()
-    kernels = build()
-    print(f"C kernels ready in {time.perf_counter() - started:.2f} s ({kernels.__file__})")
+    def serial_picture():
+        image = np.zeros((size, size), dtype=np.int32)
+        pointer = kernels.ffi.from_buffer("int32_t[]", image)
+        kernels.lib.mandelbrot_rows(pointer, size, size, 0, size, max_iter)
+        return image
 
-    started = time.perf_counter()
-    serial = np.zeros((args.size, args.size), dtype=np.int32)
-    kernels.lib.mandelbrot_rows(
-        kernels.ffi.from_buffer("int32_t[]", serial),
-        args.size,
-        args.size,
-        0,
-        args.size,
-        args.max_iter,
+    report.compare(
+        f"Mandelbrot {size} x {size}, at most {max_iter} iterations (C)",
+        serial_picture,
+        lambda: mandelbrot(size, max_iter, workers),
+        workers,
     )
-    t_serial = time.perf_counter() - started
-    started = time.perf_counter()
-    image = mandelbrot(args.size, args.max_iter, args.workers)
-    t_threads = time.perf_counter() - started
-    assert (image == serial).all(), "the threads' rows differ from the serial ones"
-    print(f"Mandelbrot {args.size} x {args.size}, at most {args.max_iter} iterations (C)")
-    print(f"  serial                {t_serial:7.3f} s")
-    print(
-        f"  {args.workers} threads             {t_threads:7.3f} s   "
-        f"speed-up {t_serial / t_threads:4.2f}x"
-    )
-
-    started = time.perf_counter()
-    one = kernels.lib.pi_midpoint(0, args.steps, args.steps)
-    t_serial = time.perf_counter() - started
-    started = time.perf_counter()
-    many = pi(args.steps, args.workers)
-    t_threads = time.perf_counter() - started
-    print(f"pi by the midpoint rule, {args.steps:,} steps (C)")
-    print(f"  serial                {t_serial:7.3f} s   pi = {one:.12f}")
-    print(
-        f"  {args.workers} threads             {t_threads:7.3f} s   pi = {many:.12f}   "
-        f"speed-up {t_serial / t_threads:4.2f}x"
+    report.compare(
+        f"pi by the midpoint rule, {steps:,} steps (C)",
+        lambda: kernels.lib.pi_midpoint(0, steps, steps),
+        lambda: pi(steps, workers),
+        workers,
+        show=lambda value: f"pi = {value:.12f}",
     )
 
 

@@ -14,9 +14,7 @@ costs nothing but the call.
 
 from __future__ import annotations
 
-import argparse
-import time
-
+import kernel_report as report
 import numba
 import numpy as np
 import shoal
@@ -27,6 +25,17 @@ IM = (-1.5, 1.5)
 
 
 @numba.njit(nogil=True, cache=True)
+def escape(cr, ci, max_iter):
+    """Iterations before z -> z^2 + c leaves the disc of radius 2."""
+    zr = zi = 0.0
+    n = 0
+    while n < max_iter and zr * zr + zi * zi <= 4.0:
+        zr, zi = zr * zr - zi * zi + cr, 2.0 * zr * zi + ci
+        n += 1
+    return n
+
+
+@numba.njit(nogil=True, cache=True)
 def mandelbrot_rows(image, start, stop, max_iter):
     """Escape counts of rows ``start..stop`` of ``image`` (height x width,
     int32), written in place."""
@@ -34,30 +43,16 @@ def mandelbrot_rows(image, start, stop, max_iter):
     for y in range(start, stop):
         ci = IM[0] + (IM[1] - IM[0]) * y / height
         for x in range(width):
-            cr = RE[0] + (RE[1] - RE[0]) * x / width
-            zr = zi = 0.0
-            n = 0
-            while n < max_iter and zr * zr + zi * zi <= 4.0:
-                zr, zi = zr * zr - zi * zi + cr, 2.0 * zr * zi + ci
-                n += 1
-            image[y, x] = n
+            image[y, x] = escape(RE[0] + (RE[1] - RE[0]) * x / width, ci, max_iter)
 
 
 @numba.njit(nogil=True, parallel=True, cache=True)
 def mandelbrot_prange(image, max_iter):
     """The same picture with numba's own threads (``prange``): what
     ``parallel_for`` on threads is measured against."""
-    height, width = image.shape
+    height = image.shape[0]
     for y in numba.prange(height):
-        ci = IM[0] + (IM[1] - IM[0]) * y / height
-        for x in range(width):
-            cr = RE[0] + (RE[1] - RE[0]) * x / width
-            zr = zi = 0.0
-            n = 0
-            while n < max_iter and zr * zr + zi * zi <= 4.0:
-                zr, zi = zr * zr - zi * zi + cr, 2.0 * zr * zi + ci
-                n += 1
-            image[y, x] = n
+        mandelbrot_rows(image, y, y + 1, max_iter)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -100,43 +95,29 @@ def pi(steps: int, workers: int, chunks: int = 64) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=2000, help="picture is size x size")
-    parser.add_argument("--max-iter", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=400_000_000, help="pi's midpoint steps")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
-
+    args = report.arguments(__doc__.split("\n\n")[0], argv)
+    size, max_iter, steps, workers = args.size, args.max_iter, args.steps, args.workers
     # Compile (or load from numba's cache) before timing.
     mandelbrot_rows(np.zeros((1, 1), dtype=np.int32), 0, 1, 1)
     pi_midpoint(0, 1, 1)
 
-    started = time.perf_counter()
-    serial = np.zeros((args.size, args.size), dtype=np.int32)
-    mandelbrot_rows(serial, 0, args.size, args.max_iter)
-    t_serial = time.perf_counter() - started
-    started = time.perf_counter()
-    image = mandelbrot(args.size, args.max_iter, args.workers)
-    t_threads = time.perf_counter() - started
-    assert (image == serial).all(), "the threads' rows differ from the serial ones"
-    print(f"Mandelbrot {args.size} x {args.size}, at most {args.max_iter} iterations (numba)")
-    print(f"  serial                {t_serial:7.3f} s")
-    print(
-        f"  {args.workers} threads             {t_threads:7.3f} s   "
-        f"speed-up {t_serial / t_threads:4.2f}x"
-    )
+    def serial_picture():
+        image = np.zeros((size, size), dtype=np.int32)
+        mandelbrot_rows(image, 0, size, max_iter)
+        return image
 
-    started = time.perf_counter()
-    one = pi_midpoint(0, args.steps, args.steps)
-    t_serial = time.perf_counter() - started
-    started = time.perf_counter()
-    many = pi(args.steps, args.workers)
-    t_threads = time.perf_counter() - started
-    print(f"pi by the midpoint rule, {args.steps:,} steps (numba)")
-    print(f"  serial                {t_serial:7.3f} s   pi = {one:.12f}")
-    print(
-        f"  {args.workers} threads             {t_threads:7.3f} s   pi = {many:.12f}   "
-        f"speed-up {t_serial / t_threads:4.2f}x"
+    report.compare(
+        f"Mandelbrot {size} x {size}, at most {max_iter} iterations (numba)",
+        serial_picture,
+        lambda: mandelbrot(size, max_iter, workers),
+        workers,
+    )
+    report.compare(
+        f"pi by the midpoint rule, {steps:,} steps (numba)",
+        lambda: pi_midpoint(0, steps, steps),
+        lambda: pi(steps, workers),
+        workers,
+        show=lambda value: f"pi = {value:.12f}",
     )
 
 

@@ -91,16 +91,6 @@ def nothing(x: int) -> int:
     return x
 
 
-def midpoint_sum(start: int, stop: int, n: int) -> float:
-    """pi_chunk's loop, written for numba to compile (``_compiled``)."""
-    h = 1.0 / n
-    s = 0.0
-    for i in range(start, stop):
-        x = (i + 0.5) * h
-        s += 4.0 / (1.0 + x * x)
-    return s * h
-
-
 # ------------------------------------------------------------------ lessons
 @dataclass
 class Variant:
@@ -216,8 +206,8 @@ def _compiled(workers: int, scale: float, pools: dict) -> Lesson:
         )
     # Compiled here, before timing (not cached: numba's cache would hand
     # both the one compiled first, whatever the flags).
-    held = numba.njit(nogil=False)(midpoint_sum)
-    free = numba.njit(nogil=True)(midpoint_sum)
+    held = numba.njit(nogil=False)(pi_chunk)
+    free = numba.njit(nogil=True)(pi_chunk)
     held(0, 1, 1), free(0, 1, 1)
     n = int(200_000_000 * scale)
     bounds = [(n * k // 16, n * (k + 1) // 16, n) for k in range(16)]

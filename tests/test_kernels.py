@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -140,20 +141,33 @@ def cores_two_threads_get(func, arg) -> float:
 
 
 @pytest.mark.skipif(shoal.cpu_count() < 2, reason="needs two cores")
+@pytest.mark.parametrize("how", ["map", "parallel_reduce"])
 @pytest.mark.parametrize(
     "module",
-    [pytest.param("numba_kernels", marks=needs_numba), pytest.param("c_kernels", marks=needs_cffi)],
+    [
+        pytest.param("numba_kernels", marks=needs_numba),
+        pytest.param("c_kernels", marks=needs_cffi),
+    ],
 )
-def test_auto_picks_threads_for_a_compiled_kernel(module, kernel_cache):
+def test_auto_picks_threads_for_a_compiled_kernel(module, how, kernel_cache):
     kernels = importlib.import_module(module)
     steps = 200_000_000
     bounds = [(steps * k // 64, steps * (k + 1) // 64, steps) for k in range(64)]
     expected = [kernels.pi_chunk(b) for b in bounds]  # also compiles / builds it
+
+    def run():
+        if how == "map":
+            assert shoal.map(kernels.pi_chunk, bounds, workers=2, backend="auto") == expected
+        else:
+            body = functools.partial(kernels.pi_span, n=steps)
+            total = shoal.parallel_reduce(steps, body, workers=2, backend="auto")
+            assert abs(total - np.pi) < 1e-9
+
     # How many cores two threads get depends on what else this machine
     # runs: try a few times; if auto never picks threads, check that two
     # threads really could not keep 1.5 cores busy just now.
     for _ in range(3):
-        assert shoal.map(kernels.pi_chunk, bounds, workers=2, backend="auto") == expected
+        run()
         choice = shoal.last_choice()
         if choice.backend == "threads":
             assert "parallel" in choice.reason, choice

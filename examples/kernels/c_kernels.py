@@ -136,6 +136,12 @@ def pi_chunk(bounds: tuple[int, int, int]) -> float:
     return build().lib.pi_midpoint(*bounds)
 
 
+def pi_span(start: int, stop: int, n: int) -> float:
+    """The same as a loop body, ``body(start, stop)`` with ``n`` bound
+    (``functools.partial(pi_span, n=steps)``), for ``parallel_reduce``."""
+    return build().lib.pi_midpoint(start, stop, n)
+
+
 def pi(steps: int, workers: int, chunks: int = 64) -> float:
     """pi by the midpoint rule, in ``chunks`` calls on a ThreadPool."""
     kernels = build()

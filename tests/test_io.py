@@ -227,6 +227,11 @@ def test_blosc_chunks_are_decompressed_straight_into_the_block(tmp_path, dtype):
     np.testing.assert_array_equal(slab.read(), expected)
     make_array(tmp_path / "z.zarr", data, chunks=(5, 4))  # zarr's default: zstd
     assert zarr_ref._reader(str(tmp_path / "z.zarr"))[1] is False
+    # A damaged chunk is zarr's to report, never garbage in a block.
+    with open(os.path.join(path, "c", "0", "0"), "wb") as f:
+        f.write(b"not blosc at all, not at all")
+    with pytest.raises(RuntimeError, match="blosc decompression"):
+        refs[0].read()
 
 
 def test_references_follow_shards(tmp_path):

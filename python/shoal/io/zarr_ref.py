@@ -150,7 +150,8 @@ class _Direct:
         return dtype.itemsize == 1 or (endian is not None and endian.value == sys.byteorder)
 
     def read(self, path: str, ref):
-        """The block of ``ref``, or None when ``ref`` is not one chunk."""
+        """The block of ``ref``; None (zarr reads it) when ``ref`` is not one
+        chunk, or its bytes are not a blosc buffer of one chunk."""
         import numpy as np
 
         coords = []
@@ -163,6 +164,9 @@ class _Direct:
                 data = f.read()
         except FileNotFoundError:  # never written: the fill value
             return np.full(ref.shape, self.fill, dtype=self.dtype)
+        # Blosc's 16-byte header holds the decompressed size in bytes 4-7.
+        if len(data) < 16 or int.from_bytes(data[4:8], "little") != self.nbytes:
+            return None  # not one chunk's blosc buffer: zarr reads it, or says what is wrong
         block = np.empty(self.chunks, dtype=self.dtype)
         self.decompress(data, block)
         del data

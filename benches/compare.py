@@ -991,6 +991,7 @@ def print_memory_table(rows, mb):
 
 DATA_LABELS = {
     "serial": "serial",
+    "serial-refs": "serial, shoal.io refs",
     "shoal": "shoal Pool",
     "shoal-threads": "shoal ThreadPool",
     "dask": "dask (threads)",
@@ -1161,8 +1162,9 @@ def print_data_table(rows) -> None:
         )
         memory = f"{r['grew'] / 2**20:.0f} MB"
         if r["chunk_bytes"]:
-            per = r["grew"] / r["chunk_bytes"] / (1 if r["lib"] == "serial" else WORKERS)
-            unit = "" if r["lib"] == "serial" else "/worker"
+            alone = r["lib"].startswith("serial")
+            per = r["grew"] / r["chunk_bytes"] / (1 if alone else WORKERS)
+            unit = "" if alone else "/worker"
             memory += f" = {per:.1f} chunks{unit}"
         table.append(
             [

@@ -9,8 +9,10 @@ Workloads (2 workers):
 
 zarr-stats        per-chunk mean and standard deviation of a blosc-compressed
                   float32 zarr array (2 GiB in 64 chunks of 32 MiB): serial
-                  zarr, shoal.Pool and shoal.ThreadPool over
-                  shoal.io.zarr_chunks, dask.array (from_zarr + map_blocks)
+                  zarr, a serial loop over shoal.io.zarr_chunks (its reads
+                  decompress straight into the block: the read path alone),
+                  shoal.Pool and shoal.ThreadPool over the same references,
+                  dask.array (from_zarr + map_blocks)
                   on its threaded scheduler. Reports time and the peak memory
                   above the base (pool up, libraries imported, codecs loaded
                   on a tiny array): each process's peak RSS above its base,
@@ -41,7 +43,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples", "kernels"))
 
 WORKERS = 2
 WORKLOADS = {
-    "zarr-stats": ("serial", "shoal", "shoal-threads", "dask"),
+    "zarr-stats": ("serial", "serial-refs", "shoal", "shoal-threads", "dask"),
     "parquet-groupby": ("serial", "pyarrow-threads", "shoal-threads", "shoal", "dask"),
     "numba-mandelbrot": ("serial", "shoal-threads", "numba-prange"),
 }
@@ -115,6 +117,13 @@ def zarr_run(lib: str, where: dict):
             return [block_stats(array[i : i + step]) for i in range(0, array.shape[0], step)]
 
         return (lambda: zarr.open_array(where["warm"], mode="r")[...]), run, None
+    if lib == "serial-refs":
+        import shoal.io
+
+        def warm_refs():
+            return [ref_stats(r) for r in shoal.io.zarr_chunks(where["warm"])]
+
+        return warm_refs, lambda: [ref_stats(r) for r in shoal.io.zarr_chunks(where["zarr"])], None
     if lib in ("shoal", "shoal-threads"):
         import shoal
         import shoal.io

@@ -93,7 +93,12 @@ def _is_v3_array(meta: str) -> bool:
 def _open(path: str, mode: str):
     """The zarr array at ``path``, opened once per process and mode (and
     again if its metadata is rewritten)."""
-    meta = _metadata_file(path)
+    return _open_keyed(path, mode)[0]
+
+
+def _open_keyed(path: str, mode: str):
+    """``(array, key)``: :func:`_open`'s array and its cache key."""
+    key = (path, mode, stamp(_metadata_file(path)))
     zarr = need("zarr", _WHAT)
 
     def opener():
@@ -102,7 +107,7 @@ def _open(path: str, mode: str):
         except (ValueError, KeyError, TypeError) as exc:  # metadata zarr cannot read
             raise ValueError(f"{path} is not a zarr array zarr can open: {exc}") from exc
 
-    return _opened.get((path, mode, stamp(meta)), opener)
+    return _opened.get(key, opener), key
 
 
 class _Direct:
@@ -180,13 +185,14 @@ _direct = ProcessCache()
 
 
 def _reader(path: str):
-    meta = _metadata_file(path)
-    array = _open(path, "r")
+    """``(array, direct)``: the opened array, and its :class:`_Direct`
+    reader (False when its layout is not one)."""
+    array, key = _open_keyed(path, "r")
 
     def make():
         return _Direct(array) if _Direct.fits(array) else False
 
-    return array, _direct.get((path, "r", stamp(meta)), make)
+    return array, _direct.get(key, make)
 
 
 def _array_path(array) -> str:

@@ -143,6 +143,18 @@ def test_progress_counts_chunks(zarr_dataset, capsys):
     assert "16/16" in capsys.readouterr().err
 
 
+def test_a_thread_pool_with_checkpoint_and_progress(zarr_dataset, tmp_path, capsys):
+    store, log = str(tmp_path / "run.sqlite"), str(tmp_path / "log")
+    stats = functools.partial(io_h.logged_stats, log, 0.0)
+    refs = shoal.io.zarr_chunks(zarr_dataset)
+    with shoal.ThreadPool(2) as pool:
+        first = pool.map(stats, refs, checkpoint=store, progress="always")
+        again = pool.map(stats, shoal.io.zarr_chunks(zarr_dataset), checkpoint=store)
+    assert first == again == [io_h.chunk_stats(r) for r in refs]
+    assert sorted(calls(log)) == list(range(16)), "the second pass computed nothing"
+    assert "16/16" in capsys.readouterr().err
+
+
 def test_each_worker_opens_the_array_once(zarr_dataset):
     with shoal.Pool(1) as pool:
         counts = pool.map(io_h.opened_arrays, shoal.io.zarr_chunks(zarr_dataset), chunksize=1)

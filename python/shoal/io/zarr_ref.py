@@ -116,7 +116,9 @@ class _Direct:
     file's bytes, decompressed by numcodecs straight into the block. zarr's
     own read holds the compressed bytes, a decompressed copy and the block
     it assembles (about 3 chunks); this holds the compressed bytes and the
-    block. Other layouts go through zarr."""
+    block. Other layouts go through zarr. Blosc decompresses on the calling
+    thread alone: zarr sets ``numcodecs.blosc.use_threads = False`` when it
+    is imported, so workers do not oversubscribe the cores."""
 
     def __init__(self, array) -> None:
         import numpy as np

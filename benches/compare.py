@@ -1109,6 +1109,7 @@ def data_rows(runs) -> list[dict]:
                 "error": False,
                 "wrong": wrong,
                 "seconds": median([o["seconds"] for o in outs]),
+                "times": [o["seconds"] for o in outs],
                 "grew": median([o["grew"] for o in outs]),
                 "base": median([o["base"] for o in outs]),
                 "chunk_bytes": outs[0].get("chunk_bytes"),
@@ -1118,20 +1119,34 @@ def data_rows(runs) -> list[dict]:
     return rows
 
 
+def round_ratio(a: list[float], b: list[float]) -> float:
+    """The median over rounds of ``a[i] / b[i]``: the libraries of one round
+    ran back to back, so a round's ratio sees the same machine."""
+    return median([x / y for x, y in zip(a, b, strict=False)])
+
+
+def shoal_best(rows, workload: str) -> list[float] | None:
+    """Per round, the faster of shoal's backends."""
+    times = [r["times"] for r in rows if r["workload"] == workload and r["lib"].startswith("shoal")]
+    times = [t for t in times if t]
+    return [min(ts) for ts in zip(*times, strict=False)] if times else None
+
+
 def data_goal(row, by_key) -> str:
     w, lib = row["workload"], row["lib"]
     if not lib.startswith("shoal"):
         return ""
-    t = row["seconds"]
     if w == "numba-mandelbrot":
         ref = by_key.get((w, "numba-prange"))
         if not ref or ref["error"]:
             return "? (<= 1.2x prange)"
-        return ("yes" if t <= 1.2 * ref["seconds"] else "NO") + " (<= 1.2x prange)"
+        ratio = round_ratio(row["times"], ref["times"])
+        return ("yes" if ratio <= 1.2 else "NO") + f" ({ratio:.2f}x prange; goal <= 1.2x)"
     ref = by_key.get((w, "dask"))
     speed = "? (>= dask)"
     if ref and not ref["error"]:
-        speed = ("yes" if t <= ref["seconds"] else "NO") + " (>= dask)"
+        ratio = round_ratio(ref["times"], row["times"])
+        speed = ("yes" if ratio >= 1.0 else "NO") + f" ({ratio:.2f}x dask's speed; goal >= 1)"
     if w == "zarr-stats" and row["chunk_bytes"]:
         bound = WORKERS * 2 * row["chunk_bytes"]
         memory = "yes" if row["grew"] <= bound else "NO"
@@ -1152,14 +1167,7 @@ def print_data_table(rows) -> None:
             table.append([r["workload"], label, "ERROR", "-", "-", "-", ""])
             continue
         serial = by_key.get((r["workload"], "serial"))
-        shoal_best = min(
-            (
-                x["seconds"]
-                for (w, lib), x in by_key.items()
-                if w == r["workload"] and lib.startswith("shoal") and not x["error"]
-            ),
-            default=None,
-        )
+        best = shoal_best([x for x in rows if not x["error"]], r["workload"])
         memory = f"{r['grew'] / 2**20:.0f} MB"
         if r["chunk_bytes"]:
             alone = r["lib"].startswith("serial")
@@ -1171,10 +1179,10 @@ def print_data_table(rows) -> None:
                 r["workload"],
                 label + (" WRONG RESULT" if r["wrong"] else ""),
                 fmt_time(r["seconds"]),
-                f"{serial['seconds'] / r['seconds']:.2f}x"
+                f"{round_ratio(serial['times'], r['times']):.2f}x"
                 if serial and not serial["error"]
                 else "-",
-                f"{r['seconds'] / shoal_best:.2f}x" if shoal_best else "-",
+                f"{round_ratio(r['times'], best):.2f}x" if best else "-",
                 memory,
                 data_goal(r, by_key),
             ]
@@ -1186,7 +1194,9 @@ def print_data_table(rows) -> None:
         print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     chunk = next((r["chunk_bytes"] for r in rows if r.get("chunk_bytes")), None)
     print(
-        "\nvs shoal = library time / shoal's faster backend's time (>1: shoal faster). "
+        "\ntime = median over rounds; vs serial = serial time / library time, and vs shoal = "
+        "library time / the faster shoal backend's time (>1: shoal faster), each the median "
+        "of the rounds' ratios (a round runs every library back to back). "
         "peak above base = each process's peak RSS (VmHWM, kept by the kernel: no peak "
         "missed) above its RSS with the pool up and the libraries loaded, summed over "
         "the parent and its workers (an upper bound: they need not peak together)."

@@ -25,7 +25,7 @@ from .common import ProcessCache, fspath, need, stamp
 
 _WHAT = "shoal.io.parquet_parts"
 
-#: Per process: each file's footer, by (path, stamp), and the format object.
+#: Per process: each file's arrow schema (from its footer), by path and stamp.
 _footers = ProcessCache(limit=1024)
 
 _PER = ("row_group", "file")

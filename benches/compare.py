@@ -12,7 +12,8 @@ Usage::
     python benches/compare.py [--quick] [--only NAME,...] [--rounds N] [--json out.json]
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
-startup, sleep, numpy, mandelbrot, auto, checkpoint) and/or library names (shoal,
+startup, sleep, numpy, mandelbrot, auto, checkpoint, array-same, array-trip,
+array-memory, zarr-stats, parquet-groupby, numba-mandelbrot) and/or library names (shoal,
 mp, ppe, joblib, mpire, tpe, mp-threads); shoal is always
 run because every ratio is relative to it. ``--quick`` divides the sizes by 10
 (CI smoke test, well under a minute).
@@ -59,6 +60,15 @@ pickle them by reference):
                 RSS (a shared page counted in every process that maps it), in
                 MB and as a multiple of 512 MB. Each library is measured in a
                 fresh interpreter of its own.
+
+14. zarr-stats, parquet-groupby, numba-mandelbrot: data bigger than memory
+                and compiled kernels, against serial code, dask and numba's
+                prange; each run in a fresh interpreter (see
+                ``benches/data_bench.py``), with its peak memory. The datasets
+                (a 2 GiB zarr array, a 16-file parquet dataset; 1/16 of that
+                with --quick) are written to --data-dir (default: a temporary
+                directory) after checking the free space, and deleted at the
+                end unless --keep-data.
 
 For workloads 1-4, 6-8 and 11-12 every pool is created and warmed with a tiny map before the
 clock starts, so start-up cost is excluded; each (library, variant) gets a
@@ -120,6 +130,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, os.environ.get("PYT
 # Imported as the top-level module ``workloads`` (not ``__main__``) so that its
 # functions pickle by reference in every library.
 workloads = importlib.import_module("workloads")
+data_bench = importlib.import_module("data_bench")
 inc = workloads.inc
 pi_chunk = workloads.pi_chunk
 pi_chunks = workloads.pi_chunks
@@ -143,6 +154,7 @@ RUN_ERRORS = (
 )
 
 WORKERS = 2
+DATA_WORKLOADS = tuple(data_bench.WORKLOADS)  # zarr-stats, parquet-groupby, numba-mandelbrot
 WORKLOADS = (
     "trivial-map",
     "chunksize-1",
@@ -157,6 +169,7 @@ WORKLOADS = (
     "array-same",
     "array-trip",
     "array-memory",
+    *DATA_WORKLOADS,
 )
 LIB_ALIASES = {
     "shoal": "shoal",
@@ -973,6 +986,226 @@ def print_memory_table(rows, mb):
 
 
 # --------------------------------------------------------------------------
+# Data bigger than memory and compiled kernels (benches/data_bench.py)
+# --------------------------------------------------------------------------
+
+DATA_LABELS = {
+    "serial": "serial",
+    "serial-refs": "serial, shoal.io refs",
+    "shoal": "shoal Pool",
+    "shoal-threads": "shoal ThreadPool",
+    "dask": "dask (threads)",
+    "pyarrow-threads": "pyarrow, 2 threads",
+    "numba-prange": "numba prange",
+}
+
+
+def data_dir_for(args, need: int):
+    """A directory for the datasets with ``need`` bytes free, or None (and
+    a note) when there is no room."""
+    import shutil
+
+    root = args.data_dir or tempfile.mkdtemp(prefix="shoal-data-")
+    os.makedirs(root, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if free < need:
+        print(
+            f"  !! data workloads skipped: {root} has {free / 1e9:.1f} GB free, "
+            f"they need {need / 1e9:.1f} GB"
+        )
+        return None
+    return root
+
+
+def data_workloads(names, args, quick: bool):
+    """Runs the data workloads, each library in a fresh interpreter per
+    round, rounds interleaved; returns rows for :func:`print_data_table`."""
+    import shutil
+    import subprocess
+
+    size = data_bench.sizes(quick)
+    need = int(1.5 * (size["zarr_bytes"] + 24 * data_bench.PARQUET_FILES * size["parquet_rows"]))
+    if any(w != "numba-mandelbrot" for w in names):
+        root = data_dir_for(args, need)
+        if root is None:
+            names = [w for w in names if w == "numba-mandelbrot"]
+    else:
+        root = tempfile.mkdtemp(prefix="shoal-data-")
+    flag = ["--quick"] if quick else []
+    script = os.path.join(HERE, "data_bench.py")
+    runs = {}
+    try:
+        if any(w != "numba-mandelbrot" for w in names):
+            began = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, script, "prepare", root, *flag],
+                capture_output=True,
+                text=True,
+                timeout=args.timeout or None,
+            )
+            if done.returncode != 0:
+                print(f"  !! preparing the datasets failed: {done.stderr.strip()[-800:]}")
+                return []
+            info = json.loads(done.stdout)
+            print(
+                f"  datasets in {root}: {info['on_disk'] / 1e9:.2f} GB on disk, "
+                f"ready in {time.perf_counter() - began:.0f} s",
+                flush=True,
+            )
+        for r in range(args.rounds):
+            for w in names:
+                for lib in data_bench.WORKLOADS[w]:
+                    key = (w, lib)
+                    if runs.get(key) == "error":
+                        continue
+                    done = subprocess.run(
+                        [sys.executable, script, "run", w, lib, root, *flag],
+                        capture_output=True,
+                        text=True,
+                        timeout=args.timeout or None,
+                    )
+                    if done.returncode != 0:
+                        print(f"  !! {w} / {lib}: {done.stderr.strip()[-800:]}", flush=True)
+                        runs[key] = "error"
+                        continue
+                    out = json.loads(done.stdout.strip().splitlines()[-1])
+                    runs.setdefault(key, []).append(out)
+                    grew = out["grew"] / 2**20
+                    print(
+                        f"  round {r + 1}/{args.rounds}  {w:<16} {DATA_LABELS[lib]:<20} "
+                        f"{fmt_time(out['seconds']):>10}   peak +{grew:.0f} MB over base",
+                        flush=True,
+                    )
+    finally:
+        if not args.keep_data:
+            shutil.rmtree(root, ignore_errors=True)
+    return data_rows(runs)
+
+
+def same_result(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_result(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_result(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-9)
+    return a == b
+
+
+def data_rows(runs) -> list[dict]:
+    rows = []
+    for (w, lib), outs in runs.items():
+        if outs == "error":
+            rows.append({"workload": w, "lib": lib, "error": True})
+            continue
+        reference = runs.get((w, "serial"))
+        wrong = isinstance(reference, list) and not same_result(
+            outs[0]["result"], reference[0]["result"]
+        )
+        rows.append(
+            {
+                "workload": w,
+                "lib": lib,
+                "error": False,
+                "wrong": wrong,
+                "seconds": median([o["seconds"] for o in outs]),
+                "times": [o["seconds"] for o in outs],
+                "grew": median([o["grew"] for o in outs]),
+                "base": median([o["base"] for o in outs]),
+                "chunk_bytes": outs[0].get("chunk_bytes"),
+                "array_bytes": outs[0].get("array_bytes"),
+            }
+        )
+    return rows
+
+
+def round_ratio(a: list[float], b: list[float]) -> float:
+    """The median over rounds of ``a[i] / b[i]``: the libraries of one round
+    ran back to back, so a round's ratio sees the same machine."""
+    return median([x / y for x, y in zip(a, b, strict=False)])
+
+
+def shoal_best(rows, workload: str) -> list[float] | None:
+    """Per round, the faster of shoal's backends."""
+    times = [r["times"] for r in rows if r["workload"] == workload and r["lib"].startswith("shoal")]
+    times = [t for t in times if t]
+    return [min(ts) for ts in zip(*times, strict=False)] if times else None
+
+
+def data_goal(row, by_key) -> str:
+    w, lib = row["workload"], row["lib"]
+    if not lib.startswith("shoal"):
+        return ""
+    if w == "numba-mandelbrot":
+        ref = by_key.get((w, "numba-prange"))
+        if not ref or ref["error"]:
+            return "? (<= 1.2x prange)"
+        ratio = round_ratio(row["times"], ref["times"])
+        return ("yes" if ratio <= 1.2 else "NO") + f" ({ratio:.2f}x prange; goal <= 1.2x)"
+    ref = by_key.get((w, "dask"))
+    speed = "? (>= dask)"
+    if ref and not ref["error"]:
+        ratio = round_ratio(ref["times"], row["times"])
+        speed = ("yes" if ratio >= 1.0 else "NO") + f" ({ratio:.2f}x dask's speed; goal >= 1)"
+    if w == "zarr-stats" and row["chunk_bytes"]:
+        bound = WORKERS * 2 * row["chunk_bytes"]
+        memory = "yes" if row["grew"] <= bound else "NO"
+        speed += f"; {memory} (peak <= base + 2 chunks/worker)"
+    return speed
+
+
+def print_data_table(rows) -> None:
+    if not rows:
+        return
+    by_key = {(r["workload"], r["lib"]): r for r in rows}
+    print("\n== data bigger than memory and compiled kernels (2 workers)\n")
+    headers = ["workload", "library", "time", "vs serial", "vs shoal", "peak above base", "goal"]
+    table = []
+    for r in rows:
+        label = DATA_LABELS[r["lib"]]
+        if r["error"]:
+            table.append([r["workload"], label, "ERROR", "-", "-", "-", ""])
+            continue
+        serial = by_key.get((r["workload"], "serial"))
+        best = shoal_best([x for x in rows if not x["error"]], r["workload"])
+        memory = f"{r['grew'] / 2**20:.0f} MB"
+        if r["chunk_bytes"]:
+            alone = r["lib"].startswith("serial")
+            per = r["grew"] / r["chunk_bytes"] / (1 if alone else WORKERS)
+            unit = "" if alone else "/worker"
+            memory += f" = {per:.1f} chunks{unit}"
+        table.append(
+            [
+                r["workload"],
+                label + (" WRONG RESULT" if r["wrong"] else ""),
+                fmt_time(r["seconds"]),
+                f"{round_ratio(serial['times'], r['times']):.2f}x"
+                if serial and not serial["error"]
+                else "-",
+                f"{round_ratio(r['times'], best):.2f}x" if best else "-",
+                memory,
+                data_goal(r, by_key),
+            ]
+        )
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    print(" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    print("-+-".join("-" * w for w in widths))
+    for row in table:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    chunk = next((r["chunk_bytes"] for r in rows if r.get("chunk_bytes")), None)
+    print(
+        "\ntime = median over rounds; vs serial = serial time / library time, and vs shoal = "
+        "library time / the faster shoal backend's time (>1: shoal faster), each the median "
+        "of the rounds' ratios (a round runs every library back to back). "
+        "peak above base = each process's peak RSS (VmHWM, kept by the kernel: no peak "
+        "missed) above its RSS with the pool up and the libraries loaded, summed over "
+        "the parent and its workers (an upper bound: they need not peak together)."
+    )
+    if chunk:
+        print(f"zarr chunk: {chunk / 2**20:.0f} MiB uncompressed.")
+
+
+# --------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------
 
@@ -1270,6 +1503,13 @@ def parse_args(argv=None):
         help="abort with tracebacks if one measurement takes longer "
         "(seconds, 0 = never; default 300)",
     )
+    ap.add_argument(
+        "--data-dir",
+        help="where the data workloads write their datasets (default: a temporary directory)",
+    )
+    ap.add_argument(
+        "--keep-data", action="store_true", help="keep the datasets (default: deleted at the end)"
+    )
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
@@ -1321,7 +1561,14 @@ def main(argv=None):
     all_cases = []
     store_dir = tempfile.TemporaryDirectory(prefix="shoal-bench-")
     t_start = time.perf_counter()
+    data_names = [w for w in args.workloads if w in DATA_WORKLOADS]
+    data_table = []
+    if data_names:
+        print(f"\n== {', '.join(data_names)}", flush=True)
+        data_table = data_workloads(data_names, args, args.quick)
     for w in args.workloads:
+        if w in DATA_WORKLOADS:
+            continue
         if w == "trivial-map":
             cases = trivial_map_cases(n_calls)
         elif w == "chunksize-1":
@@ -1360,9 +1607,11 @@ def main(argv=None):
     rows = summarize(all_cases)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n== results ({time.perf_counter() - t_start:.1f} s total; load average {load})\n")
-    print_table(rows)
+    if rows:
+        print_table(rows)
     if memory_rows is not None:
         print_memory_table(memory_rows, memory_mb)
+    print_data_table(data_table)
 
     if args.json:
         with open(args.json, "w") as f:
@@ -1382,13 +1631,16 @@ def main(argv=None):
                         "versions": info,
                     },
                     "results": rows,
+                    "data": data_table,
                 },
                 f,
                 indent=2,
             )
         print(f"\nwrote {args.json}")
 
-    shoal_errors = [r for r in rows if r["lib"] == "shoal" and r["error"]]
+    shoal_errors = [r for r in rows if r["lib"] == "shoal" and r["error"]] + [
+        r for r in data_table if r["lib"].startswith("shoal") and (r["error"] or r["wrong"])
+    ]
     return 1 if shoal_errors else 0
 
 

@@ -157,3 +157,29 @@ def mpi_env() -> dict[str, str]:
     env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
     env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     return env
+
+
+# ------------------------------------------------- the workshops' datasets, small
+@pytest.fixture(scope="session")
+def zarr_dataset(tmp_path_factory):
+    """The workshop's compressed zarr array, made small: 4 MiB of float32
+    in 16 chunks (bands of 16 rows x 4096), written by
+    ``shoal.io.write_zarr_dataset``."""
+    pytest.importorskip("zarr", reason="the zarr tests need zarr (the data extra)")
+    import shoal.io
+
+    path = tmp_path_factory.mktemp("data") / "field.zarr"
+    return shoal.io.write_zarr_dataset(path, nbytes=4 << 20, chunks=16, workers=2)
+
+
+@pytest.fixture(scope="session")
+def parquet_dataset(tmp_path_factory):
+    """The workshop's 16-file parquet dataset, made small: 16 files of 3,000
+    rows in row groups of 1,000, written by ``shoal.io.write_parquet_dataset``."""
+    pytest.importorskip("pyarrow", reason="the parquet tests need pyarrow (the data extra)")
+    import shoal.io
+
+    path = tmp_path_factory.mktemp("data") / "weather"
+    return shoal.io.write_parquet_dataset(
+        path, files=16, rows_per_file=3_000, row_group_size=1_000, workers=2
+    )

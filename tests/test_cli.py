@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -39,11 +41,54 @@ def test_demo_measures_every_lesson_and_writes_the_timelines(tmp_path):
     assert [r for r in rows if r[0] == "serial"] and all(
         r[2] == "1.00" for r in rows if r[0] == "serial"
     )
+    if importlib.util.find_spec("numba") is not None:
+        assert "runs in parallel on threads (numba)" in out.stdout
+        assert "threads, GIL held" in out.stdout
+        assert re.search(r"threads, nogil=True\s+\d+\.\d{3} s", out.stdout)
     pi = re.search(r"pi = (3\.\d{12})", out.stdout)
     assert pi and abs(float(pi.group(1)) - 3.141592653589793) < 1e-6
     html = page.read_text()
     assert html.count("<svg") >= 5, "a timeline per traced run"
     assert "Mandelbrot" in html
+
+
+def test_demo_says_how_to_get_the_compiled_lesson_without_numba():
+    code = (
+        "import sys; sys.modules['numba'] = None\n"  # as if numba were not installed
+        "from shoal.cli import demo\n"
+        "lesson = demo._compiled(2, 0.05, {})\n"
+        "lesson.measure(1)\n"
+        "print(demo.table(lesson)); print(demo.page([lesson], 2))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "runs in parallel on threads (numba)" in done.stdout
+    assert "numba is not installed" in done.stdout and "pip install numba" in done.stdout
+    assert "<table>" not in done.stdout
+
+
+def test_datasets_writes_both_small(tmp_path):
+    pytest.importorskip("zarr", reason="needs zarr (the data extra)")
+    pytest.importorskip("pyarrow", reason="needs pyarrow (the data extra)")
+    out = run_cli(
+        "datasets",
+        str(tmp_path),
+        "--zarr-size",
+        "2MiB",
+        "--zarr-chunks",
+        "4",
+        "--parquet-files",
+        "3",
+        "--parquet-rows",
+        "1000",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "field.zarr" in out.stdout and "weather" in out.stdout
+    assert sorted(os.listdir(tmp_path / "weather")) == [f"part-{i:03d}.parquet" for i in range(3)]
+    assert os.path.isfile(tmp_path / "field.zarr" / "zarr.json")
+    too_big = run_cli("datasets", str(tmp_path / "big"), "--zarr-size", "100000TB")
+    assert too_big.returncode == 1 and "GB free" in too_big.stderr
+    assert run_cli("datasets", str(tmp_path), "--zarr-size", "lots").returncode == 2
 
 
 def test_usage_errors_exit_with_2():

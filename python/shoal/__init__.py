@@ -52,7 +52,8 @@ _EXPORTS = {
     "Process": "sync.process",
 }
 
-# `map` is left out: `from shoal import *` must not replace the builtin.
+# `map` and `io` are left out: `from shoal import *` must not replace the
+# builtin or the standard library's module.
 __all__ = [
     "AsyncResult",
     "BackendChoice",
@@ -92,8 +93,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "shared":  # the submodule of shared arrays
-        return __import__(f"{__name__}.shared", fromlist=["zeros"])
+    if name in ("shared", "io"):  # submodules: shared arrays, chunk references
+        return __import__(f"{__name__}.{name}", fromlist=["_"])
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'shoal' has no attribute {name!r}")
@@ -104,10 +105,11 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | {"shared"})
+    return sorted(set(globals()) | set(_EXPORTS) | {"shared", "io"})
 
 
 if TYPE_CHECKING:
+    from . import io as io  # shoal.io, not in __all__
     from . import shared
     from .checkpoint.cached import cached
     from .cpus import CpuReport, cpu_count, cpu_report

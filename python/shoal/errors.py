@@ -20,6 +20,11 @@ class CheckpointKeyWarning(UserWarning):
     after it changed."""
 
 
+class MissingDependencyError(ShoalError, ImportError):
+    """An optional dependency is not installed; the message names the extra
+    that installs it (``pip install "shoal[data]"``)."""
+
+
 class QueueClosed(ValueError):
     """The queue was closed: no more puts, and every item has been taken."""
 

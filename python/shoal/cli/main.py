@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ..errors import CheckpointError
 from ..slurm import add_commands as add_slurm_commands
+from . import datasets
 from .measure import add_commands
 
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the workshops' lessons (GIL, threads, processes, schedules, chunking)",
         description="Measures the parallel-Python workshops' lessons on this machine: "
         "pure Python on threads vs processes (the GIL), I/O waits and numpy on threads, "
+        "a numba loop on threads with the GIL held and released (with numba installed), "
         "the pi program, Mandelbrot with static vs dynamic schedules, and tiny tasks "
         "with and without chunking. Prints speed-ups with one sentence per lesson and "
         "writes an HTML page with each lesson's timeline.",
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p_ckpt.set_defaults(run=checkpoint)
     add_commands(sub)  # report, bench, info
     add_slurm_commands(sub)  # lab, submit
+    datasets.add_command(sub)
     args = parser.parse_args(argv)
     try:
         code = args.run(args)

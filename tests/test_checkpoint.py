@@ -131,6 +131,33 @@ def test_a_rerun_with_everything_stored_sends_no_task(make_pool, store, log, mon
     assert len(calls(log)) == 1000
 
 
+def passes_gates(gates: str, x):
+    """x, once the file ``gates`` + "0" exists (+ "2" for x == 2)."""
+    while not os.path.exists(gates + ("2" if x == 2 else "0")):
+        time.sleep(0.01)
+    return x
+
+
+def test_a_lost_commit_fails_the_call_whose_results_it_held(make_pool, store, tmp_path):
+    pool = make_pool(2)
+    assert pool.map(abs, [-1], checkpoint=store) == [1]  # the store exists
+    gates = str(tmp_path / "gate")
+    lost = pool.map_async(functools.partial(passes_gates, gates), [0, 1, 2], 1, checkpoint=store)
+    db = sqlite3.connect(store, timeout=10)
+    db.execute("ALTER TABLE results RENAME TO gone")  # the next commit fails
+    db.commit()
+    open(gates + "0", "w").close()
+    time.sleep(1.0)  # items 0 and 1 came back; their commit failed
+    db.execute("ALTER TABLE gone RENAME TO results")
+    db.commit()
+    db.close()
+    # Another call on the same store is not told of rows it did not lose.
+    assert pool.map(abs, [-5, -6], checkpoint=store) == [5, 6]
+    open(gates + "2", "w").close()
+    with pytest.raises(shoal.CheckpointError, match="results"):
+        lost.get(timeout=20)
+
+
 def test_another_chunking_is_computed_again(make_pool, store, log):
     # Chunks are what is stored: the same items in other chunks are not found.
     pool = make_pool(2)

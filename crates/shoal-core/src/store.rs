@@ -74,6 +74,8 @@ fn row_id(key: &Key) -> i64 {
 }
 
 struct Row {
+    /// Who put it (see [`Store::new_writer`]): told if it is lost.
+    writer: u64,
     function: i64,
     created: i64,
     /// How many tasks' results `value` holds.
@@ -95,9 +97,14 @@ struct Buffer {
     closing: bool,
     /// The writer thread has ended.
     stopped: bool,
-    /// Why the last batch could not be written; reported once by `put` or
-    /// `flush`.
+    /// Why a batch could not be written, per writer whose rows it held;
+    /// reported once, to that writer, by its next `put` or `flush`.
+    lost: HashMap<u64, String>,
+    /// Why the writer thread ended before it was closed: every later call
+    /// fails with it.
     failure: Option<String>,
+    /// The last writer id handed out.
+    writers: u64,
 }
 
 #[derive(Default)]
@@ -307,29 +314,43 @@ impl Store {
         Ok(found)
     }
 
+    /// A new writer id: rows put under it that a failed commit loses are
+    /// reported to it alone (by its next `put` or `flush`), not to whoever
+    /// uses the store next. Writer 0 is everyone else's.
+    pub fn new_writer(&self) -> u64 {
+        let mut buffer = self.shared.lock();
+        buffer.writers += 1;
+        buffer.writers
+    }
+
     /// Buffers results for the writer thread, one task's each. A key
-    /// already stored keeps its first result. Fails if the writer could not
-    /// write an earlier batch (reported once).
+    /// already stored keeps its first result. Fails if a commit lost rows
+    /// put earlier (by writer 0; reported once).
     pub fn put_many(&self, function: i64, rows: Vec<(Key, Vec<u8>)>) -> Result<()> {
         self.put_rows(
+            0,
             function,
             rows.into_iter().map(|(key, value)| (key, 1, value)),
         )
     }
 
-    /// As [`Store::put_many`], for rows of `(key, tasks, value)`: a value
-    /// that holds the results of `tasks` tasks (a map's chunk), counted as
-    /// such by `info` and `clear`.
+    /// As [`Store::put_many`], for `writer`'s rows of `(key, tasks,
+    /// value)`: a value that holds the results of `tasks` tasks (a map's
+    /// chunk), counted as such by `info` and `clear`.
     pub fn put_rows(
         &self,
+        writer: u64,
         function: i64,
         rows: impl IntoIterator<Item = (Key, i64, Vec<u8>)>,
     ) -> Result<()> {
         self.owner.check("checkpoint store")?;
         let created = now();
         let mut buffer = self.shared.lock();
-        if let Some(why) = buffer.failure.take() {
+        if let Some(why) = buffer.lost.remove(&writer) {
             return Err(self.fail(StoreError::WriteFailed(why)));
+        }
+        if let Some(why) = &buffer.failure {
+            return Err(self.fail(StoreError::WriteFailed(why.clone())));
         }
         if buffer.closing || buffer.stopped {
             return Err(self.fail(StoreError::Closed));
@@ -340,6 +361,7 @@ impl Store {
             if let Entry::Vacant(slot) = buffer.pending.entry(key) {
                 buffer.pending_bytes += value.len();
                 slot.insert(Row {
+                    writer,
                     function,
                     created,
                     tasks,
@@ -367,8 +389,13 @@ impl Store {
     }
 
     /// Waits up to `timeout` for flush `generation`: `None` if it is still
-    /// being written, else whether it was written.
-    pub fn wait_flushed(&self, generation: u64, timeout: Duration) -> Option<Result<()>> {
+    /// being written, else whether `writer`'s rows were all written.
+    pub fn wait_flushed(
+        &self,
+        writer: u64,
+        generation: u64,
+        timeout: Duration,
+    ) -> Option<Result<()>> {
         let buffer = self.shared.lock();
         let (mut buffer, _) = self
             .shared
@@ -378,17 +405,27 @@ impl Store {
         if buffer.written < generation && !buffer.stopped {
             return None;
         }
-        Some(match buffer.failure.take() {
+        let why = buffer
+            .lost
+            .remove(&writer)
+            .or_else(|| buffer.failure.clone());
+        Some(match why {
             Some(why) => Err(self.fail(StoreError::WriteFailed(why))),
             None => Ok(()),
         })
     }
 
-    /// Commits everything buffered so far and waits for it.
+    /// Commits everything buffered so far and waits for it; fails if rows
+    /// writer 0 put were lost.
     pub fn flush(&self) -> Result<()> {
+        self.flush_writer(0)
+    }
+
+    /// As [`Store::flush`]; fails if rows `writer` put were lost.
+    pub fn flush_writer(&self, writer: u64) -> Result<()> {
         let generation = self.start_flush();
         loop {
-            if let Some(done) = self.wait_flushed(generation, Duration::from_secs(1)) {
+            if let Some(done) = self.wait_flushed(writer, generation, Duration::from_secs(1)) {
                 return done;
             }
         }
@@ -525,7 +562,9 @@ impl Store {
             // The writer does not panic; if it did, the rows are lost anyway.
             let _ = writer.join();
         }
-        match self.shared.lock().failure.take() {
+        let mut buffer = self.shared.lock();
+        let lost = buffer.lost.drain().map(|(_, why)| why).next();
+        match buffer.failure.take().or(lost) {
             Some(why) => Err(self.fail(StoreError::WriteFailed(why))),
             None => Ok(()),
         }
@@ -728,7 +767,11 @@ fn write_loop(mut conn: Connection, shared: &Shared) {
             buffer = shared.lock();
             buffer.committing = Arc::default();
             if let Err(e) = outcome {
-                buffer.failure = Some(e.to_string());
+                // Each writer whose rows the batch held is told, alone.
+                let why = e.to_string();
+                for row in batch.values() {
+                    buffer.lost.entry(row.writer).or_insert_with(|| why.clone());
+                }
             }
         }
         // Every row put before flush `asked` was requested is now written.
@@ -1041,6 +1084,7 @@ mod tests {
         let g = store.function_id(b"g", "m", "g").unwrap();
         store
             .put_rows(
+                0,
                 f,
                 [(key(1), 100, b"chunk".to_vec()), (key(2), 7, b"c".to_vec())],
             )
@@ -1091,5 +1135,29 @@ mod tests {
         let store = Store::open(&path).unwrap();
         store.put_many(1, vec![(key(1), b"x".to_vec())]).unwrap();
         store.flush().unwrap();
+    }
+
+    #[test]
+    fn a_lost_commit_is_reported_to_the_writer_whose_rows_it_held() {
+        let path = temp_path("lost.sqlite");
+        let store = Store::open(&path).unwrap();
+        let f = store.function_id(b"f", "m", "f").unwrap();
+        let (a, b) = (store.new_writer(), store.new_writer());
+        store.put_rows(a, f, [(key(1), 1, b"a".to_vec())]).unwrap();
+        store.flush_writer(a).unwrap();
+        // Another program breaks the store under it: the next commit fails.
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(Duration::from_secs(10)).unwrap();
+        other
+            .execute_batch("ALTER TABLE results RENAME TO gone")
+            .unwrap();
+        store.put_rows(b, f, [(key(2), 1, b"b".to_vec())]).unwrap();
+        // Committed on its own within COMMIT_EVERY, without a flush.
+        std::thread::sleep(COMMIT_EVERY * 4);
+        store.flush_writer(a).unwrap(); // a lost nothing
+        let err = store.flush_writer(b).unwrap_err().to_string();
+        assert!(err.contains("results"), "{err}");
+        store.flush_writer(b).unwrap(); // reported once
+        let _ = std::fs::remove_file(&path);
     }
 }

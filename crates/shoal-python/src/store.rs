@@ -162,16 +162,23 @@ impl PyStore {
         )
     }
 
+    /// A writer id for one call's rows: a commit that loses them is
+    /// reported to that call (its next `put_many` or `flush` with it).
+    fn new_writer(&self) -> u64 {
+        self.inner.new_writer()
+    }
+
     /// Stores `values[i]` (bytes) under the i-th key of `keys`, for function
     /// `function`; committed within a fraction of a second. `tasks[i]`, when
     /// given, is how many tasks' results `values[i]` holds (else one).
-    #[pyo3(signature = (function, keys, values, tasks=None))]
+    #[pyo3(signature = (function, keys, values, tasks=None, writer=0))]
     fn put_many(
         &self,
         function: i64,
         keys: &[u8],
         values: &Bound<'_, PyList>,
         tasks: Option<Vec<i64>>,
+        writer: u64,
     ) -> PyResult<()> {
         let keys = split_keys(keys)?;
         let counts = tasks.unwrap_or_else(|| vec![1; keys.len()]);
@@ -187,15 +194,17 @@ impl PyStore {
         for ((key, value), n) in keys.into_iter().zip(values.iter()).zip(counts) {
             rows.push((key, n, value.cast::<PyBytes>()?.as_bytes().to_vec()));
         }
-        self.inner.put_rows(function, rows).map_err(to_py)
+        self.inner.put_rows(writer, function, rows).map_err(to_py)
     }
 
     /// Commits everything stored so far and waits for it (Ctrl-C stops the
     /// wait, not the commit).
-    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+    #[pyo3(signature = (writer=0))]
+    fn flush(&self, py: Python<'_>, writer: u64) -> PyResult<()> {
         let generation = self.inner.start_flush();
-        let done =
-            wait_interruptibly(py, None, |slice| self.inner.wait_flushed(generation, slice))?;
+        let done = wait_interruptibly(py, None, |slice| {
+            self.inner.wait_flushed(writer, generation, slice)
+        })?;
         match done {
             Some(done) => done.map_err(to_py),
             // Without a timeout the wait ends only with an answer.

@@ -55,6 +55,8 @@ class _Stage:
         self.digest = digest
         self.name = f"{module}.{qualname}"
         self.function = self.store.function_id(digest, module, qualname)
+        # This call's rows: a commit that loses them fails this call alone.
+        self.writer = self.store.new_writer()
         self.star = star
 
     def load(self, data: bytes):
@@ -70,9 +72,9 @@ class _Stage:
             ) from exc
 
     def finish(self) -> BaseException | None:
-        """Commits what is buffered; the error if that failed."""
+        """Commits what is buffered; the error if this call's rows were lost."""
         try:
-            self.store.flush()
+            self.store.flush(self.writer)
         except Exception as exc:  # noqa: BLE001 - the call's result reports it
             return exc
         return None
@@ -117,7 +119,7 @@ class ChunkStage(_Stage):
             # What is stored is what loads: the answer as it came when it is
             # one pickle, else the values pickled again.
             data = payload if type(payload) is bytes and call.pickled else dumps(values)
-            self.store.put_many(self.function, sent.detail[k], [data], [len(values)])
+            self.store.put_many(self.function, sent.detail[k], [data], [len(values)], self.writer)
         call.collector.put(sent.positions[k], sent.sizes[k], ok, values)
 
 
@@ -172,7 +174,7 @@ class ItemStage(_Stage):
             return
         if Failed not in map(type, outputs):
             values = list(map(loads, outputs))  # before storing: what is stored loads
-            self.store.put_many(self.function, keys, outputs)
+            self.store.put_many(self.function, keys, outputs, None, self.writer)
             _put_values(call.collector, where, values)
             return
         values, stored_keys, stored = [], [], []
@@ -184,7 +186,7 @@ class ItemStage(_Stage):
             else:
                 values.append((False, remote_exception(output.payload)))
         if stored:
-            self.store.put_many(self.function, b"".join(stored_keys), stored)
+            self.store.put_many(self.function, b"".join(stored_keys), stored, None, self.writer)
         for p, (ok, value) in zip(where, values, strict=True):
             call.collector.put(p, 1, ok, [value] if ok else value)
 

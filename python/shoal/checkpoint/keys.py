@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable
 
 from .. import _shoal
-from ..errors import CheckpointKeyWarning
+from ..errors import CheckpointKeyWarning, SerializationError
 from ..wire.serialize import pickle as _pickle
 
 KEY_LEN = _shoal.KEY_LEN
@@ -36,8 +36,6 @@ def _pickled(obj: object, what: str) -> list:
         try:
             data = cloudpickle.dumps(obj, 5, buffer_callback=buffers.append)
         except Exception as exc:
-            from ..errors import SerializationError
-
             raise SerializationError(
                 f"cannot make a checkpoint key of {what}: {type(obj).__qualname__} "
                 f"can't be pickled ({exc}); pass checkpoint_key= to key tasks yourself"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 
 from .. import _shoal
@@ -55,6 +56,4 @@ def _close_stores() -> None:
         try:
             store.close()
         except CheckpointError as exc:
-            import sys
-
             print(f"shoal: {exc}", file=sys.stderr)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from time import perf_counter
 
 from ..cpus import cpu_count
+from ..pool.pool import Pool
+from ..pool.threadpool import ThreadPool
 
 BACKENDS = ("auto", "processes", "threads")
 
@@ -77,8 +79,6 @@ def _record(choice: BackendChoice) -> BackendChoice:
 
 
 def check_backend(backend) -> None:
-    from ..pool.pool import Pool
-
     if isinstance(backend, Pool):
         backend._running()
     elif backend not in BACKENDS:
@@ -218,9 +218,6 @@ class _Probe:
 
 @contextlib.contextmanager
 def _pool(backend: str, workers: int | None):
-    from ..pool.pool import Pool
-    from ..pool.threadpool import ThreadPool
-
     with (ThreadPool if backend == "threads" else Pool)(workers) as pool:
         yield pool
 
@@ -238,9 +235,6 @@ def run(
     Returns ``(choice, head, rest)``: ``head`` the probe's ``(start, stop,
     value)`` chunks (empty unless auto), ``rest`` what ``run_rest``
     returned."""
-    from ..pool.pool import Pool
-    from ..pool.threadpool import ThreadPool
-
     if isinstance(backend, Pool):
         kind = "threads" if isinstance(backend, ThreadPool) else "processes"
         choice = _record(BackendChoice(kind, f"ran on the pool passed as backend, {backend!r}"))

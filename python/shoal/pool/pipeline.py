@@ -32,6 +32,7 @@ import weakref
 from collections.abc import Callable, Iterable
 
 from .._shoal import chunk_size
+from ..checkpoint.stage import ChunkStage, ItemStage
 from ..errors import ShoalError
 from ..wire.serialize import MODE_CALL, MODE_MAP, MODE_STARMAP
 from .call import Call, Feeder, OneTask, Sent
@@ -364,8 +365,6 @@ def _broken_error(cause: BaseException) -> ShoalError:
 
 def _checkpoint_stage(func, star: bool, path, key, chunks: bool):
     """The checkpoint stage of a call and the function its workers run."""
-    from ..checkpoint.stage import ChunkStage, ItemStage
-
     if chunks:
         return ChunkStage(func, star, path), None
     stage = ItemStage(func, star, path, key)

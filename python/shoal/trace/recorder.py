@@ -14,7 +14,9 @@ import platform
 import threading
 import time
 
+from .. import __version__
 from .._shoal import Outcome
+from ..cpus import cpu_count
 from ..wire.transfer import payload_nbytes
 
 _OUTCOMES = {
@@ -148,9 +150,6 @@ class TraceRecorder:
         ]
         ends = [t["end"] for t in tasks if t["end"] is not None]
         ends += [c["end"] for c in calls if c["end"] is not None]
-        from .. import __version__
-        from ..cpus import cpu_count
-
         return {
             "format": "shoal-trace",
             "version": 1,

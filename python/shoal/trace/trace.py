@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from .. import __version__
 from ..errors import ShoalError
 from .summary import TraceSummary, summarize
 
@@ -202,8 +203,6 @@ class _Reader:
         if not _is_int(version) or version < 1:
             raise self.error("version", f"expected a positive integer, got {version!r}")
         if version > VERSION:
-            from .. import __version__
-
             raise self.error(
                 "",
                 f"trace format version {version} is newer than this shoal ({__version__}) "

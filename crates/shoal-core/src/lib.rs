@@ -12,17 +12,24 @@
 //!   memory a process holds.
 //! - [`store`] / [`digest`]: the checkpoint store and its task keys.
 //! - [`fds`]: descriptors passed between processes. [`shm`]: shared memory
-//!   segments. [`lock`], [`queue`], [`process`]: the primitives
-//!   `shoal.Lock`, `shoal.Queue` and `shoal.Process` stand on.
+//!   segments. [`lock`], [`rlock`], [`semaphore`], [`event`],
+//!   [`condvar`], [`barrier`], [`counter`] (on [`futex`]), [`queue`],
+//!   [`process`]: the primitives `shoal.Lock`, `shoal.Semaphore`,
+//!   `shoal.Queue`, `shoal.Process` and the rest stand on.
 //!   [`pickle_scan`]: spots large binary data inside a pickle.
 
+pub mod barrier;
 mod completions;
+pub mod condvar;
+pub mod counter;
 pub mod cpus;
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod event;
 pub mod fds;
 pub mod frame;
+pub mod futex;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -33,7 +40,9 @@ pub mod memory;
 pub mod pickle_scan;
 pub mod process;
 pub mod queue;
+pub mod rlock;
 mod scheduler;
+pub mod semaphore;
 pub mod shm;
 pub mod spawn;
 pub mod status;

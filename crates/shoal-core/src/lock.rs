@@ -11,6 +11,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::futex::{is_dead, my_pid, InSharedMemory, CHECK_EVERY};
+
 /// Bytes a lock takes in a segment (it needs 4-byte alignment).
 pub const LOCK_SIZE: usize = 8;
 
@@ -29,39 +31,10 @@ const CONTENDED: u32 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotHeld;
 
-fn my_pid() -> u32 {
-    std::process::id()
-}
-
-fn is_dead(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
-        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    }
-    // A zombie (killed, not yet reaped by its parent) still answers
-    // signal 0, but runs no more code: its locks are free to take over.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, after_name) = stat.rsplit_once(')')?;
-            Some(after_name.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
+// SAFETY: repr(C), two atomics; zeroed bytes are a free lock.
+unsafe impl InSharedMemory for SharedLock {}
 
 impl SharedLock {
-    /// The lock stored at `ptr` (zeroed memory is a free lock).
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must be 4-byte aligned, point to [`LOCK_SIZE`] bytes of shared
-    /// memory used only as this lock, and stay mapped for `'a`.
-    pub unsafe fn at<'a>(ptr: *mut u8) -> &'a SharedLock {
-        // SAFETY: the caller promises alignment, size and lifetime; every
-        // field is an atomic, valid for any bit pattern.
-        unsafe { &*ptr.cast::<SharedLock>() }
-    }
-
     fn took(&self) -> bool {
         self.owner.store(my_pid(), Ordering::Relaxed);
         true
@@ -103,7 +76,7 @@ impl SharedLock {
                 return false;
             }
             // Owner checks need a wake-up now and then.
-            futex_wait(&self.state, CONTENDED, left.min(Duration::from_millis(100)));
+            crate::futex::wait(&self.state, CONTENDED, left.min(CHECK_EVERY));
         }
     }
 
@@ -114,7 +87,7 @@ impl SharedLock {
             FREE => Err(NotHeld),
             HELD => Ok(()),
             _ => {
-                futex_wake(&self.state, 1);
+                crate::futex::wake(&self.state, 1);
                 Ok(())
             }
         }
@@ -123,54 +96,26 @@ impl SharedLock {
     pub fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) != FREE
     }
-}
 
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: a futex wait on a live atomic word with a valid timeout; not
-    // FUTEX_PRIVATE, because the word is shared between processes. Spurious
-    // wake-ups and EAGAIN are handled by the caller's loop.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-            std::ptr::null::<u32>(),
-            0u32,
-        );
+    /// Pid of the process holding it (None while free).
+    pub fn owner(&self) -> Option<u32> {
+        match self.owner.load(Ordering::Relaxed) {
+            0 => None,
+            pid if self.is_locked() => Some(pid),
+            _ => None,
+        }
     }
-}
 
-fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: a futex wake on a live atomic word.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            n,
-            std::ptr::null::<libc::timespec>(),
-            std::ptr::null::<u32>(),
-            0u32,
-        );
+    /// Whether this process holds it.
+    pub fn held_here(&self) -> bool {
+        self.is_locked() && self.owner.load(Ordering::Relaxed) == my_pid()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fds::SharedFd;
-    use crate::shm::{create, Access, Mapping};
-    use std::sync::Arc;
-
-    fn page() -> Arc<Mapping> {
-        Mapping::map(SharedFd::new(create(4096).unwrap()), Access::Shared).unwrap()
-    }
+    use crate::futex::testing::{dead_pid, page};
 
     #[test]
     fn excludes_and_hands_over() {
@@ -199,9 +144,7 @@ mod tests {
         let m = page();
         // SAFETY: a fresh, page-aligned shared mapping used only as a lock.
         let lock = unsafe { SharedLock::at(m.as_ptr()) };
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
+        let dead = dead_pid();
         lock.state.store(HELD, Ordering::SeqCst);
         lock.owner.store(dead, Ordering::SeqCst);
         assert!(lock.acquire_within(Duration::from_secs(5)));

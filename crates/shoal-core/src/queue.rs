@@ -45,8 +45,9 @@ fn os_error(context: &'static str) -> CoreError {
     CoreError::io(context, std::io::Error::last_os_error())
 }
 
-/// Waits up to `wait` for `events` on `fd`.
-fn poll_one(fd: RawFd, events: libc::c_short, wait: Duration) {
+/// Waits up to `wait` for `events` on `fd`; returns whether any (or a
+/// hang-up or an error) came.
+fn poll_one(fd: RawFd, events: libc::c_short, wait: Duration) -> bool {
     let mut p = libc::pollfd {
         fd,
         events,
@@ -54,7 +55,7 @@ fn poll_one(fd: RawFd, events: libc::c_short, wait: Duration) {
     };
     let ms = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
     // SAFETY: polling one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, ms) };
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
 
 impl MessageQueue {
@@ -174,6 +175,12 @@ impl MessageQueue {
             )
         };
         n <= 0
+    }
+
+    /// Waits at most `wait` until a `get` would not wait: a message is
+    /// there, or the queue is closed and drained (the get then says so).
+    pub fn poll(&self, wait: Duration) -> bool {
+        poll_one(self.rx.as_raw_fd(), libc::POLLIN, wait)
     }
 
     /// No more puts, in any process; getters drain what is left.

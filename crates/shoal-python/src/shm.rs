@@ -55,6 +55,23 @@ pub(crate) struct PyFd {
 
 #[pymethods]
 impl PyFd {
+    /// A duplicate of descriptor `fileno` (a socket, say), owned by the
+    /// new `Fd` (close-on-exec).
+    #[staticmethod]
+    fn dup(fileno: i32) -> PyResult<PyFd> {
+        use std::os::fd::BorrowedFd;
+        if fileno < 0 {
+            return Err(PyValueError::new_err(format!("not a descriptor: {fileno}")));
+        }
+        // SAFETY: the caller says `fileno` is open; it is only borrowed for
+        // the duplicate, which we then own.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fileno) };
+        let owned = borrowed.try_clone_to_owned().map_err(PyErr::from)?;
+        Ok(PyFd {
+            fd: SharedFd::new(owned),
+        })
+    }
+
     fn fileno(&self) -> i32 {
         use std::os::fd::AsRawFd;
         self.fd.as_raw_fd()

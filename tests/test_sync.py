@@ -112,11 +112,12 @@ def test_value_types():
     v = shoal.Value("q", 2**40)
     v.value += 1
     assert v.value == 2**40 + 1
-    with pytest.raises(TypeError, match="typecodes"):
+    with pytest.raises(TypeError, match="bad typecode"):
         shoal.Value("x")
     assert "get_lock" in dir(shoal.Value("i"))
-    with pytest.raises(AttributeError, match="lock=False"):
-        shoal.Value("i", lock=False).get_lock()
+    raw = shoal.Value("i", 7, lock=False)  # as multiprocessing: a RawValue, no lock
+    assert isinstance(raw, ctypes.c_int) and raw.value == 7
+    assert not hasattr(raw, "get_lock")
     own = shoal.Lock()
     assert shoal.Value("i", lock=own).get_lock() is own
 

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from .. import _shoal
 from ..cpus import cpu_count
+from ..sync.context import check_context
 from ..trace.recorder import TraceRecorder
 from ..wire.serialize import MODE_CALL, MODE_MAP, MODE_STARMAP
 from ..wire.transfer import dumps_function, pack, pack_batches, pack_many, payload_nbytes
@@ -321,6 +322,7 @@ class Pool:
         initializer: Callable | None = None,
         initargs: Iterable = (),
         maxtasksperchild: int | None = None,
+        context: Any = None,
         *,
         timeout: float | None = None,
         retries: int = 0,
@@ -337,9 +339,15 @@ class Pool:
         check_progress(progress, on_progress)
         self._progress = (progress, on_progress)
         self._checkpoint = (checkpoint, checkpoint_key)
+        check_context(context)  # accepted as multiprocessing's; shoal starts its own way
         if processes is None:
             processes = cpu_count()
-        if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        if not isinstance(processes, int) or isinstance(processes, bool):
+            raise TypeError(
+                f"processes must be an int (or None for cpu_count()), "
+                f"got {type(processes).__name__} {processes!r}"
+            )
+        if processes < 1:
             raise ValueError(f"Number of processes must be at least 1, got {processes!r}")
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be a callable, got {initializer!r}")

@@ -126,7 +126,12 @@ class ThreadPool(Pool):
         self._progress = (progress, on_progress)
         if workers is None:
             workers = cpu_count()
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        if not isinstance(workers, int) or isinstance(workers, bool):
+            raise TypeError(
+                f"workers must be an int (or None for cpu_count()), "
+                f"got {type(workers).__name__} {workers!r}"
+            )
+        if workers < 1:
             raise ValueError(f"Number of workers must be at least 1, got {workers!r}")
         if initializer is not None and not callable(initializer):
             raise TypeError(f"initializer must be a callable, got {initializer!r}")

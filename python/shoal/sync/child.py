@@ -9,6 +9,7 @@ import sys
 from .. import _shoal
 from ..wire.serialize import loads
 from ..wire.transfer import unpack
+from ..worker.identity import name_process
 
 
 def _run() -> int:
@@ -22,6 +23,7 @@ def _run() -> int:
     try:
         name, target, args, kwargs = loads(body) if fds is None else unpack(body, fds)
         del body, fds
+        name_process(name)
         if target is not None:
             target(*args, **kwargs)
     except SystemExit as exc:

@@ -19,6 +19,7 @@ import sys
 
 from .. import _shoal
 from ..wire.serialize import PROTOCOL, pickle
+from .after_import import when_imported
 
 #: ``extra`` fields of a log record that are not plain values travel as repr.
 _PLAIN = (str, int, float, bool, type(None))
@@ -93,11 +94,7 @@ def forward_logging(link, level: int) -> None:
     """Sends every record at ``level`` or above to the parent's loggers,
     from the moment the worker's code imports ``logging`` (importing it
     here would cost every worker about 25 ms at start)."""
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        _send_records(logging, link, level)
-    else:
-        sys.meta_path.insert(0, _AfterImport("logging", lambda m: _send_records(m, link, level)))
+    when_imported("logging", lambda m: _send_records(m, link, level))
 
 
 def _send_records(logging, link, level: int) -> None:
@@ -121,38 +118,6 @@ def _send_records(logging, link, level: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_ToParent()]
     root.setLevel(level)
-
-
-class _AfterImport:
-    """A meta path finder that lets the other finders import ``name``, then
-    calls ``then(module)`` once the module has run; used once, then gone."""
-
-    def __init__(self, name: str, then) -> None:
-        self._name = name
-        self._then = then
-
-    def find_spec(self, fullname: str, path=None, target=None):
-        if fullname != self._name:
-            return None
-        sys.meta_path.remove(self)
-        for finder in sys.meta_path:
-            find_spec = getattr(finder, "find_spec", None)
-            spec = find_spec(fullname, path, target) if find_spec else None
-            if spec is not None:
-                break
-        else:
-            return None
-        run = getattr(spec.loader, "exec_module", None)
-        if run is None:
-            return spec  # an old-style loader: imported, but not watched
-        then = self._then
-
-        def exec_module(module) -> None:
-            run(module)
-            then(module)
-
-        spec.loader.exec_module = exec_module  # this spec's own loader object
-        return spec
 
 
 def parent_log_level() -> int | None:

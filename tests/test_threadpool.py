@@ -208,8 +208,11 @@ def test_prints_are_the_parents_own(pool, capsys):
 
 
 def test_bad_arguments_are_refused():
-    for workers in (0, -1, 1.5, True):
+    for workers in (0, -1):
         with pytest.raises(ValueError, match="workers"):
+            shoal.ThreadPool(workers)
+    for workers in (1.5, True, "2"):
+        with pytest.raises(TypeError, match="workers must be an int"):
             shoal.ThreadPool(workers)
     with pytest.raises(TypeError, match="initializer"):
         shoal.ThreadPool(1, initializer=3)

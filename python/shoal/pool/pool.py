@@ -20,7 +20,7 @@ from ..sync.context import check_context
 from ..trace.recorder import TraceRecorder
 from ..wire.serialize import MODE_CALL, MODE_MAP, MODE_STARMAP
 from ..wire.transfer import dumps_function, pack, pack_batches, pack_many, payload_nbytes
-from ..worker.output import deliver, parent_log_level
+from ..worker.output import ParentLogLevel, deliver
 from .memory import parse_memory
 from .outcome import decode
 from .progress import Progress, check_progress
@@ -315,6 +315,8 @@ class Pool:
     _dumps_function = staticmethod(dumps_function)
     #: The map family's default ``checkpoint`` and ``checkpoint_key``.
     _checkpoint: tuple = (None, None)
+    #: The parent's logging level as workers see it (processes only).
+    _log_level: ParentLogLevel | None = None
 
     def __init__(
         self,
@@ -357,7 +359,9 @@ class Pool:
             raise ValueError(
                 f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}"
             )
-        setup = (list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level())
+        # Workers follow the parent's logging level as it is when each call starts.
+        self._log_level = ParentLogLevel()
+        setup = (list(sys.path), initializer, tuple(initargs), max_memory, self._log_level)
         init = pack(setup + (processes,))
         # The trace's clock starts before the workers do.
         recorder = TraceRecorder("process", processes) if trace else None
@@ -409,6 +413,8 @@ class Pool:
     def _check_running(self) -> None:
         if self._state != _RUN:
             raise ValueError("Pool not running")
+        if self._log_level is not None:  # every call starts here
+            self._log_level.follow()
 
     def _call_options(self, timeout: Any, retries: Any, retry_on: Any) -> _Options:
         """This call's options: the pool's, overridden where given."""

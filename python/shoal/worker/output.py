@@ -90,11 +90,89 @@ def capture_output(link) -> tuple[LineWriter, LineWriter]:
     return sys.stdout, sys.stderr
 
 
-def forward_logging(link, level: int) -> None:
-    """Sends every record at ``level`` or above to the parent's loggers,
-    from the moment the worker's code imports ``logging`` (importing it
-    here would cost every worker about 25 ms at start)."""
-    when_imported("logging", lambda m: _send_records(m, link, level))
+class ParentLogLevel:
+    """The parent's root logging level, in a shared page that its workers
+    read at the start of every task: ``logging.basicConfig(level=INFO)``
+    after ``Pool()`` reaches the workers at the next call. The parent
+    writes it when each call starts (``follow``). Stored as level + 1; 0
+    while the parent does not use ``logging``."""
+
+    __slots__ = ("_segment", "_view")
+
+    def __init__(self) -> None:
+        self._attach(_shoal.Segment.create(8))
+        self.follow()
+
+    def _attach(self, segment) -> None:
+        self._segment = segment
+        self._view = memoryview(segment).cast("i")
+
+    def follow(self) -> None:
+        """Parent side: publishes the level as it is now."""
+        level = parent_log_level()
+        self._view[0] = 0 if level is None else level + 1
+
+    def _shoal_share_(self, attach):
+        return (_rebuild_level, attach(self._segment, _shoal.ACCESS_SHARED))
+
+    def __reduce__(self):
+        raise TypeError("a ParentLogLevel travels only to shoal workers")
+
+
+def _rebuild_level(attachments, index: int) -> ParentLogLevel:
+    level = ParentLogLevel.__new__(ParentLogLevel)
+    level._attach(attachments[index])
+    return level
+
+
+class _Follower:
+    """Worker side: keeps the worker's root level at the parent's, and
+    sends records once the parent uses logging."""
+
+    __slots__ = ("_link", "_view", "_seen", "_installed")
+
+    def __init__(self, link, level: ParentLogLevel) -> None:
+        self._link = link
+        self._view = level._view
+        self._seen = -1
+        self._installed = False
+
+    def check(self) -> None:
+        word = self._view[0]
+        if word == self._seen:
+            return
+        self._seen = word
+        if word == 0:
+            return  # the parent does not use logging (yet)
+        if not self._installed:
+            self._installed = True
+            when_imported("logging", lambda m: _send_records(m, self._link, self._seen - 1))
+            return
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            logging.getLogger().setLevel(word - 1)
+
+
+_follower: _Follower | None = None
+
+
+def forward_logging(link, level: ParentLogLevel | int) -> None:
+    """Sends every record at the parent's level or above to the parent's
+    loggers, from the moment the worker's code imports ``logging``
+    (importing it here would cost every worker about 25 ms at start).
+    Given a ``ParentLogLevel``, the level follows the parent's."""
+    global _follower
+    if isinstance(level, int):
+        when_imported("logging", lambda m: _send_records(m, link, level))
+        return
+    _follower = _Follower(link, level)
+    _follower.check()
+
+
+def check_log_level() -> None:
+    """At the start of each task: the parent's level, as of its latest call."""
+    if _follower is not None:
+        _follower.check()
 
 
 def _send_records(logging, link, level: int) -> None:
@@ -155,4 +233,7 @@ def _handle_record(slot: int, pid: int, body: bytes) -> None:
     record = logging.makeLogRecord(loads(body))
     record.processName = f"shoal-worker-{slot}"
     record.process = pid
-    logging.getLogger(record.name).handle(record)
+    logger = logging.getLogger(record.name)
+    # The parent's configuration as it is now decides, as for its own records.
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)

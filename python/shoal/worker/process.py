@@ -25,7 +25,7 @@ from ..wire.transfer import pack, unpack
 
 # Keep imports light: every worker pays for them at start.
 from . import identity as _identity
-from .output import capture_output, forward_logging
+from .output import capture_output, check_log_level, forward_logging
 
 FLUSH_EVERY_NS = 2_000_000
 #: Seconds idle after which a worker unmaps the segments it kept between
@@ -49,7 +49,7 @@ def _initialise(link, slot: int, body: bytes, fds) -> int | None:
         _identity.set_process(slot, workers)
         sys.path[:] = sys_path
         if log_level is not None:
-            forward_logging(link, log_level)
+            forward_logging(link, log_level)  # a ParentLogLevel
         if initializer is not None:
             initializer(*initargs)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
@@ -80,6 +80,7 @@ def serve(link, stdout, stderr) -> int:
             if kind == kind_task:
                 entry = functions.get(b)
                 begin(a)
+                check_log_level()  # the parent's logging level, as of its latest call
                 t0 = t1 = perf_counter_ns()
                 try:
                     mode, fn, _retry_on = entry  # TypeError if unknown or failed to load

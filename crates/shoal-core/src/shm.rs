@@ -65,10 +65,16 @@ pub fn raise_fd_limit() {
 /// A new zero-filled memfd of `len` bytes (at least one: an empty mapping
 /// is not allowed), which can be sealed.
 pub fn create(len: usize) -> Result<OwnedFd> {
+    create_named(len, c"shoal-shm")
+}
+
+/// [`create`], with the name the memfd shows in `/proc/PID/maps` (shoal's
+/// own bookkeeping pages are told apart from data that way).
+pub fn create_named(len: usize, name: &std::ffi::CStr) -> Result<OwnedFd> {
     raise_fd_limit();
     let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: the name is a valid C string; flags are plain constants.
-    let raw = unsafe { libc::memfd_create(c"shoal-shm".as_ptr(), flags) };
+    let raw = unsafe { libc::memfd_create(name.as_ptr(), flags) };
     if raw < 0 {
         return Err(os_error("memfd_create for shared memory"));
     }

@@ -97,10 +97,20 @@ pub(crate) struct PySegment {
 
 #[pymethods]
 impl PySegment {
-    /// A new zero-filled segment of `nbytes`, mapped shared and writable.
+    /// A new zero-filled segment of `nbytes`, mapped shared and writable;
+    /// `label` names it "shoal-LABEL" in `/proc/PID/maps` (else "shoal-shm").
     #[staticmethod]
-    fn create(nbytes: usize) -> PyResult<PySegment> {
-        let fd = SharedFd::new(shm::create(nbytes).map_err(to_py)?);
+    #[pyo3(signature = (nbytes, label=None))]
+    fn create(nbytes: usize, label: Option<&str>) -> PyResult<PySegment> {
+        let fd = match label {
+            None => shm::create(nbytes),
+            Some(label) => {
+                let name = std::ffi::CString::new(format!("shoal-{label}"))
+                    .map_err(|_| PyValueError::new_err("a segment's label holds no NUL"))?;
+                shm::create_named(nbytes, &name)
+            }
+        };
+        let fd = SharedFd::new(fd.map_err(to_py)?);
         let map = Mapping::map(fd, Access::Shared).map_err(to_py)?;
         Ok(PySegment { map })
     }

@@ -100,7 +100,7 @@ class ParentLogLevel:
     __slots__ = ("_segment", "_view")
 
     def __init__(self) -> None:
-        self._attach(_shoal.Segment.create(8))
+        self._attach(_shoal.Segment.create(8, "log-level"))
         self.follow()
 
     def _attach(self, segment) -> None:

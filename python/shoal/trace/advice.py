@@ -28,6 +28,9 @@ IMBALANCE = 0.15
 #: Pickling worth mentioning: this share of the function's run time, and at least MIN_PICKLING.
 PICKLING_SHARE = 0.10
 MIN_PICKLING = 0.01
+#: Bytes per task (arguments and result) from which pickling is about data,
+#: not about the number of objects.
+LARGE_TASK_DATA = 64_000
 #: Share of worker time spent before the first task that counts as slow start-up.
 STARTUP_SHARE = 0.25
 #: CPU seconds per busy second below which tasks are waiting, not computing.
@@ -172,16 +175,29 @@ def _pickling(summary: TraceSummary) -> Advice | None:
         return None
     share = pickling / summary.run_total if summary.run_total > 0 else math.inf
     against = f"{percent(share)} of" if math.isfinite(share) else "more than"
-    return Advice(
-        "pickling",
+    facts = (
         f"Pickling took {seconds(pickling)}, {against} the {seconds(summary.run_total)} your "
         f"function ran ({seconds(t.parent_ser)} pickling arguments in the parent, "
         f"{seconds(t.deser)} unpickling them in workers, {seconds(t.result_ser)} pickling "
         f"results); tasks carried {size(summary.bytes_in)} of arguments and "
-        f"{size(summary.bytes_out)} of results. Send large data as numpy arrays, not "
-        "Python objects (arrays travel in shared memory), or keep it in a shoal.shared "
-        "array, which every worker sees, and send each task an index or a slice instead "
-        "of the data.",
+        f"{size(summary.bytes_out)} of results"
+    )
+    per_task = (summary.bytes_in + summary.bytes_out) / summary.tasks
+    if per_task < LARGE_TASK_DATA:
+        # Little data: the cost is per object (many tiny ones), not per byte.
+        items = sum(c.call.items for c in summary.calls) or summary.tasks
+        return Advice(
+            "pickling",
+            f"{facts}, {size(per_task)} per task: the cost is per object, not per byte, and "
+            f"your function ran only {seconds(summary.run_total / items)} per item. Send "
+            "fewer, larger objects (say (start, stop) ranges instead of every number, with "
+            "the loop inside your function), or give it more work per item.",
+        )
+    return Advice(
+        "pickling",
+        f"{facts}. Send large data as numpy arrays, not Python objects (arrays travel in "
+        "shared memory), or keep it in a shoal.shared array, which every worker sees, and "
+        "send each task an index or a slice instead of the data.",
     )
 
 

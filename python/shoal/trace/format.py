@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+#: Durations below this are clock rounding, shown as 0.
+ROUNDING = 1e-9
+
 
 def seconds(s: float) -> str:
     """'0 s', '80 µs', '45 ms', '1.23 s', '612 s'."""
-    if s == 0:
+    if abs(s) < ROUNDING:
         return "0 s"
     if s < 1e-3:
         return f"{s * 1e6:.3g} µs"
@@ -26,6 +29,8 @@ def size(n: float) -> str:
 
 
 def percent(fraction: float) -> str:
-    """'35%', '0.4%'."""
+    """'35%', '0.4%', '0.012%', '0%' (below a millionth: rounding)."""
     value = fraction * 100
+    if abs(value) < 1e-4:
+        return "0%"
     return f"{value:.2g}%" if value < 10 else f"{value:.0f}%"

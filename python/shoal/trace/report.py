@@ -155,7 +155,23 @@ def _utilisation(s: TraceSummary) -> str:
         + "\n".join(rows)
         + "\n</table>\n"
         '<p class="note">Busy: running a task. CPU: user and system time of the '
-        "worker's processes; far less CPU than busy time means the tasks wait.</p>"
+        "worker's processes; far less CPU than busy time means the tasks wait."
+        f"{_cpu_above_busy(s)}</p>"
+    )
+
+
+def _cpu_above_busy(s: TraceSummary) -> str:
+    """Why a worker's CPU time can exceed its busy time, when it does."""
+    over = [use for use in s.lanes if use.cpu is not None and use.cpu > use.busy]
+    if not over:
+        return ""
+    which = "Every worker" if len(over) == len(s.lanes) else f"{len(over)} of the workers"
+    return esc(
+        f" {which} used more CPU than busy time: CPU time counts a worker's whole life, "
+        "busy time only its tasks. Starting the interpreter and importing modules (tens "
+        "of milliseconds of CPU each), the hand-over between tasks, and any threads a "
+        "task starts (numpy's BLAS runs on several cores) all add CPU time outside the "
+        "busy time."
     )
 
 

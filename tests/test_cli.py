@@ -51,3 +51,35 @@ def test_usage_errors_exit_with_2():
     assert run_cli("no-such-command").returncode == 2
     assert run_cli("demo", "--rounds", "many").returncode == 2
     assert run_cli("demo", "--scale", "0").returncode == 2
+
+
+def test_version():
+    out = run_cli("--version")
+    assert out.returncode == 0
+    assert re.fullmatch(r"shoal \d+\.\d+\.\d+ \(Python 3\.\d+\.\d+\)\n", out.stdout), out.stdout
+
+
+def test_help_is_plain_text():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    assert "``" not in out.stdout
+    assert out.stdout.splitlines()[2].startswith("shoal: parallel computing for Python")
+
+
+def test_counts_of_one_are_singular(tmp_path):
+    import shoal
+
+    store = tmp_path / "one.sqlite"
+    with shoal.Pool(1, trace=True) as pool:
+        pool.map(abs, [-1], checkpoint=str(store))
+        trace = pool.trace()
+    assert "1 task in 1 call on 1 process worker," in repr(trace)
+    info = run_cli("checkpoint", "info", str(store))
+    assert ", 1 task, " in info.stdout, info.stdout
+    cleared = run_cli("checkpoint", "clear", str(store))
+    assert cleared.stdout.strip() == "cleared everything: 1 task of 1 function version"
+    page = tmp_path / "one.html"
+    trace.save(tmp_path / "one.json")
+    report = run_cli("report", str(tmp_path / "one.json"), "-o", str(page))
+    assert "1 task on 1 worker in" in report.stdout, report.stdout
+    assert "1 process worker on" in page.read_text()

@@ -7,7 +7,24 @@ import os
 import sys
 from collections.abc import Callable
 
+from ..trace.format import plural
 from .measure import add_commands
+
+#: What `shoal --help` says first (plain text: argparse prints it as it is).
+DESCRIPTION = (
+    "shoal: parallel computing for Python, with its engine written in Rust. "
+    "These commands measure the workshops' lessons on this machine, look into "
+    "checkpoint stores, turn traces into reports, benchmark a function's speed-up "
+    "and check the installation."
+)
+
+
+def _version() -> str:
+    import platform
+
+    from .. import __version__
+
+    return f"shoal {__version__} (Python {platform.python_version()})"
 
 
 def _positive(kind: type) -> Callable[[str], float]:
@@ -25,7 +42,7 @@ def demo(args: argparse.Namespace) -> int:
     from . import demo as _demo
 
     workers = args.workers or cpu_count()
-    print(f"shoal demo: the workshops' lessons on {workers} workers", end="")
+    print(f"shoal demo: the workshops' lessons on {plural(workers, 'worker')}", end="")
     print(f" (median of {args.rounds} alternating rounds)\n", flush=True)
     if (warning := _demo.busy_warning(cpu_count())) is not None:
         print(warning + "\n")
@@ -67,7 +84,7 @@ def checkpoint(args: argparse.Namespace) -> int:
         if args.action == "info":
             print(
                 f"{args.file}: shoal checkpoint store (format {version}), "
-                f"{tasks:,} tasks, {_size(on_disk)} on disk"
+                f"{plural(tasks, 'task')}, {_size(on_disk)} on disk"
             )
             if functions:
                 print(f"{'tasks':>10} {'versions':>8} {'results':>9}  {'first stored':19}  "
@@ -92,12 +109,16 @@ def checkpoint(args: argparse.Namespace) -> int:
         print(f"shoal checkpoint: {exc}", file=sys.stderr)
         return 1
     what = "everything" if args.function is None else args.function
-    print(f"cleared {what}: {removed_tasks:,} tasks of {removed_functions} function versions")
+    print(
+        f"cleared {what}: {plural(removed_tasks, 'task')} of "
+        f"{plural(removed_functions, 'function version')}"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shoal", description=__doc__)
+    parser = argparse.ArgumentParser(prog="shoal", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser(
         "demo",

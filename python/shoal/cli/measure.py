@@ -59,7 +59,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 def report_command(args: argparse.Namespace) -> int:
     from ..trace.advice import advise
-    from ..trace.format import percent, seconds
+    from ..trace.format import percent, plural, seconds
     from ..trace.report import report
     from ..trace.trace import Trace, TraceFormatError
 
@@ -78,7 +78,8 @@ def report_command(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot write {output}: {e.strerror}") from e
     s = trace.summary()
     print(
-        f"wrote {output}: {s.tasks:,} tasks on {s.workers} workers in {seconds(s.wall)}, "
+        f"wrote {output}: {plural(s.tasks, 'task')} on {plural(s.workers, 'worker')} in "
+        f"{seconds(s.wall)}, "
         f"speed-up {s.speedup:.2f}x ({percent(s.efficiency)} efficiency)"
     )
     for advice in advise(s):

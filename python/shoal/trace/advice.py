@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .format import percent, seconds, size
+from .format import percent, plural, seconds, size
 from .summary import CallStats, TraceSummary
 
 #: Below about a millisecond, handing a task to a worker (pickling, sending,
@@ -75,7 +75,7 @@ def advise(summary: TraceSummary) -> list[Advice]:
             Advice(
                 "ok",
                 f"Nothing to tune: workers were busy {percent(summary.utilisation)} of the run, "
-                f"a speed-up of {summary.speedup:.2f}x on {summary.workers} workers "
+                f"a speed-up of {summary.speedup:.2f}x on {plural(summary.workers, 'worker')} "
                 f"({percent(summary.efficiency)} efficiency).",
             )
         )
@@ -96,7 +96,7 @@ def _failures(summary: TraceSummary) -> Advice | None:
     parts = ", ".join(f"{n} {_OUTCOME_WORDS[o]}" for o, n in sorted(failed.items()))
     return Advice(
         "failures",
-        f"{sum(failed.values())} of {summary.tasks} tasks did not complete: {parts}.",
+        f"{sum(failed.values())} of {plural(summary.tasks, 'task')} did not complete: {parts}.",
     )
 
 
@@ -132,7 +132,8 @@ def _few_tasks(stats: CallStats, workers: int) -> Advice | None:
         remedy = "split the inputs more finely"
     return Advice(
         "few-tasks",
-        f"{stats.call.label} had {stats.call.tasks} tasks for {workers} workers, so {idle} "
+        f"{stats.call.label} had {plural(stats.call.tasks, 'task')} for "
+        f"{plural(workers, 'worker')}, so {idle} "
         f"of them had nothing to do: {remedy}, for at least {wanted} tasks "
         f"({TASKS_PER_WORKER} per worker).",
     )

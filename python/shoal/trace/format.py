@@ -19,6 +19,11 @@ def seconds(s: float) -> str:
     return f"{s:.0f} s"
 
 
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """'1 call', '3 calls', '1,204 tasks', '2 processes' (given ``nouns``)."""
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
+
+
 def size(n: float) -> str:
     """'512 B', '48.2 kB', '480 MB' (decimal units)."""
     for unit in ("B", "kB", "MB", "GB"):

@@ -165,12 +165,18 @@ def race(target):
     return counter.value
 
 
-@pytest.mark.parametrize("attempt", range(3))
-def test_unlocked_increments_are_lost(attempt):
-    # The workshops' lesson, reliably: each read and each write of .value
-    # holds the lock, so a process waiting for it is let in between
-    # another's read and its write.
-    assert race(mh.add_unlocked) < PROCESSES * INCREMENTS
+def test_unlocked_increments_are_lost():
+    # The workshops' lesson: each read and each write of .value holds the
+    # lock, so a process waiting for it is let in between another's read and
+    # its write. A race is timing: on a machine busy with other programs the
+    # processes may now and then take turns and lose nothing (multiprocessing
+    # too), so a few attempts are allowed.
+    totals = []
+    for _ in range(4):
+        totals.append(race(mh.add_unlocked))
+        if totals[-1] < PROCESSES * INCREMENTS:
+            return
+    pytest.fail(f"no increment was lost in {len(totals)} runs: {totals}")
 
 
 def test_increments_under_get_lock_are_all_counted():

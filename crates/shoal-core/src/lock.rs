@@ -48,36 +48,49 @@ impl SharedLock {
     }
 
     /// Takes the lock, waiting at most `wait`; false if it is still held.
+    ///
+    /// Whether the holder has died is checked when the time is up (so a
+    /// non-blocking try takes over a dead holder's lock at once) and every
+    /// [`CHECK_EVERY`] of a longer wait, not on every contended try: that
+    /// check costs system calls, and handing a live lock over must not.
     pub fn acquire_within(&self, wait: Duration) -> bool {
         if self.try_acquire() {
             return true;
         }
-        let deadline = Instant::now() + wait;
+        let start = Instant::now();
+        let deadline = start + wait;
+        let mut next_check = start + CHECK_EVERY;
         loop {
             // Announce a waiter; if the lock was free meanwhile, it is ours
             // (held as contended, which costs the releaser one wake call).
             if self.state.swap(CONTENDED, Ordering::Acquire) == FREE {
                 return self.took();
             }
-            let owner = self.owner.load(Ordering::Relaxed);
-            if owner != 0 && owner != my_pid() && is_dead(owner) {
-                // The holder died holding it: take it over.
-                if self
-                    .owner
-                    .compare_exchange(owner, my_pid(), Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() || now >= next_check {
+                next_check = now + CHECK_EVERY;
+                if self.take_over_dead_holder() {
                     return true;
                 }
-                continue;
+                if left.is_zero() {
+                    return false;
+                }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            // Owner checks need a wake-up now and then.
             crate::futex::wait(&self.state, CONTENDED, left.min(CHECK_EVERY));
         }
+    }
+
+    /// Takes the lock over if its holder has died holding it.
+    fn take_over_dead_holder(&self) -> bool {
+        let owner = self.owner.load(Ordering::Relaxed);
+        owner != 0
+            && owner != my_pid()
+            && is_dead(owner)
+            && self
+                .owner
+                .compare_exchange(owner, my_pid(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Frees the lock and wakes one waiter; an error if it was free.

@@ -106,29 +106,34 @@ impl SharedSemaphore {
         self.take() || (self.recover_dead() > 0 && self.take())
     }
 
-    /// Takes a unit, waiting at most `wait`; false if none came free.
+    /// Takes a unit, waiting at most `wait`; false if none came free. Dead
+    /// holders are looked for when the time is up and every
+    /// [`CHECK_EVERY`] of a longer wait, not on every contended try (the
+    /// look costs system calls).
     pub fn acquire_within(&self, wait: Duration) -> bool {
-        if self.try_acquire() {
+        if self.take() {
             return true;
         }
-        let deadline = Instant::now() + wait;
-        let mut next_check = Instant::now() + CHECK_EVERY;
+        let start = Instant::now();
+        let deadline = start + wait;
+        let mut next_check = start + CHECK_EVERY;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() || now >= next_check {
+                next_check = now + CHECK_EVERY;
+                if self.recover_dead() > 0 && self.take() {
+                    return true;
+                }
+                if left.is_zero() {
+                    return false;
+                }
             }
             self.waiters.fetch_add(1, Ordering::SeqCst);
             crate::futex::wait(&self.value, 0, left.min(CHECK_EVERY));
             self.waiters.fetch_sub(1, Ordering::SeqCst);
             if self.take() {
                 return true;
-            }
-            if Instant::now() >= next_check {
-                next_check = Instant::now() + CHECK_EVERY;
-                if self.recover_dead() > 0 && self.take() {
-                    return true;
-                }
             }
         }
     }

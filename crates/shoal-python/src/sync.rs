@@ -62,19 +62,16 @@ impl<T: InSharedMemory> Region<T> {
     }
 }
 
-/// Waits until `step(slice)` says yes, at most `timeout` (forever if None,
-/// not at all if `block` is false after one try). Ctrl-C interrupts.
+/// Waits until `step(slice)` says yes, at most `timeout` (forever if None;
+/// one try with no wait if `block` is false). Ctrl-C interrupts.
 fn wait_until(
     py: Python<'_>,
     block: bool,
     timeout: Option<f64>,
     step: impl Fn(std::time::Duration) -> bool + Send + Sync,
 ) -> PyResult<bool> {
-    if step(std::time::Duration::ZERO) {
-        return Ok(true);
-    }
     if !block {
-        return Ok(false);
+        return Ok(step(std::time::Duration::ZERO));
     }
     let timeout = seconds(timeout)?;
     let got = wait_interruptibly(py, timeout, |slice| step(slice).then_some(()))?;

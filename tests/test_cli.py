@@ -22,7 +22,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_demo_measures_every_lesson_and_writes_the_timelines(tmp_path):
     page = tmp_path / "demo.html"
-    out = run_cli("demo", "--scale", "0.05", "--rounds", "1", "--html", str(page))
+    out = run_cli("demo", "--scale", "0.05", "--rounds", "2", "--html", str(page))
     assert out.returncode == 0, out.stderr
     for title in (
         "The GIL: pure-Python CPU work",
@@ -31,8 +31,14 @@ def test_demo_measures_every_lesson_and_writes_the_timelines(tmp_path):
         "pi by the midpoint rule",
         "Mandelbrot: static against dynamic schedules",
         "Tiny tasks and chunking",
+        "Shared state: a race condition and its lock",
     ):
         assert title in out.stdout
+    # The race: updates lost without the lock (over the rounds), none with it.
+    race = re.search(r"Without a lock, ([\d,]+)(?: to ([\d,]+))? of 80,000 increments", out.stdout)
+    assert race, out.stdout
+    assert int((race.group(2) or race.group(1)).replace(",", "")) > 0, "the race did not show"
+    assert "With get_lock() held around both, all 80,000 arrived." in out.stdout
     # Every variant has a time and a speed-up; the baseline is x1.00.
     rows = re.findall(r"^  (\S.*?)\s+(\d+\.\d{3}) s\s+x(\d+\.\d+)$", out.stdout, re.M)
     assert len(rows) >= 14

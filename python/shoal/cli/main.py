@@ -122,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser(
         "demo",
-        help="the workshops' lessons (GIL, threads, processes, schedules, chunking)",
+        help="the workshops' lessons (GIL, threads, processes, schedules, chunking, races)",
         description="Measures the parallel-Python workshops' lessons on this machine: "
         "pure Python on threads vs processes (the GIL), I/O waits and numpy on threads, "
-        "the pi program, Mandelbrot with static vs dynamic schedules, and tiny tasks "
-        "with and without chunking. Prints speed-ups with one sentence per lesson and "
+        "the pi program, Mandelbrot with static vs dynamic schedules, tiny tasks "
+        "with and without chunking, and a race condition on a shared Value with and "
+        "without its lock. Prints speed-ups with one sentence per lesson and "
         "writes an HTML page with each lesson's timeline.",
     )
     p_demo.add_argument(

@@ -73,7 +73,8 @@ fn wait_until(
     if !block {
         return Ok(step(std::time::Duration::ZERO));
     }
-    let timeout = seconds(timeout)?;
+    // As multiprocessing's: a negative timeout means "do not wait".
+    let timeout = seconds(timeout.map(|t| if t < 0.0 { 0.0 } else { t }))?;
     let got = wait_interruptibly(py, timeout, |slice| step(slice).then_some(()))?;
     Ok(got.is_some())
 }

@@ -21,28 +21,22 @@ class Lock(SharedObject):
     ``acquire(block=True, timeout=None)``, ``release()``, ``with lock:``,
     ``locked()``. Any process or thread may release it."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_lock", "acquire", "release", "locked")
     _what = "Lock"
 
     def __init__(self) -> None:
         self._place(new_segment(SIZES["lock"]))
 
     def _bind(self) -> None:
-        self._lock = _shoal.SharedLock(self._segment, self._offset)
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        """Takes the lock; False if ``block`` is false and it is held, or if
-        ``timeout`` seconds pass first."""
-        if timeout is not None and timeout < 0:
-            timeout = 0
-        return self._lock.acquire(block, timeout)
-
-    def release(self) -> None:
-        """Frees the lock; ValueError if it is not held."""
-        self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
+        lock = self._lock = _shoal.SharedLock(self._segment, self._offset)
+        # The native methods themselves (a Python wrapper would double the
+        # cost of an uncontended acquire and release):
+        #: ``acquire(block=True, timeout=None)``: takes the lock; False if
+        #: ``block`` is false and it is held, or if ``timeout`` seconds pass.
+        self.acquire = lock.acquire
+        #: ``release()``: frees the lock; ValueError if it is not held.
+        self.release = lock.release
+        self.locked = lock.locked
 
     def __enter__(self) -> bool:
         return self.acquire()

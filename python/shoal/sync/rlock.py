@@ -17,28 +17,22 @@ class RLock(SharedObject):
     """``acquire(block=True, timeout=None)``, ``release()``, ``with lock:``,
     ``locked()``."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_lock", "acquire", "release", "locked")
     _what = "RLock"
 
     def __init__(self) -> None:
         self._place(new_segment(SIZES["rlock"]))
 
     def _bind(self) -> None:
-        self._lock = _shoal.SharedRLock(self._segment, self._offset)
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        """Takes a level of the lock; False if ``block`` is false and
-        another thread holds it, or if ``timeout`` seconds pass first."""
-        if timeout is not None and timeout < 0:
-            timeout = 0
-        return self._lock.acquire(block, timeout)
-
-    def release(self) -> None:
-        """Releases a level; RuntimeError if this thread does not hold it."""
-        self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
+        lock = self._lock = _shoal.SharedRLock(self._segment, self._offset)
+        # The native methods themselves, as Lock's:
+        #: ``acquire(block=True, timeout=None)``: takes a level; False if
+        #: another thread holds it and ``block`` is false or time runs out.
+        self.acquire = lock.acquire
+        #: ``release()``: releases a level; RuntimeError if this thread
+        #: does not hold it.
+        self.release = lock.release
+        self.locked = lock.locked
 
     def __enter__(self) -> bool:
         return self.acquire()

@@ -32,32 +32,25 @@ class Semaphore(SharedObject):
     """``Semaphore(value=1)``: ``acquire(block=True, timeout=None)``,
     ``release()``, ``get_value()``, ``with sem:``."""
 
-    __slots__ = ("_sem",)
+    __slots__ = ("_sem", "acquire", "release", "get_value")
     _what = "Semaphore"
     _bounded = False
 
     def __init__(self, value: int = 1) -> None:
         segment = new_segment(SIZES["semaphore"])
-        self._sem = _shoal.SharedSemaphore(segment, 0, _check_value(value), self._bounded)
+        _shoal.SharedSemaphore(segment, 0, _check_value(value), self._bounded)
         self._place(segment)
 
     def _bind(self) -> None:
-        self._sem = _shoal.SharedSemaphore(self._segment, self._offset)
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        """Takes a unit; False if ``block`` is false and none is free, or if
-        ``timeout`` seconds pass first."""
-        if timeout is not None and timeout < 0:
-            timeout = 0
-        return self._sem.acquire(block, timeout)
-
-    def release(self) -> None:
-        """Gives a unit back (a BoundedSemaphore refuses to go above its
-        initial value: ValueError)."""
-        self._sem.release()
-
-    def get_value(self) -> int:
-        return self._sem.get_value()
+        sem = self._sem = _shoal.SharedSemaphore(self._segment, self._offset)
+        # The native methods themselves, as Lock's:
+        #: ``acquire(block=True, timeout=None)``: takes a unit; False if
+        #: none is free and ``block`` is false or time runs out.
+        self.acquire = sem.acquire
+        #: ``release()``: gives a unit back (a BoundedSemaphore refuses to
+        #: go above its initial value: ValueError).
+        self.release = sem.release
+        self.get_value = sem.get_value
 
     def __enter__(self) -> bool:
         return self.acquire()

@@ -15,6 +15,21 @@ import shoal
 DELTA = 0.1
 
 
+def started(target, *args, daemon=True, name=None):
+    """A ``shoal.Process`` running ``target(*args)``, started."""
+    p = shoal.Process(target=target, args=args, daemon=daemon, name=name)
+    p.start()
+    return p
+
+
+def joined(*processes, timeout=30):
+    """Their exit codes, once each has ended (fails if one has not)."""
+    for p in processes:
+        p.join(timeout)
+        assert p.exitcode is not None, f"{p} still running"
+    return [p.exitcode for p in processes]
+
+
 class DummyList:
     """A shared counter that looks like a list (``append``, ``len``), as
     CPython's barrier tests use."""

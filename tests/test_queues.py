@@ -17,10 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 TIMEOUT = 0.1
 
 
-def started(target, *args):
-    p = shoal.Process(target=target, args=args, daemon=True)
-    p.start()
-    return p
+started = mh.started
 
 
 def test_put():

@@ -22,17 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 TIMEOUT = 0.1
 
 
-def started(target, *args, daemon=True, name=None):
-    p = shoal.Process(target=target, args=args, daemon=daemon, name=name)
-    p.start()
-    return p
-
-
-def joined(*processes, timeout=30):
-    for p in processes:
-        p.join(timeout)
-        assert p.exitcode is not None, f"{p} still running"
-    return [p.exitcode for p in processes]
+started, joined = mh.started, mh.joined
 
 
 class Timing:

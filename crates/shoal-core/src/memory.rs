@@ -31,8 +31,14 @@ fn page_size() -> u64 {
 mod tests {
     use super::*;
 
+    /// Both tests measure this whole process's memory: tests running on
+    /// other threads at the same time (this one allocating 64 MiB) would
+    /// show in the other's numbers.
+    static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn this_process_has_resident_memory_and_it_grows() {
+        let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
         let before = rss_bytes(None).unwrap();
         assert!(before > 0);
         // Touch 64 MiB so it becomes resident.
@@ -47,6 +53,7 @@ mod tests {
         use crate::fds::SharedFd;
         use crate::shm::{create, Access, Mapping};
 
+        let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
         let len = 64 << 20;
         let segment = Mapping::map(SharedFd::new(create(len).unwrap()), Access::Shared).unwrap();
         let before = rss_bytes(None).unwrap();

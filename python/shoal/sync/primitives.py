@@ -13,36 +13,18 @@ from __future__ import annotations
 import os
 
 from .. import _shoal
-from .sharing import SIZES, SharedObject, new_segment
+from .sharing import LockLike
 
 
-class Lock(SharedObject):
+class Lock(LockLike):
     """A lock shared between processes, as ``multiprocessing.Lock``:
     ``acquire(block=True, timeout=None)``, ``release()``, ``with lock:``,
     ``locked()``. Any process or thread may release it."""
 
-    __slots__ = ("_lock", "acquire", "release", "locked")
+    __slots__ = ()
     _what = "Lock"
-
-    def __init__(self) -> None:
-        self._place(new_segment(SIZES["lock"]))
-
-    def _bind(self) -> None:
-        lock = self._lock = _shoal.SharedLock(self._segment, self._offset)
-        # The native methods themselves (a Python wrapper would double the
-        # cost of an uncontended acquire and release):
-        #: ``acquire(block=True, timeout=None)``: takes the lock; False if
-        #: ``block`` is false and it is held, or if ``timeout`` seconds pass.
-        self.acquire = lock.acquire
-        #: ``release()``: frees the lock; ValueError if it is not held.
-        self.release = lock.release
-        self.locked = lock.locked
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc_info) -> None:
-        self.release()
+    _native = _shoal.SharedLock
+    _size = "lock"
 
     # What a Condition needs of its lock (a Lock records the holder's
     # process, not its thread).

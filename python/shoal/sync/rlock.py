@@ -10,35 +10,17 @@ import os
 import threading
 
 from .. import _shoal
-from .sharing import SIZES, SharedObject, new_segment
+from .sharing import LockLike
 
 
-class RLock(SharedObject):
+class RLock(LockLike):
     """``acquire(block=True, timeout=None)``, ``release()``, ``with lock:``,
     ``locked()``."""
 
-    __slots__ = ("_lock", "acquire", "release", "locked")
+    __slots__ = ()
     _what = "RLock"
-
-    def __init__(self) -> None:
-        self._place(new_segment(SIZES["rlock"]))
-
-    def _bind(self) -> None:
-        lock = self._lock = _shoal.SharedRLock(self._segment, self._offset)
-        # The native methods themselves, as Lock's:
-        #: ``acquire(block=True, timeout=None)``: takes a level; False if
-        #: another thread holds it and ``block`` is false or time runs out.
-        self.acquire = lock.acquire
-        #: ``release()``: releases a level; RuntimeError if this thread
-        #: does not hold it.
-        self.release = lock.release
-        self.locked = lock.locked
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc_info) -> None:
-        self.release()
+    _native = _shoal.SharedRLock
+    _size = "rlock"
 
     # What a Condition needs of its lock.
     def _is_owned(self) -> bool:

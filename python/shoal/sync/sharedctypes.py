@@ -192,7 +192,31 @@ def _lock_kind(lock) -> str:
     return "rlock" if isinstance(lock, RLock) else "lock"
 
 
-class Value(SharedObject):
+class _Synchronized:
+    """What a Value and an Array do with their lock (``self._lock``), as
+    multiprocessing's synchronized wrappers: ``get_lock()``, ``acquire``,
+    ``release``, ``with obj:``."""
+
+    __slots__ = ()
+    _lock: Lock | RLock
+
+    def get_lock(self) -> Lock | RLock:
+        return self._lock
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        return self._lock.acquire(block, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc_info) -> None:
+        self._lock.__exit__(*exc_info)
+
+
+class Value(_Synchronized, SharedObject):
     """``Value('i', 0)`` or ``Value(ctypes.c_double, 1.5)``: ``.value``,
     ``get_lock()``, ``get_obj()``, ``with v:`` (holds the lock)."""
 
@@ -234,30 +258,15 @@ class Value(SharedObject):
     def value(self, new) -> None:
         self._native.set(new)
 
-    def get_lock(self) -> Lock | RLock:
-        return self._lock
-
     def get_obj(self):
         """The number as a ctypes object on the same memory (no lock)."""
         return _new_raw(_ctype_of(self._code), self._segment, self._offset + _VALUE_AT)
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        return self._lock.acquire(block, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return self._lock.__enter__()
-
-    def __exit__(self, *exc_info) -> None:
-        self._lock.__exit__(*exc_info)
 
     def __repr__(self) -> str:
         return f"<shoal.Value({self._code!r}, {self.value!r})>"
 
 
-class Array:
+class Array(_Synchronized):
     """``Array('d', 10)`` or ``Array('i', [1, 2, 3])``: ``len``, indexing
     and slicing (each under the lock), ``get_lock()``, ``get_obj()`` (the
     ctypes array: ``np.frombuffer(a.get_obj())`` shares its memory), ``with
@@ -323,23 +332,8 @@ class Array:
         with self._lock:
             self._obj.raw = new
 
-    def get_lock(self) -> Lock | RLock:
-        return self._lock
-
     def get_obj(self):
         return self._obj
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        return self._lock.acquire(block, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return self._lock.__enter__()
-
-    def __exit__(self, *exc_info) -> None:
-        self._lock.__exit__(*exc_info)
 
     def _shoal_share_(self, attach):
         return (_rebuild_array, self._obj, self._lock)

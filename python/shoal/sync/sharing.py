@@ -59,6 +59,37 @@ class SharedObject:
         raise not_picklable(self._what)
 
 
+class LockLike(SharedObject):
+    """Base of ``Lock`` and ``RLock``: a native lock (``_native``, taking
+    ``SIZES[_size]`` bytes) whose ``acquire``, ``release`` and ``locked``
+    the instance holds itself (a Python wrapper would double the cost of an
+    uncontended acquire and release), and ``with lock:``."""
+
+    __slots__ = ("_lock", "acquire", "release", "locked")
+    _native: type
+    _size: str
+
+    def __init__(self) -> None:
+        self._place(new_segment(SIZES[self._size]))
+
+    def _bind(self) -> None:
+        lock = self._lock = self._native(self._segment, self._offset)
+        #: ``acquire(block=True, timeout=None)``: takes the lock (a level of
+        #: it, for an RLock); False if ``block`` is false and it is held
+        #: elsewhere, or if ``timeout`` seconds pass first.
+        self.acquire = lock.acquire
+        #: ``release()``: frees it (a Lock: ValueError if it is not held;
+        #: an RLock: RuntimeError if this thread does not hold it).
+        self.release = lock.release
+        self.locked = lock.locked
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
 def _rebuild(attachments, cls, index: int, offset: int, state: tuple):
     obj = cls.__new__(cls)
     obj._restore(*state)

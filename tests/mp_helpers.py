@@ -289,6 +289,12 @@ def add_unlocked(counter, gate, times):
         counter.value += 1
 
 
+def increment_after(counter, go, done):
+    go.wait(30)
+    counter.value += 1
+    done.set()
+
+
 def add_locked(counter, gate, times):
     gate.wait(timeout=30)
     for _ in range(times):

@@ -22,7 +22,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_demo_measures_every_lesson_and_writes_the_timelines(tmp_path):
     page = tmp_path / "demo.html"
-    out = run_cli("demo", "--scale", "0.05", "--rounds", "2", "--html", str(page))
+    out = run_cli("demo", "--scale", "0.05", "--rounds", "3", "--html", str(page))
     assert out.returncode == 0, out.stderr
     for title in (
         "The GIL: pure-Python CPU work",

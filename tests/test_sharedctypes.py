@@ -172,11 +172,29 @@ def test_unlocked_increments_are_lost():
     # processes may now and then take turns and lose nothing (multiprocessing
     # too), so a few attempts are allowed.
     totals = []
-    for _ in range(4):
+    for _ in range(5):
         totals.append(race(mh.add_unlocked))
         if totals[-1] < PROCESSES * INCREMENTS:
             return
     pytest.fail(f"no increment was lost in {len(totals)} runs: {totals}")
+
+
+def test_a_read_and_a_write_are_two_steps():
+    # What makes the race, without depending on timing: another process's
+    # increment between this one's read and write is lost.
+    v, read, written = shoal.Value("i", 0), shoal.Event(), shoal.Event()
+    x = v.value
+    p = mh.started(mh.increment_after, v, read, written)
+    read.set()
+    assert written.wait(30)
+    assert v.value == 1
+    v.value = x + 1  # the other process's update is overwritten
+    assert v.value == 1, "two increments, one counted"
+    mh.joined(p)
+    with v.get_lock():  # held across both steps, nobody can come between
+        x = v.value
+        v.value = x + 1
+    assert v.value == 2
 
 
 def test_increments_under_get_lock_are_all_counted():

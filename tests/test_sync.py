@@ -329,7 +329,7 @@ def test_the_race_condition_example_shows_the_race_and_its_fix():
     example = os.path.join(os.path.dirname(__file__), "..", "examples", "race_condition.py")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     lost = []
-    for _ in range(3):  # the workshop's numbers: 4 processes x 20,000 increments
+    for _ in range(5):  # the workshop's numbers: 4 processes x 20,000 increments
         done = subprocess.run(
             [sys.executable, example], capture_output=True, text=True, timeout=50, env=env
         )

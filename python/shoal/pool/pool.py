@@ -305,6 +305,10 @@ class Pool:
 
     ``checkpoint`` (a file name) is the default of the map family's
     ``checkpoint=``, with ``checkpoint_key`` (see ``map``).
+
+    ``context`` (multiprocessing's fifth argument) takes a context from
+    ``shoal.get_context()`` or ``multiprocessing.get_context()``: workers
+    are fresh interpreters whatever its start method.
     """
 
     #: How arguments and functions travel to the workers: pickled. (A

@@ -12,7 +12,7 @@ Usage::
     python benches/compare.py [--quick] [--only NAME,...] [--rounds N] [--json out.json]
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
-startup, sleep, numpy, mandelbrot, auto, checkpoint, array-same, array-trip,
+startup, sleep, numpy, mandelbrot, auto, checkpoint, primitives, array-same, array-trip,
 array-memory, zarr-stats, parquet-groupby, numba-mandelbrot) and/or library names (shoal,
 mp, ppe, joblib, mpire, tpe, mp-threads); shoal is always
 run because every ratio is relative to it. ``--quick`` divides the sizes by 10
@@ -60,6 +60,11 @@ pickle them by reference):
                 RSS (a shared page counted in every process that maps it), in
                 MB and as a multiple of 512 MB. Each library is measured in a
                 fresh interpreter of its own.
+14. primitives  multiprocessing's primitives, shoal's and multiprocessing's side
+                by side: Lock acquire+release, Value ``+= 1`` without and
+                with ``get_lock()``, Queue put+get in one process, Pipe
+                round trips to a child process (a small object; a 64 MB
+                array), and a Manager dict's ``d[k] = v``; per operation.
 
 14. zarr-stats, parquet-groupby, numba-mandelbrot: data bigger than memory
                 and compiled kernels, against serial code, dask and numba's
@@ -170,6 +175,7 @@ WORKLOADS = (
     "array-trip",
     "array-memory",
     *DATA_WORKLOADS,
+    "primitives",
 )
 LIB_ALIASES = {
     "shoal": "shoal",
@@ -626,6 +632,136 @@ def checkpoint_cases(n, store_dir):
             note="checkpoint: ratio = time with checkpoint= / the same map without it",
         )
     )
+    return cases
+
+
+def primitives_cases(n, array_mb):
+    """Each case runs ``n`` operations of one primitive in the parent (no
+    pool: the adapter is "serial"); pipes talk to a child process started,
+    untimed, in ``warm``."""
+    import numpy as np
+
+    w = "primitives"
+    kinds = {"shoal": shoal, "mp": multiprocessing}
+    cases = []
+
+    def lock_run(mod):
+        lock = mod.Lock()
+
+        def run(_):
+            for _ in range(n):
+                lock.acquire()
+                lock.release()
+            return lock
+
+        return run
+
+    def value_run(mod, locked):
+        def run(_):
+            v = mod.Value("i", 0)
+            if locked:
+                for _ in range(n):
+                    with v.get_lock():
+                        v.value += 1
+            else:
+                for _ in range(n):
+                    v.value += 1
+            return v.value
+
+        return run
+
+    def queue_run(mod):
+        q = mod.Queue()
+
+        def run(_):
+            for i in range(n):
+                q.put(i)
+                q.get()
+            return q
+
+        return run
+
+    def pipe_case(mod, payload, count):
+        state = {}
+
+        def warm(_):
+            old = state.get("process")
+            if old is not None:
+                old.join(30)
+            here, there = mod.Pipe()
+            target = workloads.sum_back if payload is not None else workloads.echo
+            p = mod.Process(target=target, args=(there,), daemon=True)
+            p.start()
+            there.close()  # the child has it: its exit is then EOF here
+            state.update(conn=here, process=p)
+
+        def run(_):
+            conn = state["conn"]
+            out = None
+            for i in range(count):
+                conn.send(i if payload is None else payload)
+                out = conn.recv()
+            conn.send(None)  # the child ends; joined before the next round
+            return out
+
+        return warm, run
+
+    def manager_case(mod):
+        state = {}
+
+        def warm(_):
+            old = state.get("manager")
+            if old is not None:
+                old.shutdown()
+            state["manager"] = mod.Manager()
+            state["dict"] = state["manager"].dict()
+
+        def run(_):
+            d = state["dict"]
+            for i in range(n // 10):
+                d[i] = i
+            return len(d)
+
+        return warm, run
+
+    def ok(_):
+        return None
+
+    def counted(expected):
+        def check(res):
+            if res != expected:
+                raise AssertionError(f"expected {expected}, got {res!r}")
+
+        return check
+
+    big = np.ones(array_mb * (1 << 20) // 8)
+    for lib, mod in kinds.items():
+        cases += [
+            Case(w, lib, "Lock acquire+release", n, lock_run(mod), ok, ref="Lock acquire+release",
+                 adapter="serial"),
+            Case(w, lib, "Value += 1", n, value_run(mod, False), counted(n), ref="Value += 1",
+                 adapter="serial"),
+            Case(w, lib, "Value += 1 with get_lock()", n, value_run(mod, True), counted(n),
+                 ref="Value += 1 with get_lock()", adapter="serial"),
+            Case(w, lib, "Queue put+get", n, queue_run(mod), ok, ref="Queue put+get",
+                 adapter="serial"),
+        ]  # fmt: skip
+        warm, run = pipe_case(mod, None, n // 10)
+        cases.append(
+            Case(w, lib, "Pipe round trip", n // 10, run, counted(n // 10 - 1),
+                 ref="Pipe round trip", adapter="serial", warm=warm)
+        )  # fmt: skip
+        warm, run = pipe_case(mod, big, 8)
+        cases.append(
+            Case(w, lib, f"Pipe {array_mb} MB array round trip", 8, run, counted(float(big.size)),
+                 ref=f"Pipe {array_mb} MB array round trip", adapter="serial", warm=warm)
+        )  # fmt: skip
+        warm, run = manager_case(mod)
+        cases.append(
+            Case(w, lib, "Manager dict d[k] = v", n // 10, run, counted(n // 10),
+                 ref="Manager dict d[k] = v", adapter="serial", warm=warm)
+        )  # fmt: skip
+    cases.sort(key=lambda c: (c.ref, c.lib != "shoal"))
     return cases
 
 
@@ -1593,6 +1729,8 @@ def main(argv=None):
             cases = numpy_cases(sort_tasks)
         elif w == "mandelbrot":
             cases = mandelbrot_cases(*mandelbrot_size)
+        elif w == "primitives":
+            cases = primitives_cases(n_calls, array_mb)
         else:
             cases = auto_cases(sleep_seconds, sort_tasks, pi_steps)
         cases = [c for c in cases if c.lib in libs and (c.adapter or c.lib) in libs]

@@ -104,3 +104,15 @@ def array_sum(a):
 def array_scale(a):
     """Receives an array and returns a new one of the same size."""
     return a * 2.0
+
+
+def echo(conn):
+    """Sends back what it receives until None (a Pipe's other end)."""
+    while (obj := conn.recv()) is not None:
+        conn.send(obj)
+
+
+def sum_back(conn):
+    """Receives arrays until None; sends back each one's sum."""
+    while (a := conn.recv()) is not None:
+        conn.send(float(a.sum()))

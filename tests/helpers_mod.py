@@ -545,3 +545,15 @@ class SlowToLoad:
 
     def __reduce__(self):
         return (_sleep_then_load, (self.seconds,))
+
+
+def ahead_of_other_programs() -> bool:
+    """Runs this thread, and the threads it starts (they inherit it), at a
+    real-time priority, which programs of ordinary priority never preempt:
+    what they run then cannot change what a measurement sees. False where
+    that is not allowed. For tests that run in a process of their own."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
+    except (OSError, AttributeError):
+        return False
+    return True

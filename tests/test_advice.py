@@ -80,6 +80,16 @@ def test_time_spent_pickling_points_to_shared_memory():
     assert "shoal.shared" in text  # shoal's own, not multiprocessing.shared_memory
 
 
+def test_pickling_many_tiny_objects_does_not_point_to_numpy():
+    # map over plain integers in chunks of 1000: little data, many objects.
+    call = Call([0.001] * 40, ser=0.0005, deser=0.0005, items_per_task=1000, bytes_in=5_000)
+    text = advice_for([call], workers=2)["pickling"]
+    assert "numpy" not in text and "shared memory" not in text
+    assert "per object, not per byte" in text
+    assert "1 µs per item" in text
+    assert "(start, stop) ranges" in text
+
+
 def test_slow_start_suggests_reusing_the_pool():
     text = advice_for([Call([0.01] * 8)], workers=2, start_up=0.5)["start-up"]
     assert text.startswith("Workers waited 500 ms on average before their first task, 93%")

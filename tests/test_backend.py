@@ -3,7 +3,6 @@ processes, shoal.map, and shoal.last_choice()."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -94,24 +93,12 @@ def test_auto_picks_processes_for_a_gil_holding_function():
 
 
 @needs_two_cores
-def _ahead_of_other_programs() -> bool:
-    """Runs this thread, and the threads it starts (they inherit it), at a
-    real-time priority, which programs of ordinary priority never preempt:
-    what they run then cannot change what the probe measures. False where
-    that is not allowed."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
 @pytest.mark.isolated  # its own interpreter: the priority stays there
 def test_auto_picks_threads_for_a_gil_releasing_function():
     # hashlib releases the GIL on large inputs. How many cores two threads
     # get depends on what else the machine runs, so the test controls that:
     # at a real-time priority, they get the cores whatever else runs.
-    controlled = _ahead_of_other_programs()
+    controlled = h.ahead_of_other_programs()
     out = shoal.map(h.digest_rounds, [20] * 16, workers=2, backend="auto")
     assert out == [h.digest_rounds(20)] * 16
     choice = shoal.last_choice()

@@ -24,7 +24,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_demo_measures_every_lesson_and_writes_the_timelines(tmp_path):
     page = tmp_path / "demo.html"
-    out = run_cli("demo", "--scale", "0.05", "--rounds", "1", "--html", str(page))
+    out = run_cli("demo", "--scale", "0.05", "--rounds", "3", "--html", str(page))
     assert out.returncode == 0, out.stderr
     for title in (
         "The GIL: pure-Python CPU work",
@@ -33,8 +33,14 @@ def test_demo_measures_every_lesson_and_writes_the_timelines(tmp_path):
         "pi by the midpoint rule",
         "Mandelbrot: static against dynamic schedules",
         "Tiny tasks and chunking",
+        "Shared state: a race condition and its lock",
     ):
         assert title in out.stdout
+    # The race: updates lost without the lock (over the rounds), none with it.
+    race = re.search(r"Without a lock, ([\d,]+)(?: to ([\d,]+))? of 80,000 increments", out.stdout)
+    assert race, out.stdout
+    assert int((race.group(2) or race.group(1)).replace(",", "")) > 0, "the race did not show"
+    assert "With get_lock() held around both, all 80,000 arrived." in out.stdout
     # Every variant has a time and a speed-up; the baseline is x1.00.
     rows = re.findall(r"^  (\S.*?)\s+(\d+\.\d{3}) s\s+x(\d+\.\d+)$", out.stdout, re.M)
     assert len(rows) >= 14
@@ -96,3 +102,37 @@ def test_usage_errors_exit_with_2():
     assert run_cli("no-such-command").returncode == 2
     assert run_cli("demo", "--rounds", "many").returncode == 2
     assert run_cli("demo", "--scale", "0").returncode == 2
+
+
+def test_version():
+    out = run_cli("--version")
+    assert out.returncode == 0
+    assert re.fullmatch(r"shoal \d+\.\d+\.\d+ \(Python 3\.\d+\.\d+\)\n", out.stdout), out.stdout
+
+
+def test_help_is_plain_text():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    assert "``" not in out.stdout
+    usage, description = out.stdout.split("\n\n")[:2]
+    assert usage.startswith("usage: shoal")
+    assert description.startswith("shoal: parallel computing for Python")
+
+
+def test_counts_of_one_are_singular(tmp_path):
+    import shoal
+
+    store = tmp_path / "one.sqlite"
+    with shoal.Pool(1, trace=True) as pool:
+        pool.map(abs, [-1], checkpoint=str(store))
+        trace = pool.trace()
+    assert "1 task in 1 call on 1 process worker," in repr(trace)
+    info = run_cli("checkpoint", "info", str(store))
+    assert ", 1 task, " in info.stdout, info.stdout
+    cleared = run_cli("checkpoint", "clear", str(store))
+    assert cleared.stdout.strip() == "cleared everything: 1 task of 1 function version"
+    page = tmp_path / "one.html"
+    trace.save(tmp_path / "one.json")
+    report = run_cli("report", str(tmp_path / "one.json"), "-o", str(page))
+    assert "1 task on 1 worker in" in report.stdout, report.stdout
+    assert "1 process worker on" in page.read_text()

@@ -142,6 +142,14 @@ def test_a_closed_pipe_is_not_a_failure():
 # ------------------------------------------------------------------ bench
 
 
+def test_bench_says_the_fit_is_to_medians(tmp_path):
+    args = ["bench_target:spin", "--inputs", "WORK", "--workers", "1,2", "--rounds", "2"]
+    done = shoal("bench", *args, "--plot", str(tmp_path / "b.svg"), cwd=TESTS_DIR)
+    assert done.returncode == 0, done.stderr
+    assert "medians of 2 rounds, each timing the pool and a serial loop" in done.stdout
+    assert "Amdahl's law fit (to the medians of 2 rounds): serial fraction" in done.stdout
+
+
 def test_bench_prints_the_sweep_the_fit_and_writes_the_plot(tmp_path):
     plot = tmp_path / "bench.svg"
     args = ["bench_target:spin", "--inputs", "WORK", "--workers", "1,2", "--rounds", "1"]
@@ -155,7 +163,11 @@ def test_bench_prints_the_sweep_the_fit_and_writes_the_plot(tmp_path):
     for _, pool_s, serial_s, speedup, efficiency in rows:
         assert float(speedup.rstrip("x")) == pytest.approx(float(serial_s) / float(pool_s), 0.02)
         assert efficiency.endswith("%")
-    assert re.search(r"^Amdahl's law fit: serial fraction f = ", done.stdout, re.M)
+    # One round is a single noisy measurement, and the output says so.
+    assert "one round each (a single, noisy measurement;" in lines[0]
+    assert re.search(
+        r"^Amdahl's law fit \(to single rounds: noisy\): serial fraction f = ", done.stdout, re.M
+    )
     assert lines[-1] == f"wrote {plot}"
     root = ET.parse(plot).getroot()
     assert len(root.findall("{http://www.w3.org/2000/svg}circle")) == 2

@@ -203,9 +203,9 @@ def test_a_task_that_cannot_be_sent_fails_and_the_pool_goes_on(tmp_path):
 def test_a_task_with_too_many_descriptors_is_refused_at_submit_and_the_pool_goes_on():
     q = shoal.Queue()  # travels as two descriptors, every time it appears
     with shoal.Pool(1) as pool:
-        with pytest.raises(shoal.ShoalError, match="65536 shared-memory buffers"):
+        with pytest.raises(shoal.ShoalError, match="shared-memory buffers.*more than the 65535"):
             pool.apply(len, ([q] * 32768,))
-        with pytest.raises(shoal.ShoalError, match="65536"):
+        with pytest.raises(shoal.ShoalError, match="more than the 65535"):
             pool.map(len, [[q] * 32768], chunksize=1)
         assert pool.apply(len, ([q] * 10,)) == 10
         assert pool.map(abs, [-1, -2]) == [1, 2]
@@ -214,7 +214,9 @@ def test_a_task_with_too_many_descriptors_is_refused_at_submit_and_the_pool_goes
 def test_a_result_too_large_to_send_fails_as_such_not_as_a_lost_worker():
     with shoal.Pool(1) as pool:
         pid = pool.worker_pids()[0]
-        with pytest.raises(shoal.SerializationError, match="result cannot be sent.*65536"):
+        with pytest.raises(
+            shoal.SerializationError, match="result cannot be sent.*more than the 65535"
+        ):
             pool.apply(h.many_queue_references, (32768,))
         assert pool.worker_pids() == [pid]
         assert pool.apply(abs, (-3,)) == 3

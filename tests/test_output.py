@@ -9,7 +9,10 @@ does, so these tests also show the output would land in a notebook cell.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 
 import helpers_mod as h
 import pytest
@@ -133,6 +136,43 @@ def test_workers_import_logging_only_when_the_tasks_do(root_handler):
         assert p.apply(h.imported, ("logging",))
     records = [r for r in root_handler.records if r.name == "shoal.test.late"]
     assert [r.getMessage() for r in records] == ["late says 42", "it failed"]
+
+
+def test_a_level_set_after_the_pool_started_reaches_its_workers(root_handler):
+    # A notebook makes the pool first and calls logging.basicConfig later.
+    logging.getLogger().setLevel(logging.WARNING)
+    with shoal.Pool(1) as p:
+        p.apply(h.log_record, ("shoal.test.before", "quiet"))
+        logging.getLogger().setLevel(logging.INFO)
+        p.apply(h.log_record, ("shoal.test.after", "loud"))
+        logging.getLogger().setLevel(logging.ERROR)
+        p.starmap(h.log_record, [("shoal.test.again", "hushed")] * 3, chunksize=1)
+    names = {}
+    for r in root_handler.records:
+        names.setdefault(r.name, []).append(r.getMessage())
+    assert names["shoal.test.before"] == ["it failed"]
+    assert names["shoal.test.after"] == ["loud says 42", "it failed"]
+    assert names["shoal.test.again"] == ["it failed"] * 3
+
+
+def test_basic_config_after_pool_in_a_script(tmp_path):
+    script = tmp_path / "late_config.py"
+    script.write_text(
+        "import logging, sys\n"
+        "import shoal, helpers_mod as h\n"
+        "if __name__ == '__main__':\n"
+        "    with shoal.Pool(1) as pool:\n"
+        "        logging.basicConfig(level=logging.INFO, stream=sys.stdout,\n"
+        "                            format='%(processName)s %(levelname)s %(message)s')\n"
+        "        pool.apply(h.log_record, ('late', 'hello'))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "shoal-worker-0 INFO hello says 42" in done.stdout
+    assert "shoal-worker-0 ERROR it failed" in done.stdout
 
 
 def test_records_below_the_parents_level_are_not_sent(root_handler):

@@ -154,6 +154,23 @@ def test_calls_of_one_function_share_a_colour():
     assert colour == {"0": PALETTE[0], "1": PALETTE[1], "2": PALETTE[0]}
 
 
+def test_cpu_above_busy_time_is_explained():
+    busy_page = " ".join(Page(render(trace_of([Call([0.1] * 4)], workers=2))).text)
+    assert "more CPU than busy time" not in busy_page
+    more = " ".join(Page(render(trace_of([Call([0.1] * 4)], workers=2, cpu_share=1.3))).text)
+    assert "Every worker used more CPU than busy time" in more
+    assert "Starting the interpreter and importing modules" in more
+
+
+def test_rounding_residue_shows_as_zero():
+    from shoal.trace.format import percent, seconds
+
+    assert seconds(4.52e-16) == "0 s"
+    assert percent(1.2e-15) == "0%"
+    assert seconds(1.43e-6) == "1.43 µs"
+    assert percent(0.0004) == "0.04%"
+
+
 def test_odd_traces_still_render():
     empty = Page(render(trace_of([], workers=2)))
     assert len(empty.find("rect", class_="lane")) == 2 and not empty.find("rect", class_="task")

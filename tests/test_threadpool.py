@@ -214,6 +214,9 @@ def test_bad_arguments_are_refused():
     for workers in (1.5, True, "2"):
         with pytest.raises(TypeError, match="workers must be an int"):
             shoal.ThreadPool(workers)
+    for workers in (1.5, True, "2"):
+        with pytest.raises(TypeError, match="workers must be an int"):
+            shoal.ThreadPool(workers)
     with pytest.raises(TypeError, match="initializer"):
         shoal.ThreadPool(1, initializer=3)
     with pytest.raises(TypeError):

@@ -203,10 +203,38 @@ def test_overheads_are_split_into_their_parts():
     call = Call([0.01] * 10, ser=0.001, deser=0.002, result_ser=0.003, transport=0.004, gap=0.005)
     s = shoal.Trace.from_dict(make_trace([call], workers=1)).summary()
     t = s.time
-    assert (t.run, t.deser, t.result_ser, t.other) == pytest.approx((0.1, 0.02, 0.03, 0.04))
+    # The hand-over before each task but the first (start-up comes before that).
+    assert (t.run, t.deser, t.result_ser, t.other) == pytest.approx((0.1, 0.02, 0.03, 0.036))
     assert t.parent_ser == pytest.approx(0.01)
-    assert t.between == pytest.approx(0.045)  # gaps between 10 tasks on one worker
+    assert t.between == pytest.approx(0.045)  # waiting for the next task, 9 times
     assert s.calls[0].handoff == pytest.approx(0.002 + 0.003 + 0.004 + 0.001)
+    worker_time = t.run + t.deser + t.result_ser + t.other
+    worker_time += t.before_first + t.between + t.after_last
+    assert worker_time == pytest.approx(s.wall)
+
+
+def test_gaps_between_tasks_already_handed_over_are_hand_over_not_idle():
+    # Every task was handed to the engine when the call began (as map does):
+    # the gaps between them are the cost of handing each one over.
+    s = shoal.Trace.from_dict(make_trace([Call([0.01] * 10, transport=0.002)], workers=1))
+    t = s.summary().time
+    assert t.other == pytest.approx(9 * 0.002)
+    assert t.between == pytest.approx(0.0)
+    assert s.summary().calls[0].handoff == pytest.approx(0.002)
+
+
+def test_a_real_pools_hand_over_is_counted():
+    with shoal.Pool(1, trace=True) as pool:
+        pool.map(abs, range(2000), chunksize=1)
+        s = pool.trace().summary()
+    other, tasks = s.time.other, s.tasks
+    # Each task costs microseconds to hand over, not nothing (it was booked
+    # as idle time before).
+    assert other > tasks * 1e-7, other
+    assert other < s.wall
+    (call,) = s.calls
+    assert call.handoff > 1e-7
+    assert s.time.between < other, "the worker was never short of queued work for long"
 
 
 def test_imbalance_and_idle_at_the_end_of_a_call():

@@ -23,8 +23,8 @@ class Call:
     ser: float = 0.0  # per task, parent
     deser: float = 0.0  # per task, worker
     result_ser: float = 0.0
-    transport: float = 0.0  # per task, in the worker interval but none of the above
-    gap: float = 0.0  # idle on a worker before each task
+    transport: float = 0.0  # per task: the hand-over, just before it starts on its worker
+    gap: float = 0.0  # idle on a worker before each task: it is handed over that late
     outcomes: dict[int, str] = field(default_factory=dict)  # task index -> outcome
 
 
@@ -72,8 +72,10 @@ def make_trace(
                 task_rows.append(task)
                 continue
             slot = min(range(workers), key=lambda w: free[w])
-            start = max(free[slot], call_start) + call.gap
-            length = call.deser + run + call.result_ser + call.transport
+            if call.gap:  # handed to the engine only once its worker had waited
+                task["queued"] = max(free[slot], call_start) + call.gap
+            start = max(free[slot], task["queued"]) + call.transport
+            length = call.deser + run + call.result_ser
             free[slot] = start + length
             busy[slot] += length
             task.update(

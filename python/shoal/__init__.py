@@ -47,29 +47,60 @@ _EXPORTS = {
     "TraceFormatError": "trace.trace",
     "report": "trace.report",
     "Lock": "sync.primitives",
-    "Value": "sync.primitives",
+    "RLock": "sync.rlock",
+    "Semaphore": "sync.semaphore",
+    "BoundedSemaphore": "sync.semaphore",
+    "Event": "sync.event",
+    "Condition": "sync.condition",
+    "Barrier": "sync.barrier",
+    "BrokenBarrierError": "sync.barrier",
+    "Value": "sync.sharedctypes",
+    "Array": "sync.sharedctypes",
+    "RawValue": "sync.sharedctypes",
+    "RawArray": "sync.sharedctypes",
     "Queue": "sync.queue",
+    "JoinableQueue": "sync.queue",
+    "SimpleQueue": "sync.queue",
+    "Pipe": "sync.pipe",
     "Process": "sync.process",
+    "Manager": "sync.manager",
+    "ManagerError": "errors",
+    "get_context": "sync.context",
 }
 
 # `map` and `io` are left out: `from shoal import *` must not replace the
 # builtin or the standard library's module.
 __all__ = [
+    "Array",
     "AsyncResult",
     "BackendChoice",
+    "Barrier",
+    "BoundedSemaphore",
+    "BrokenBarrierError",
     "CheckpointError",
     "CheckpointKeyWarning",
+    "Condition",
     "CpuReport",
+    "Event",
     "IMapIterator",
+    "JoinableQueue",
     "Lock",
     "LoopResult",
+    "Manager",
+    "ManagerError",
     "MapResult",
+    "Pipe",
     "Pool",
     "Process",
     "Queue",
+    "RLock",
+    "RawArray",
+    "RawValue",
     "RemoteTraceback",
+    "Semaphore",
     "SerializationError",
     "ShoalError",
+    "SimpleQueue",
     "TaskTimeoutError",
     "ThreadPool",
     "TimeoutError",
@@ -82,6 +113,7 @@ __all__ = [
     "cached",
     "cpu_count",
     "cpu_report",
+    "get_context",
     "last_choice",
     "num_workers",
     "parallel_for",
@@ -105,7 +137,10 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | {"shared", "io"})
+    # The public names, and the module's own dunders; not helpers such as
+    # TYPE_CHECKING or the `annotations` future import.
+    dunders = {n for n in globals() if n.startswith("__") and n.endswith("__")}
+    return sorted(dunders | set(_EXPORTS) | {"shared", "io"})
 
 
 if TYPE_CHECKING:
@@ -116,6 +151,7 @@ if TYPE_CHECKING:
     from .errors import (
         CheckpointError,
         CheckpointKeyWarning,
+        ManagerError,
         SerializationError,
         ShoalError,
         TaskTimeoutError,
@@ -130,9 +166,18 @@ if TYPE_CHECKING:
     from .pool.pool import Pool
     from .pool.results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004
     from .pool.threadpool import ThreadPool
-    from .sync.primitives import Lock, Value
+    from .sync.barrier import Barrier, BrokenBarrierError
+    from .sync.condition import Condition
+    from .sync.context import get_context
+    from .sync.event import Event
+    from .sync.manager import Manager
+    from .sync.pipe import Pipe
+    from .sync.primitives import Lock
     from .sync.process import Process
-    from .sync.queue import Queue
+    from .sync.queue import JoinableQueue, Queue, SimpleQueue
+    from .sync.rlock import RLock
+    from .sync.semaphore import BoundedSemaphore, Semaphore
+    from .sync.sharedctypes import Array, RawArray, RawValue, Value
     from .trace.report import report
     from .trace.trace import Trace, TraceFormatError
     from .worker.identity import num_workers, worker_id

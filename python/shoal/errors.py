@@ -74,6 +74,12 @@ class WorkerStartError(ShoalError):
     """Worker processes exit before they are ready."""
 
 
+class ManagerError(ShoalError):
+    """A ``shoal.Manager``'s process is gone (shut down, killed, or its
+    parent ended), so the objects it held are gone too; or it refused a
+    request."""
+
+
 def describe_exit(exitcode: int | None, signum: int | None) -> str:
     """'killed by SIGKILL' / 'exited with code 3'."""
     if signum is not None:

@@ -30,6 +30,14 @@ fn register() {
     });
 }
 
+/// How many forks this process is away from the program's first process:
+/// it changes in a forked child, so values cached per process (a pid) are
+/// known to be stale there.
+pub fn generation() -> u64 {
+    register();
+    GENERATION.load(Ordering::Relaxed)
+}
+
 /// The process an object was made in.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner {

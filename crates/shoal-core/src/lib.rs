@@ -14,8 +14,10 @@
 //! - [`store`] / [`digest`]: the checkpoint store and its task keys;
 //!   [`store_file`]: who may write its files, and what they are on.
 //! - [`fds`]: descriptors passed between processes. [`shm`]: shared memory
-//!   segments. [`lock`], [`queue`], [`process`]: the primitives
-//!   `shoal.Lock`, `shoal.Queue` and `shoal.Process` stand on.
+//!   segments. [`lock`], [`rlock`], [`semaphore`], [`event`],
+//!   [`condvar`], [`barrier`], [`counter`] (on [`futex`]), [`queue`],
+//!   [`process`]: the primitives `shoal.Lock`, `shoal.Semaphore`,
+//!   `shoal.Queue`, `shoal.Process` and the rest stand on.
 //!   [`pickle_scan`]: spots large binary data inside a pickle.
 //! - [`fork`]: which process an engine or store belongs to, so a forked
 //!   child leaves its copies alone.
@@ -35,7 +37,6 @@ pub mod frame;
 pub mod fuzzing;
 pub mod launch;
 pub mod link;
-pub mod lock;
 pub mod memory;
 pub mod pickle_scan;
 pub mod process;
@@ -46,6 +47,7 @@ pub mod spawn;
 pub mod status;
 pub mod store;
 pub mod store_file;
+pub mod sync;
 pub mod task;
 pub mod timing;
 mod worker;

@@ -152,12 +152,36 @@ impl MessageQueue {
 
     /// Takes one message, waiting at most `wait`.
     pub fn get(&self, wait: Duration) -> Result<Received> {
+        // A packet's buffer and descriptor space, kept per thread: making
+        // (and zeroing) 32 KiB on every get cost more than the get itself.
+        thread_local! {
+            static SPACE: std::cell::RefCell<(Vec<u8>, FdReceiver)> =
+                std::cell::RefCell::new((vec![0u8; 1 + INLINE_MAX], FdReceiver::default()));
+        }
+        SPACE.with(|space| match space.try_borrow_mut() {
+            Ok(mut space) => {
+                let (buf, receiver) = &mut *space;
+                self.get_into(wait, buf, receiver)
+            }
+            // Re-entered on this thread (cannot happen today): fresh space.
+            Err(_) => self.get_into(
+                wait,
+                &mut vec![0u8; 1 + INLINE_MAX],
+                &mut FdReceiver::default(),
+            ),
+        })
+    }
+
+    fn get_into(
+        &self,
+        wait: Duration,
+        buf: &mut [u8],
+        receiver: &mut FdReceiver,
+    ) -> Result<Received> {
         let deadline = Instant::now() + wait;
-        let mut buf = vec![0u8; 1 + INLINE_MAX];
-        let mut receiver = FdReceiver::default();
         loop {
             let mut fds = Vec::new();
-            let got = receiver.recv(self.rx.as_raw_fd(), &mut buf, libc::MSG_DONTWAIT, &mut fds);
+            let got = receiver.recv(self.rx.as_raw_fd(), buf, libc::MSG_DONTWAIT, &mut fds);
             match got {
                 Ok(0) => return Ok(Received::Closed),
                 Ok(n) => return unpack(&buf[..n], fds).map(|(b, f)| Received::Message(b, f)),
@@ -188,6 +212,13 @@ impl MessageQueue {
             )
         };
         n <= 0
+    }
+
+    /// Waits at most `wait` until a `get` would not wait: a message is
+    /// there, or the queue is closed and drained (the get then says so).
+    pub fn poll(&self, wait: Duration) -> bool {
+        // An error polling our own socket means a get would not wait either.
+        crate::fds::wait_readable(self.rx.as_raw_fd(), wait).unwrap_or(true)
     }
 
     /// No more puts, in any process; getters drain what is left.

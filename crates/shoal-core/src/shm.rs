@@ -45,7 +45,13 @@ fn os_error(context: &'static str) -> CoreError {
 /// A new zero-filled memfd of `len` bytes (at least one: an empty mapping
 /// is not allowed), which can be sealed.
 pub fn create(len: usize) -> Result<OwnedFd> {
-    let fd = memfd(c"shoal-shm", libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    create_named(len, c"shoal-shm")
+}
+
+/// [`create`], with the name the memfd shows in `/proc/PID/maps` (shoal's
+/// own bookkeeping pages are told apart from data that way).
+pub fn create_named(len: usize, name: &std::ffi::CStr) -> Result<OwnedFd> {
+    let fd = memfd(name, libc::MFD_ALLOW_SEALING)
         .map_err(|e| CoreError::io("memfd_create for shared memory", e))?;
     // SAFETY: resizing a memfd we own.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), len.max(1) as libc::off_t) } < 0 {

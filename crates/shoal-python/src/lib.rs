@@ -12,6 +12,7 @@ mod queue;
 mod shm;
 mod store;
 mod sync;
+mod value;
 
 use pyo3::prelude::*;
 
@@ -22,6 +23,14 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<shm::PyFd>()?;
     m.add_class::<shm::PySegment>()?;
     m.add_class::<sync::PySharedLock>()?;
+    m.add_class::<sync::PySharedRLock>()?;
+    m.add_class::<sync::PySharedSemaphore>()?;
+    m.add_class::<sync::PySharedEvent>()?;
+    m.add_class::<sync::PySharedCounter>()?;
+    m.add_class::<sync::PySharedBarrier>()?;
+    m.add_class::<sync::PySharedCondvar>()?;
+    m.add_class::<value::PySharedValue>()?;
+    sync::add_sizes(m)?;
     m.add_class::<queue::PyMessageQueue>()?;
     m.add_class::<process::PyChild>()?;
     m.add_function(wrap_pyfunction!(shm::copy_to_segment, m)?)?;

@@ -100,6 +100,18 @@ impl PyMessageQueue {
         self.inner.is_empty()
     }
 
+    /// Waits at most `timeout` seconds (forever if None) until a `get`
+    /// would not wait (a message, or the end); returns whether it came.
+    #[pyo3(signature = (timeout=None))]
+    fn poll(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        if self.inner.poll(std::time::Duration::ZERO) {
+            return Ok(true);
+        }
+        let timeout = seconds(timeout)?;
+        let got = wait_interruptibly(py, timeout, |slice| self.inner.poll(slice).then_some(()))?;
+        Ok(got.is_some())
+    }
+
     fn close(&self) {
         self.inner.close();
     }

@@ -55,6 +55,23 @@ pub(crate) struct PyFd {
 
 #[pymethods]
 impl PyFd {
+    /// A duplicate of descriptor `fileno` (a socket, say), owned by the
+    /// new `Fd` (close-on-exec).
+    #[staticmethod]
+    fn dup(fileno: i32) -> PyResult<PyFd> {
+        use std::os::fd::BorrowedFd;
+        if fileno < 0 {
+            return Err(PyValueError::new_err(format!("not a descriptor: {fileno}")));
+        }
+        // SAFETY: the caller says `fileno` is open; it is only borrowed for
+        // the duplicate, which we then own.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fileno) };
+        let owned = borrowed.try_clone_to_owned().map_err(PyErr::from)?;
+        Ok(PyFd {
+            fd: SharedFd::new(owned),
+        })
+    }
+
     fn fileno(&self) -> i32 {
         use std::os::fd::AsRawFd;
         self.fd.as_raw_fd()
@@ -80,10 +97,20 @@ pub(crate) struct PySegment {
 
 #[pymethods]
 impl PySegment {
-    /// A new zero-filled segment of `nbytes`, mapped shared and writable.
+    /// A new zero-filled segment of `nbytes`, mapped shared and writable;
+    /// `label` names it "shoal-LABEL" in `/proc/PID/maps` (else "shoal-shm").
     #[staticmethod]
-    fn create(nbytes: usize) -> PyResult<PySegment> {
-        let fd = SharedFd::new(shm::create(nbytes).map_err(to_py)?);
+    #[pyo3(signature = (nbytes, label=None))]
+    fn create(nbytes: usize, label: Option<&str>) -> PyResult<PySegment> {
+        let fd = match label {
+            None => shm::create(nbytes),
+            Some(label) => {
+                let name = std::ffi::CString::new(format!("shoal-{label}"))
+                    .map_err(|_| PyValueError::new_err("a segment's label holds no NUL"))?;
+                shm::create_named(nbytes, &name)
+            }
+        };
+        let fd = SharedFd::new(fd.map_err(to_py)?);
         let map = Mapping::map(fd, Access::Shared).map_err(to_py)?;
         Ok(PySegment { map })
     }

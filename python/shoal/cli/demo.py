@@ -1,6 +1,7 @@
 """``shoal demo``: the parallel-Python workshops' lessons, measured on this
 machine in under a minute, as a table, one sentence per lesson, and an HTML
-page with the timeline of every parallel run.
+page with the timeline of every parallel run. The last lesson is the race
+condition: shared counters that lose updates without a lock.
 
 Each lesson times its variants in alternating rounds and takes medians:
 CPU speed on shared machines drifts, and back-to-back runs see the same
@@ -91,13 +92,28 @@ def nothing(x: int) -> int:
     return x
 
 
+def count_up(counter, start, times: int, use_lock: bool) -> None:
+    """``times`` increments of a shared Value, once every process is at
+    ``start``; without the lock, ``value += 1`` is a read and a write with
+    a gap between them."""
+    start.wait(timeout=60)
+    if use_lock:
+        for _ in range(times):
+            with counter.get_lock():
+                counter.value += 1
+    else:
+        for _ in range(times):
+            counter.value += 1
+
+
 # ------------------------------------------------------------------ lessons
 @dataclass
 class Variant:
     label: str
     run: Callable[[], object]
     times: list[float] = field(default_factory=list)
-    value: object = None
+    value: object = None  # what the last round returned
+    values: list = field(default_factory=list)  # what every round returned
 
     @property
     def seconds(self) -> float:
@@ -128,6 +144,7 @@ class Lesson:
                 began = time.perf_counter()
                 v.value = v.run()
                 v.times.append(time.perf_counter() - began)
+                v.values.append(v.value)
 
 
 def _gil(workers: int, scale: float, pools: dict) -> Lesson:
@@ -298,7 +315,59 @@ def _tiny(workers: int, scale: float, pools: dict) -> Lesson:
     )
 
 
-LESSONS = (_gil, _io, _numpy, _compiled, _pi, _mandelbrot, _tiny)
+#: The workshops' race: 4 processes, 20,000 increments each.
+RACE_PROCESSES, RACE_INCREMENTS = 4, 20_000
+
+
+def _race(workers: int, scale: float, pools: dict) -> Lesson:
+    import shoal
+
+    total = RACE_PROCESSES * RACE_INCREMENTS
+
+    def count(use_lock: bool) -> int:
+        counter = shoal.Value("i", 0)
+        start = shoal.Barrier(RACE_PROCESSES)  # every process counts at once
+        processes = [
+            shoal.Process(target=count_up, args=(counter, start, RACE_INCREMENTS, use_lock))
+            for _ in range(RACE_PROCESSES)
+        ]
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join(120)
+        return counter.value
+
+    def explain(s: Lesson) -> str:
+        lost = [total - v for v in s.variant("without a lock").values]
+        locked = s.variant("with get_lock()").values
+        return (
+            f"{RACE_PROCESSES} processes each added 1 to a shared Value {RACE_INCREMENTS:,} "
+            f"times. Without a lock, {_lost(lost, total)}: value += 1 reads, then writes, "
+            f"and another process can write in between. With get_lock() held around both, "
+            f"{'all ' + format(total, ',') + ' arrived' if set(locked) == {total} else locked}."
+        )
+
+    return Lesson(
+        "Shared state: a race condition and its lock",
+        [
+            Variant("without a lock", lambda: count(False)),
+            Variant("with get_lock()", lambda: count(True)),
+        ],
+        explain,
+    )
+
+
+def _lost(lost: list[int], total: int) -> str:
+    """'34,012 of 80,000 increments were lost' (a range over the rounds)."""
+    low, high = min(lost), max(lost)
+    amount = f"{low:,}" if low == high else f"{low:,} to {high:,}"
+    text = f"{amount} of {total:,} increments were lost"
+    if low == 0:
+        text += " (a run that lost none: the processes took turns on a busy machine)"
+    return text
+
+
+LESSONS = (_gil, _io, _numpy, _compiled, _pi, _mandelbrot, _tiny, _race)
 
 
 def run(workers: int, scale: float, rounds: int, on_lesson: Callable) -> list[Lesson]:

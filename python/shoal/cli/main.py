@@ -9,8 +9,25 @@ from collections.abc import Callable
 
 from ..errors import CheckpointError
 from ..slurm import add_commands as add_slurm_commands
+from ..trace.format import plural
 from . import datasets
 from .measure import add_commands
+
+#: What `shoal --help` says first (plain text: argparse prints it as it is).
+DESCRIPTION = (
+    "shoal: parallel computing for Python, with its engine written in Rust. "
+    "These commands measure the workshops' lessons on this machine, look into "
+    "checkpoint stores, turn traces into reports, benchmark a function's speed-up "
+    "and check the installation."
+)
+
+
+def _version() -> str:
+    import platform
+
+    from .. import __version__
+
+    return f"shoal {__version__} (Python {platform.python_version()})"
 
 
 def _positive(kind: type) -> Callable[[str], float]:
@@ -28,7 +45,7 @@ def demo(args: argparse.Namespace) -> int:
     from . import demo as _demo
 
     workers = args.workers or cpu_count()
-    print(f"shoal demo: the workshops' lessons on {workers} workers", end="")
+    print(f"shoal demo: the workshops' lessons on {plural(workers, 'worker')}", end="")
     print(f" (median of {args.rounds} alternating rounds)\n", flush=True)
     if (warning := _demo.busy_warning(cpu_count())) is not None:
         print(warning + "\n")
@@ -66,7 +83,7 @@ def checkpoint(args: argparse.Namespace) -> int:
         if args.action == "info":
             print(
                 f"{args.file}: shoal checkpoint store (format {version}), "
-                f"{tasks:,} tasks, {_size(on_disk)} on disk"
+                f"{plural(tasks, 'task')}, {_size(on_disk)} on disk"
             )
             if functions:
                 print(f"{'tasks':>10} {'versions':>8} {'results':>9}  {'first stored':19}  "
@@ -91,21 +108,26 @@ def checkpoint(args: argparse.Namespace) -> int:
         print(f"shoal checkpoint: {exc}", file=sys.stderr)
         return 1
     what = "everything" if args.function is None else args.function
-    print(f"cleared {what}: {removed_tasks:,} tasks of {removed_functions} function versions")
+    print(
+        f"cleared {what}: {plural(removed_tasks, 'task')} of "
+        f"{plural(removed_functions, 'function version')}"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shoal", description=__doc__)
+    parser = argparse.ArgumentParser(prog="shoal", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     p_demo = sub.add_parser(
         "demo",
-        help="the workshops' lessons (GIL, threads, processes, schedules, chunking)",
+        help="the workshops' lessons (GIL, threads, processes, schedules, chunking, races)",
         description="Measures the parallel-Python workshops' lessons on this machine: "
         "pure Python on threads vs processes (the GIL), I/O waits and numpy on threads, "
         "a numba loop on threads with the GIL held and released (with numba installed), "
-        "the pi program, Mandelbrot with static vs dynamic schedules, and tiny tasks "
-        "with and without chunking. Prints speed-ups with one sentence per lesson and "
+        "the pi program, Mandelbrot with static vs dynamic schedules, tiny tasks "
+        "with and without chunking, and a race condition on a shared Value with and "
+        "without its lock. Prints speed-ups with one sentence per lesson and "
         "writes an HTML page with each lesson's timeline.",
     )
     p_demo.add_argument(

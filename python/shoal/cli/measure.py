@@ -59,7 +59,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 def report_command(args: argparse.Namespace) -> int:
     from ..trace.advice import advise
-    from ..trace.format import percent, seconds
+    from ..trace.format import percent, plural, seconds
     from ..trace.report import report
     from ..trace.trace import Trace, TraceFormatError
 
@@ -78,7 +78,8 @@ def report_command(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot write {output}: {e.strerror}") from e
     s = trace.summary()
     print(
-        f"wrote {output}: {s.tasks:,} tasks on {s.workers} workers in {seconds(s.wall)}, "
+        f"wrote {output}: {plural(s.tasks, 'task')} on {plural(s.workers, 'worker')} in "
+        f"{seconds(s.wall)}, "
         f"speed-up {s.speedup:.2f}x ({percent(s.efficiency)} efficiency)"
     )
     for advice in advise(s):
@@ -143,10 +144,12 @@ def bench_command(args: argparse.Namespace) -> int:
     fn, inputs = _bench_inputs(args.target, args.inputs)
     cores = cpu_count()
     workers = args.workers or default_workers(cores)
-    print(
-        f"shoal bench {args.target}: {len(inputs):,} inputs, {cores} usable cores; "
-        f"medians of {args.rounds} rounds, each timing the pool and a serial loop"
+    rounds = (
+        "one round each (a single, noisy measurement; --rounds 3 or more gives medians)"
+        if args.rounds == 1
+        else f"medians of {args.rounds} rounds, each timing the pool and a serial loop"
     )
+    print(f"shoal bench {args.target}: {len(inputs):,} inputs, {cores} usable cores; {rounds}")
     print(f"{'workers':>7}  {'pool s':>9}  {'serial s':>9}  {'speed-up':>8}  {'efficiency':>10}")
     points = []
     try:
@@ -161,13 +164,18 @@ def bench_command(args: argparse.Namespace) -> int:
     except Exception as e:  # noqa: BLE001 - the user's function may raise anything
         raise CommandError(f"{args.target} failed: {type(e).__name__}: {e}") from e
     serial_fraction = amdahl_fit(points)
+    fitted = (
+        "Amdahl's law fit (to single rounds: noisy)"
+        if args.rounds == 1
+        else f"Amdahl's law fit (to the medians of {args.rounds} rounds)"
+    )
     if serial_fraction is None:
         print("Amdahl's law fit: needs a run with more than one worker")
     elif serial_fraction == 0:
-        print("Amdahl's law fit: serial fraction f = 0: no limit to the speed-up in sight")
+        print(f"{fitted}: serial fraction f = 0: no limit to the speed-up in sight")
     else:
         print(
-            f"Amdahl's law fit: serial fraction f = {serial_fraction:.3f} "
+            f"{fitted}: serial fraction f = {serial_fraction:.3f} "
             f"({serial_fraction:.1%}); predicted limit 1/f = {1 / serial_fraction:.1f}x"
         )
     if max(workers) > cores:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import NamedTuple
 
+from ..trace.format import plural
 from ..worker.identity import worker_id
 from .auto import BackendChoice, check_backend, check_workers, run
 
@@ -112,7 +113,8 @@ class LoopResult:
     def __repr__(self) -> str:
         busy = ", ".join(f"{b:.3g}" for b in self.busy)
         return (
-            f"<LoopResult {len(self.values)} values, {self.chunks} chunks, {self.schedule} "
+            f"<LoopResult {plural(len(self.values), 'value')}, {plural(self.chunks, 'chunk')}, "
+            f"{self.schedule} "
             f"on {self.backend}, {self.wall:.3g} s; busy per worker: [{busy}] s>"
         )
 

@@ -83,7 +83,9 @@ def check_options(timeout: Any, retries: Any, retry_on: Any) -> Options:
 def check_workers(n: Any, what: str) -> int:
     """A number of workers: an int of at least 1."""
     if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{what} must be an int (or None for shoal.cpu_count()), got {n!r}")
+        raise TypeError(
+            f"{what} must be an int (or None for shoal.cpu_count()), got {type(n).__name__} {n!r}"
+        )
     if n < 1:
         raise ValueError(f"{what} must be at least 1, got {n!r}")
     return n

@@ -45,4 +45,7 @@ def _handle_record(slot: int, pid: int, body: bytes) -> None:
     record = logging.makeLogRecord(loads(body))
     record.processName = f"shoal-worker-{slot}"
     record.process = pid
-    logging.getLogger(record.name).handle(record)
+    logger = logging.getLogger(record.name)
+    # The parent's configuration as it is now decides, as for its own records.
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)

@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..cpus import cpu_count
+from ..sync.context import check_context
 from ..trace.recorder import TraceRecorder
 from ..trace.trace import Trace
+from ..worker.output import ParentLogLevel
 from .memory import parse_memory
 from .options import (
     TASK_KEYS,
@@ -86,7 +88,14 @@ class Pool:
 
     ``checkpoint`` (a file name) is the default of the map family's
     ``checkpoint=``, with ``checkpoint_key`` (see ``map``).
+
+    ``context`` (multiprocessing's fifth argument) takes a context from
+    ``shoal.get_context()`` or ``multiprocessing.get_context()``: workers
+    are fresh interpreters whatever its start method.
     """
+
+    #: The parent's logging level as workers see it (processes only).
+    _log_level: ParentLogLevel | None = None
 
     def __init__(
         self,
@@ -94,6 +103,7 @@ class Pool:
         initializer: Callable | None = None,
         initargs: Iterable = (),
         maxtasksperchild: int | None = None,
+        context: Any = None,
         *,
         timeout: float | None = None,
         retries: int = 0,
@@ -109,6 +119,7 @@ class Pool:
         max_memory = parse_memory(max_memory, "max_memory")
         check_progress(progress, on_progress)
         check_checkpoint_key(checkpoint_key)
+        check_context(context)  # accepted as multiprocessing's; shoal starts its own way
         processes = check_workers(cpu_count() if processes is None else processes, "processes")
         if initializer is not None:
             check_callable(initializer, "initializer")
@@ -120,7 +131,9 @@ class Pool:
             raise ValueError(
                 f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}"
             )
-        setup = (list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level())
+        # Workers follow the parent's logging level as it is when each call starts.
+        log_level = ParentLogLevel(parent_log_level())
+        setup = (list(sys.path), initializer, tuple(initargs), max_memory, log_level)
         # The trace's clock starts before the workers do.
         recorder = TraceRecorder("process", processes) if trace else None
         workers = ProcessWorkers.start(processes, setup, maxtasksperchild, max_memory, trace)
@@ -134,6 +147,7 @@ class Pool:
                 recorder=recorder,
             ),
         )
+        self._log_level = log_level
 
     def _start(self, workers, n: int, pipeline: Pipeline) -> None:
         """Every pool's state around its started workers and pipeline."""
@@ -146,8 +160,11 @@ class Pool:
 
     # ------------------------------------------------------------- checks
     def _running(self) -> Pipeline:
+        """The pipeline, for a call that starts now."""
         if self._state != _RUN:
             raise ValueError("Pool not running")
+        if self._log_level is not None:  # every call starts here
+            self._log_level.follow(parent_log_level())
         return self._pipeline
 
     # ------------------------------------------------------- apply/submit

@@ -1,7 +1,8 @@
 """``progress=`` and ``on_progress=``: how far a call has got.
 
-``progress=True`` shows a tqdm bar (``tqdm.auto``: a widget in Jupyter,
-text in a terminal; nothing when the output is not a terminal), and
+``progress=True`` shows a tqdm bar (a widget in Jupyter, or text there
+without ipywidgets; text in a terminal; nothing when the output is not a
+terminal), and
 ``progress="always"`` shows it even then. ``on_progress(done, total)`` is
 called after every finished chunk (``total`` is None for an ``imap`` over
 an input of unknown length). Both run on the pool's result thread.
@@ -9,10 +10,42 @@ an input of unknown length). Both run on the pool's result thread.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Callable
 
 from .results import call_back
+
+
+def _in_notebook() -> bool:
+    """Whether this is a Jupyter kernel (not a Qt console or Spyder), as
+    ``tqdm.autonotebook`` decides."""
+    if "ipykernel.zmqshell" not in sys.modules:
+        return False
+    return not any(k == "QT_API" or k.startswith("SPYDER") for k in os.environ)
+
+
+def _bar(what: str, total: int | None, show: bool | str):
+    """A tqdm bar: a widget in Jupyter, or text in a notebook without
+    ipywidgets (as ``tqdm.auto`` means to, but without its "IProgress not
+    found" warning and with the bar shown: a notebook's output is not a
+    terminal); in a terminal, text, and nothing when the output is not a
+    terminal unless ``show == "always"``."""
+    options = {"total": total, "desc": what, "unit": "item"}
+    if _in_notebook():
+        from tqdm import notebook
+
+        if notebook.IProgress is not None:
+            # The widget treats disable=None as "show".
+            return notebook.tqdm(**options, disable=None if show is True else False)
+        from tqdm.std import tqdm
+
+        return tqdm(**options, file=sys.stderr, disable=False)
+    from tqdm.std import tqdm
+
+    # disable=None: no bar when not a terminal.
+    return tqdm(**options, dynamic_ncols=True, disable=None if show is True else False)
 
 
 class Progress:
@@ -27,17 +60,7 @@ class Progress:
         self._lock = threading.Lock()
         self._bar = None
         if show:
-            from tqdm.auto import tqdm
-
-            # disable=None: no bar when not a terminal (the notebook bar
-            # treats None as "show").
-            self._bar = tqdm(
-                total=total,
-                desc=what,
-                unit="item",
-                dynamic_ncols=True,
-                disable=None if show is True else False,
-            )
+            self._bar = _bar(what, total, show)
 
     def advance(self, items: int) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from .. import _shoal
 from ..errors import ShoalError
 from ..wire.serialize import loads
 from ..wire.transfer import unpack
+from ..worker.identity import name_process
 
 
 def _run() -> int:
@@ -24,6 +25,7 @@ def _run() -> int:
     try:
         name, target, args, kwargs = loads(body) if fds is None else unpack(body, fds)
         del body, fds
+        name_process(name)
         if target is not None:
             target(*args, **kwargs)
     except SystemExit as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .format import percent, seconds, size
+from .format import percent, plural, seconds, size
 from .summary import CallStats, TraceSummary
 
 #: Below about a millisecond, handing a task to a worker (pickling, sending,
@@ -28,6 +28,9 @@ IMBALANCE = 0.15
 #: Pickling worth mentioning: this share of the function's run time, and at least MIN_PICKLING.
 PICKLING_SHARE = 0.10
 MIN_PICKLING = 0.01
+#: Bytes per task (arguments and result) from which pickling is about data,
+#: not about the number of objects.
+LARGE_TASK_DATA = 64_000
 #: Share of worker time spent before the first task that counts as slow start-up.
 STARTUP_SHARE = 0.25
 #: CPU seconds per busy second below which tasks are waiting, not computing.
@@ -72,7 +75,7 @@ def advise(summary: TraceSummary) -> list[Advice]:
             Advice(
                 "ok",
                 f"Nothing to tune: workers were busy {percent(summary.utilisation)} of the run, "
-                f"a speed-up of {summary.speedup:.2f}x on {summary.workers} workers "
+                f"a speed-up of {summary.speedup:.2f}x on {plural(summary.workers, 'worker')} "
                 f"({percent(summary.efficiency)} efficiency).",
             )
         )
@@ -93,7 +96,7 @@ def _failures(summary: TraceSummary) -> Advice | None:
     parts = ", ".join(f"{n} {_OUTCOME_WORDS[o]}" for o, n in sorted(failed.items()))
     return Advice(
         "failures",
-        f"{sum(failed.values())} of {summary.tasks} tasks did not complete: {parts}.",
+        f"{sum(failed.values())} of {plural(summary.tasks, 'task')} did not complete: {parts}.",
     )
 
 
@@ -129,7 +132,8 @@ def _few_tasks(stats: CallStats, workers: int) -> Advice | None:
         remedy = "split the inputs more finely"
     return Advice(
         "few-tasks",
-        f"{stats.call.label} had {stats.call.tasks} tasks for {workers} workers, so {idle} "
+        f"{stats.call.label} had {plural(stats.call.tasks, 'task')} for "
+        f"{plural(workers, 'worker')}, so {idle} "
         f"of them had nothing to do: {remedy}, for at least {wanted} tasks "
         f"({TASKS_PER_WORKER} per worker).",
     )
@@ -172,16 +176,29 @@ def _pickling(summary: TraceSummary) -> Advice | None:
         return None
     share = pickling / summary.run_total if summary.run_total > 0 else math.inf
     against = f"{percent(share)} of" if math.isfinite(share) else "more than"
-    return Advice(
-        "pickling",
+    facts = (
         f"Pickling took {seconds(pickling)}, {against} the {seconds(summary.run_total)} your "
         f"function ran ({seconds(t.parent_ser)} pickling arguments in the parent, "
         f"{seconds(t.deser)} unpickling them in workers, {seconds(t.result_ser)} pickling "
         f"results); tasks carried {size(summary.bytes_in)} of arguments and "
-        f"{size(summary.bytes_out)} of results. Send large data as numpy arrays, not "
-        "Python objects (arrays travel in shared memory), or keep it in a shoal.shared "
-        "array, which every worker sees, and send each task an index or a slice instead "
-        "of the data.",
+        f"{size(summary.bytes_out)} of results"
+    )
+    per_task = (summary.bytes_in + summary.bytes_out) / summary.tasks
+    if per_task < LARGE_TASK_DATA:
+        # Little data: the cost is per object (many tiny ones), not per byte.
+        items = sum(c.call.items for c in summary.calls) or summary.tasks
+        return Advice(
+            "pickling",
+            f"{facts}, {size(per_task)} per task: the cost is per object, not per byte, and "
+            f"your function ran only {seconds(summary.run_total / items)} per item. Send "
+            "fewer, larger objects (say (start, stop) ranges instead of every number, with "
+            "the loop inside your function), or give it more work per item.",
+        )
+    return Advice(
+        "pickling",
+        f"{facts}. Send large data as numpy arrays, not Python objects (arrays travel in "
+        "shared memory), or keep it in a shoal.shared array, which every worker sees, and "
+        "send each task an index or a slice instead of the data.",
     )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+#: Durations below this are clock rounding, shown as 0.
+ROUNDING = 1e-9
+
 
 def seconds(s: float) -> str:
     """'0 s', '80 µs', '45 ms', '1.23 s', '612 s'."""
-    if s == 0:
+    if abs(s) < ROUNDING:
         return "0 s"
     if s < 1e-3:
         return f"{s * 1e6:.3g} µs"
@@ -14,6 +17,11 @@ def seconds(s: float) -> str:
     if s < 100:
         return f"{s:.3g} s"
     return f"{s:.0f} s"
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """'1 call', '3 calls', '1,204 tasks', '2 processes' (given ``nouns``)."""
+    return f"{n:,} {noun if n == 1 else nouns or noun + 's'}"
 
 
 def size(n: float) -> str:
@@ -26,6 +34,8 @@ def size(n: float) -> str:
 
 
 def percent(fraction: float) -> str:
-    """'35%', '0.4%'."""
+    """'35%', '0.4%', '0.012%', '0%' (below a millionth: rounding)."""
     value = fraction * 100
+    if abs(value) < 1e-4:
+        return "0%"
     return f"{value:.2g}%" if value < 10 else f"{value:.0f}%"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from .advice import Advice, advise
-from .format import percent, seconds, size
+from .format import percent, plural, seconds, size
 from .summary import TraceSummary
 from .svg import esc, num
 from .timeline import call_colours, timeline_svg
@@ -87,7 +87,7 @@ def render(trace: Trace) -> str:
 def _heading(trace: Trace) -> str:
     return (
         "<h1>shoal report</h1>\n"
-        f'<p class="meta">{trace.pool.workers} {esc(trace.pool.kind)} workers on '
+        f'<p class="meta">{esc(plural(trace.pool.workers, trace.pool.kind + " worker"))} on '
         f"{esc(trace.host)} ({trace.cpus} usable cores), recorded {esc(trace.created)} "
         f"with shoal {esc(trace.shoal)} on Python {esc(trace.python)}</p>"
     )
@@ -98,7 +98,7 @@ def _key_numbers(s: TraceSummary) -> str:
     cards = [
         (seconds(s.wall), "wall time"),
         (f"{s.speedup:.2f}x", f"speed-up: {seconds(s.run_total)} of tasks in {seconds(s.wall)}"),
-        (percent(s.efficiency), f"efficiency: speed-up / {s.workers} workers"),
+        (percent(s.efficiency), f"efficiency: speed-up / {plural(s.workers, 'worker')}"),
         (percent(s.utilisation), "utilisation: workers busy"),
         (f"{s.tasks:,}", f"tasks, {failed:,} not completed" if failed else "tasks, all ok"),
     ]
@@ -155,7 +155,23 @@ def _utilisation(s: TraceSummary) -> str:
         + "\n".join(rows)
         + "\n</table>\n"
         '<p class="note">Busy: running a task. CPU: user and system time of the '
-        "worker's processes; far less CPU than busy time means the tasks wait.</p>"
+        "worker's processes; far less CPU than busy time means the tasks wait."
+        f"{_cpu_above_busy(s)}</p>"
+    )
+
+
+def _cpu_above_busy(s: TraceSummary) -> str:
+    """Why a worker's CPU time can exceed its busy time, when it does."""
+    over = [use for use in s.lanes if use.cpu is not None and use.cpu > use.busy]
+    if not over:
+        return ""
+    which = "Every worker" if len(over) == len(s.lanes) else f"{len(over)} of the workers"
+    return esc(
+        f" {which} used more CPU than busy time: CPU time counts a worker's whole life, "
+        "busy time only its tasks. Starting the interpreter and importing modules (tens "
+        "of milliseconds of CPU each), the hand-over between tasks, and any threads a "
+        "task starts (numpy's BLAS runs on several cores) all add CPU time outside the "
+        "busy time."
     )
 
 
@@ -184,7 +200,7 @@ def _breakdown(s: TraceSummary) -> str:
         "<h2>Where the time went</h2>\n"
         f'<svg class="breakdown" width="{BAR_WIDTH}" height="{BAR_HEIGHT}" '
         f'role="img" aria-label="Worker time by activity">{"".join(bar)}</svg>\n'
-        f"<table><tr><th>worker time ({s.workers} workers x {seconds(s.wall)})</th>"
+        f"<table><tr><th>worker time ({plural(s.workers, 'worker')} x {seconds(s.wall)})</th>"
         "<th>seconds</th><th>share</th></tr>\n" + "\n".join(rows) + "\n</table>\n"
         f'<p class="note">Arguments sent: {size(s.bytes_in)}; results returned: '
         f"{size(s.bytes_out)}.</p>"
@@ -209,7 +225,9 @@ def _calls(s: TraceSummary, colours: dict[int, str]) -> str:
             f"<td>{seconds(c.run_total)}</td></tr>"
         )
     hidden = len(s.calls) - len(listed)
-    more = f'<p class="note">{hidden:,} shorter calls are not listed.</p>' if hidden else ""
+    verb = "is" if hidden == 1 else "are"
+    listed_note = f"{plural(hidden, 'shorter call')} {verb} not listed."
+    more = f'<p class="note">{listed_note}</p>' if hidden else ""
     return (
         "<h2>Calls</h2>\n<table><tr><th>call</th><th>tasks</th><th>items</th>"
         "<th>chunksize</th><th>took</th><th>median task</th><th>longest task</th>"

@@ -1,11 +1,16 @@
 """The numbers behind a trace report: where the workers' time went.
 
 Worker time is ``workers x wall`` worker-seconds. Each worker slot's share is
-either busy (a task ran on it: the function, unpickling its arguments,
-pickling its result, the rest of the hand-over) or idle (before its first
-task, between tasks, after its last task). Speed-up is the summed run time of
-the function over the wall time: how much faster than running every task one
-after the other in one process, pool start-up included.
+busy (a task ran on it: the function, unpickling its arguments, pickling
+its result), hand-over, or idle (before its first task, between tasks,
+after its last task). Hand-over is the gap between a worker's tasks that is
+not waiting for work: from the later of the previous task's end and the next
+task's hand-over to the engine, to the next task's start (the result going
+back, the next task coming in, the worker's loop around them). The rest of a
+gap, waiting for the parent to hand over the next task, is idle. Speed-up is
+the summed run time of the function over the wall time: how much faster than
+running every task one after the other in one process, pool start-up
+included.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ class WorkerUse:
     run: float
     deser: float
     result_ser: float
+    handover: float  # gaps between tasks spent handing work over (see the module)
     before_first: float  # idle before its first task (start-up, or no work yet)
-    between: float  # idle between tasks (dispatch, or the parent between calls)
+    between: float  # idle between tasks (no work handed over yet)
     after_last: float  # idle after its last task (others still working, or done)
     cpu: float | None  # CPU seconds of its processes; None if not recorded
 
@@ -54,7 +60,7 @@ class TimeBreakdown:
     run: float
     deser: float
     result_ser: float
-    other: float  # busy but none of the above: transport, framing, bookkeeping
+    other: float  # hand-over: transport, framing, bookkeeping around the tasks
     before_first: float
     between: float
     after_last: float
@@ -72,6 +78,7 @@ class CallStats:
     max_run: float | None
     items_per_task: float  # median
     handoff: float | None  # median per-task cost besides the function itself
+    # (parent pickling, hand-over, worker unpickling and result pickling)
     workers_used: int
     window: float  # its first task's start to its last task's end
     idle_at_end: float  # share of workers x window idle after a worker's last task
@@ -102,7 +109,12 @@ class TraceSummary:
 def summarize(trace: Trace) -> TraceSummary:
     wall = horizon(trace)
     by_slot = lanes(trace, wall)
-    uses = tuple(_worker_use(trace, slot, by_slot[slot], wall) for slot in sorted(by_slot))
+    handover = {}
+    for intervals in by_slot.values():
+        handover.update(handover_gaps(intervals))
+    uses = tuple(
+        _worker_use(trace, slot, by_slot[slot], wall, handover) for slot in sorted(by_slot)
+    )
     runs = [t.run for t in trace.tasks if t.run is not None]
     run_total = sum(runs)
     busy = [use.busy for use in uses]
@@ -127,7 +139,7 @@ def summarize(trace: Trace) -> TraceSummary:
         cpu_total=sum(cpus) if cpus else None,
         time=_breakdown(trace, uses),
         lanes=uses,
-        calls=_all_call_stats(trace, by_slot),
+        calls=_all_call_stats(trace, by_slot, handover),
     )
 
 
@@ -160,13 +172,28 @@ def lanes(trace: Trace, wall: float) -> dict[int, list[Interval]]:
     return result
 
 
-def _worker_use(trace: Trace, slot: int, intervals: list[Interval], wall: float) -> WorkerUse:
+def handover_gaps(intervals: list[Interval]) -> dict[int, float]:
+    """Task id -> the hand-over time just before it on its lane: the gap
+    from the later of the previous task's end and this task's hand-over
+    to the engine, to its start. (A lane's first task has none: what comes
+    before it is start-up.)"""
+    gaps = {}
+    for previous, task in zip(intervals, intervals[1:], strict=False):
+        ready = max(previous.end, task.task.queued)
+        gaps[task.task.id] = max(0.0, task.start - ready)
+    return gaps
+
+
+def _worker_use(
+    trace: Trace, slot: int, intervals: list[Interval], wall: float, handover: dict[int, float]
+) -> WorkerUse:
     records = [w for w in trace.workers if w.worker == slot]
     pids = {w.pid for w in records} or {iv.task.pid for iv in intervals if iv.task.pid is not None}
     cpu = [w.cpu for w in records if w.cpu is not None]
     busy = _union_length(intervals)
     before = intervals[0].start if intervals else 0.0
     after = wall - max(iv.end for iv in intervals) if intervals else wall
+    handed = sum(handover.get(iv.task.id, 0.0) for iv in intervals)
     return WorkerUse(
         worker=slot,
         pids=tuple(sorted(pids)),
@@ -176,8 +203,9 @@ def _worker_use(trace: Trace, slot: int, intervals: list[Interval], wall: float)
         run=sum(iv.task.run or 0.0 for iv in intervals),
         deser=sum(iv.task.deser or 0.0 for iv in intervals),
         result_ser=sum(iv.task.result_ser or 0.0 for iv in intervals),
+        handover=handed,
         before_first=before,
-        between=max(0.0, wall - busy - before - after),
+        between=max(0.0, wall - busy - before - after - handed),
         after_last=after,
         cpu=sum(cpu) if records and len(cpu) == len(records) else None,
     )
@@ -201,7 +229,8 @@ def _breakdown(trace: Trace, uses: tuple[WorkerUse, ...]) -> TimeBreakdown:
         run=run,
         deser=deser,
         result_ser=result_ser,
-        other=max(0.0, sum(u.busy for u in uses) - run - deser - result_ser),
+        other=max(0.0, sum(u.busy for u in uses) - run - deser - result_ser)
+        + sum(u.handover for u in uses),
         before_first=sum(u.before_first for u in uses),
         between=sum(u.between for u in uses),
         after_last=sum(u.after_last for u in uses),
@@ -209,7 +238,9 @@ def _breakdown(trace: Trace, uses: tuple[WorkerUse, ...]) -> TimeBreakdown:
     )
 
 
-def _all_call_stats(trace: Trace, by_slot: dict[int, list[Interval]]) -> tuple[CallStats, ...]:
+def _all_call_stats(
+    trace: Trace, by_slot: dict[int, list[Interval]], handover: dict[int, float]
+) -> tuple[CallStats, ...]:
     intervals: dict[int, list[tuple[int, Interval]]] = defaultdict(list)
     for slot, ivs in by_slot.items():
         for iv in ivs:
@@ -218,20 +249,31 @@ def _all_call_stats(trace: Trace, by_slot: dict[int, list[Interval]]) -> tuple[C
     for task in trace.tasks:
         items[task.call].append(task.items)
     return tuple(
-        _call_stats(trace, call, intervals[call.id], items[call.id]) for call in trace.calls
+        _call_stats(trace, call, intervals[call.id], items[call.id], handover)
+        for call in trace.calls
     )
 
 
 def _call_stats(
-    trace: Trace, call: CallRecord, mine: list[tuple[int, Interval]], items: list[int]
+    trace: Trace,
+    call: CallRecord,
+    mine: list[tuple[int, Interval]],
+    items: list[int],
+    handover: dict[int, float],
 ) -> CallStats:
-    runs, in_worker, sers = [], [], []  # of the tasks that finished with a run time
+    runs, costs, after_another = [], [], []  # of the tasks that finished with a run time
     for _, iv in mine:
         if iv.task.end is not None and iv.task.run is not None:
             runs.append(iv.task.run)
-            in_worker.append(max(0.0, iv.end - iv.start - iv.task.run))
-            sers.append(iv.task.ser)
-    handoff = statistics.median(in_worker) + statistics.median(sers) if runs else None
+            # Everything a task cost besides the function: the parent's
+            # pickling, the worker's (un)pickling, and the hand-over before it.
+            cost = max(0.0, iv.end - iv.start - iv.task.run) + iv.task.ser
+            costs.append(cost + handover.get(iv.task.id, 0.0))
+            if iv.task.id in handover:
+                after_another.append(costs[-1])
+    # A lane's first task has no hand-over of its own (start-up comes
+    # before it): the median is of the others, when there are any.
+    handoff = statistics.median(after_another or costs) if runs else None
     window, idle_at_end = 0.0, 0.0
     if mine:
         first = min(iv.start for _, iv in mine)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .format import seconds, size
+from .format import plural, seconds, size
 from .summary import Interval, TraceSummary, lanes
 from .svg import esc, nice_ticks, num, tick_label
 from .trace import CallRecord, Trace
@@ -106,7 +106,7 @@ def _lane_label(worker: int, pids: tuple[int, ...], y: float) -> str:
     if len(pids) == 1:
         detail = f"pid {pids[0]}"
     elif pids:
-        detail = f"{len(pids)} processes"
+        detail = plural(len(pids), "process", "processes")
     else:
         detail = "no process"
     title = esc("pids " + ", ".join(map(str, pids))) if pids else ""
@@ -160,7 +160,7 @@ def _tooltip(block: Block, calls: dict[int, CallRecord]) -> str:
     names = ", ".join(labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
     run = sum(iv.task.run or 0.0 for iv in block.intervals)
     lines = [
-        f"{len(block.intervals)} tasks of {names}",
+        f"{plural(len(block.intervals), 'task')} of {names}",
         f"{first.start:.4f} s to {last.end:.4f} s, function ran {seconds(run)} in all",
     ]
     if block.failed:

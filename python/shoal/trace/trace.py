@@ -16,6 +16,7 @@ from typing import Any, TypeGuard
 
 from .. import __version__
 from ..errors import ShoalError
+from .format import plural
 from .summary import TraceSummary, summarize
 
 FORMAT = "shoal-trace"
@@ -152,8 +153,9 @@ class Trace:
 
     def __repr__(self) -> str:
         return (
-            f"<shoal.Trace: {len(self.tasks)} tasks in {len(self.calls)} calls on "
-            f"{self.pool.workers} {self.pool.kind} workers, {self.wall:.3f} s>"
+            f"<shoal.Trace: {plural(len(self.tasks), 'task')} in "
+            f"{plural(len(self.calls), 'call')} on "
+            f"{plural(self.pool.workers, self.pool.kind + ' worker')}, {self.wall:.3f} s>"
         )
 
 

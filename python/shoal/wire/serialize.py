@@ -25,9 +25,9 @@ PLAIN_PICKLE_FAILS = (pickle.PicklingError, TypeError, AttributeError)
 
 
 def _by_value(obj: object) -> bytes:
-    import cloudpickle
+    from .cloud import dumps as cloud_dumps  # cloudpickle: imported when first needed
 
-    return cloudpickle.dumps(obj, PROTOCOL)
+    return cloud_dumps(obj, PROTOCOL)
 
 
 def dumps(obj: object) -> bytes:

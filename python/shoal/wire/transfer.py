@@ -248,13 +248,13 @@ def _pickler_class(by_value: bool) -> type:
         return _Pickler
     cls = _pickler_classes.get("cloud")
     if cls is None:
-        import cloudpickle
+        from . import cloud  # cloudpickle: imported when first needed
 
-        class _CloudPickler(_OutOfBand, cloudpickle.Pickler):
+        class _CloudPickler(_OutOfBand, cloud.Pickler):
             def reducer_override(self, obj):
                 reduced = self._reduce_out_of_band(obj)
                 if reduced is None:
-                    return cloudpickle.Pickler.reducer_override(self, obj)
+                    return cloud.Pickler.reducer_override(self, obj)
                 return reduced
 
         cls = _pickler_classes["cloud"] = _CloudPickler

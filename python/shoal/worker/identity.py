@@ -13,6 +13,8 @@ from __future__ import annotations
 # `_thread`, not `threading`: worker processes import this at start.
 import _thread
 
+from .after_import import when_imported
+
 _process = (0, 1)  # (slot, workers) of this worker process
 _local = _thread._local()
 
@@ -31,6 +33,18 @@ def num_workers() -> int:
 def set_process(slot: int, workers: int) -> None:
     global _process
     _process = (slot, workers)
+    name_process(f"shoal-worker-{slot}")
+
+
+def name_process(name: str) -> None:
+    """What ``multiprocessing.current_process().name`` says in this
+    process (as the ``[worker N]`` tags and log records' ``processName``),
+    set when the user's code first imports multiprocessing."""
+
+    def rename(module) -> None:
+        module.current_process().name = name
+
+    when_imported("multiprocessing.process", rename)
 
 
 def set_thread(slot: int, workers: int) -> None:

@@ -19,9 +19,11 @@ import _thread
 import io
 import sys
 
+from .. import _shoal
 from .._shoal import Stream
 from ..errors import ShoalError
 from ..wire.serialize import PROTOCOL, pickle
+from .after_import import when_imported
 
 #: ``extra`` fields of a log record that are not plain values travel as repr.
 _PLAIN = (str, int, float, bool, type(None))
@@ -122,15 +124,89 @@ def capture_output(link) -> tuple[LineWriter, LineWriter]:
     return sys.stdout, sys.stderr
 
 
-def forward_logging(link, level: int) -> None:
-    """Sends every record at ``level`` or above to the parent's loggers,
-    from the moment the worker's code imports ``logging`` (importing it
-    here would cost every worker about 25 ms at start)."""
-    logging = sys.modules.get("logging")
-    if logging is not None:
-        _send_records(logging, link, level)
-    else:
-        sys.meta_path.insert(0, _AfterImport("logging", lambda m: _send_records(m, link, level)))
+class ParentLogLevel:
+    """The parent's root logging level, in a shared page that its workers
+    read at the start of every task: ``logging.basicConfig(level=INFO)``
+    after ``Pool()`` reaches the workers at the next call. The parent
+    writes it when each call starts (``follow``). Stored as level + 1; 0
+    while the parent does not use ``logging``."""
+
+    __slots__ = ("_segment", "_view")
+
+    def __init__(self, level: int | None) -> None:
+        self._attach(_shoal.Segment.create(8, "log-level"))
+        self.follow(level)
+
+    def _attach(self, segment) -> None:
+        self._segment = segment
+        self._view = memoryview(segment).cast("i")
+
+    def follow(self, level: int | None) -> None:
+        """Parent side: publishes the parent's level as it is now (None
+        while the parent does not use ``logging``)."""
+        self._view[0] = 0 if level is None else level + 1
+
+    def _shoal_share_(self, attach):
+        return (_rebuild_level, attach(self._segment, _shoal.ACCESS_SHARED))
+
+    def __reduce__(self):
+        raise TypeError("a ParentLogLevel travels only to shoal workers")
+
+
+def _rebuild_level(attachments, index: int) -> ParentLogLevel:
+    level = ParentLogLevel.__new__(ParentLogLevel)
+    level._attach(attachments[index])
+    return level
+
+
+class _Follower:
+    """Worker side: keeps the worker's root level at the parent's, and
+    sends records once the parent uses logging."""
+
+    __slots__ = ("_link", "_view", "_seen", "_installed")
+
+    def __init__(self, link, level: ParentLogLevel) -> None:
+        self._link = link
+        self._view = level._view
+        self._seen = -1
+        self._installed = False
+
+    def check(self) -> None:
+        word = self._view[0]
+        if word == self._seen:
+            return
+        self._seen = word
+        if word == 0:
+            return  # the parent does not use logging (yet)
+        if not self._installed:
+            self._installed = True
+            when_imported("logging", lambda m: _send_records(m, self._link, self._seen - 1))
+            return
+        logging = sys.modules.get("logging")
+        if logging is not None:
+            logging.getLogger().setLevel(word - 1)
+
+
+_follower: _Follower | None = None
+
+
+def forward_logging(link, level: ParentLogLevel | int) -> None:
+    """Sends every record at the parent's level or above to the parent's
+    loggers, from the moment the worker's code imports ``logging``
+    (importing it here would cost every worker about 25 ms at start).
+    Given a ``ParentLogLevel``, the level follows the parent's."""
+    global _follower
+    if isinstance(level, int):
+        when_imported("logging", lambda m: _send_records(m, link, level))
+        return
+    _follower = _Follower(link, level)
+    _follower.check()
+
+
+def check_log_level() -> None:
+    """At the start of each task: the parent's level, as of its latest call."""
+    if _follower is not None:
+        _follower.check()
 
 
 def _send_records(logging, link, level: int) -> None:
@@ -154,35 +230,3 @@ def _send_records(logging, link, level: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [_ToParent()]
     root.setLevel(level)
-
-
-class _AfterImport:
-    """A meta path finder that lets the other finders import ``name``, then
-    calls ``then(module)`` once the module has run; used once, then gone."""
-
-    def __init__(self, name: str, then) -> None:
-        self._name = name
-        self._then = then
-
-    def find_spec(self, fullname: str, path=None, target=None):
-        if fullname != self._name:
-            return None
-        sys.meta_path.remove(self)
-        for finder in sys.meta_path:
-            find_spec = getattr(finder, "find_spec", None)
-            spec = find_spec(fullname, path, target) if find_spec else None
-            if spec is not None:
-                break
-        else:
-            return None
-        run = getattr(spec.loader, "exec_module", None)
-        if run is None:
-            return spec  # an old-style loader: imported, but not watched
-        then = self._then
-
-        def exec_module(module) -> None:
-            run(module)
-            then(module)
-
-        spec.loader.exec_module = exec_module  # this spec's own loader object
-        return spec

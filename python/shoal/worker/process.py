@@ -19,7 +19,7 @@ from ..wire.serialize import dumps_exception, loads, unpicklable_result_error
 from ..wire.transfer import pack, unpack
 from . import identity
 from .loop import Retire, serve
-from .output import capture_output, forward_logging
+from .output import capture_output, check_log_level, forward_logging
 
 #: Seconds idle after which a worker unmaps the segments it kept between
 #: tasks of one call (see ``wire.transfer.keep_recent``).
@@ -67,6 +67,7 @@ class ProcessSide:
     # --- tasks
     def load(self, frame):
         """A task's ``(mode, fn, retry_on)`` and its arguments."""
+        check_log_level()  # the parent's logging level, as of its latest call
         entry = self._functions.get(frame.fn_id)
         if type(entry) is not tuple:
             if entry is None:

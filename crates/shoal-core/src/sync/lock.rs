@@ -8,12 +8,15 @@
 //! and release make no system call. As `multiprocessing.Lock`, any process
 //! or thread may release it. A waiter whose holder died while holding the
 //! lock (killed, say) takes it over instead of waiting forever, as a robust
-//! mutex does: a holder is dead when `kill(pid, 0)` says there is no such
-//! process (`ESRCH`; `EPERM` means it lives, as another user's) or it is a
-//! zombie.
+//! mutex does (see [`is_dead`]). Whether the holder lives is checked when a
+//! wait's time is up and every [`CHECK_EVERY`] of a longer wait, not on
+//! every contended try: the check costs system calls, and handing a live
+//! lock over must not.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use super::futex::{is_dead, my_pid, InSharedMemory, CHECK_EVERY};
 
 /// Bytes a lock takes in a segment (it needs 4-byte alignment).
 pub const LOCK_SIZE: usize = 8;
@@ -33,10 +36,6 @@ const WAITERS: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotHeld;
 
-fn my_pid() -> u32 {
-    std::process::id()
-}
-
 /// The word of a lock `pid` holds (Linux pids are below 2^22).
 fn held_by(pid: u32) -> u32 {
     pid << 1
@@ -46,36 +45,10 @@ fn holder(state: u32) -> u32 {
     state >> 1
 }
 
-fn is_dead(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
-        // EPERM: it exists, and belongs to another user.
-        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    }
-    // A zombie (killed, not yet reaped by its parent) still answers
-    // signal 0, but runs no more code: its locks are free to take over.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, after_name) = stat.rsplit_once(')')?;
-            Some(after_name.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
+// SAFETY: repr(C), two atomics; zeroed bytes are a free lock.
+unsafe impl InSharedMemory for SharedLock {}
 
 impl SharedLock {
-    /// The lock stored at `ptr` (zeroed memory is a free lock).
-    ///
-    /// # Safety
-    ///
-    /// `ptr` must be 4-byte aligned, point to [`LOCK_SIZE`] bytes of shared
-    /// memory used only as this lock, and stay mapped for `'a`.
-    pub unsafe fn at<'a>(ptr: *mut u8) -> &'a SharedLock {
-        // SAFETY: the caller promises alignment, size and lifetime; every
-        // field is an atomic, valid for any bit pattern.
-        unsafe { &*ptr.cast::<SharedLock>() }
-    }
-
     pub fn try_acquire(&self) -> bool {
         self.state
             .compare_exchange(
@@ -93,27 +66,31 @@ impl SharedLock {
             return true;
         }
         let me = my_pid();
-        let deadline = Instant::now() + wait;
+        let start = Instant::now();
+        let deadline = start + wait;
+        let mut next_check = start;
         loop {
             let state = self.state.load(Ordering::Relaxed);
-            // Free, or held by a process that died holding it: take it,
-            // marked as waited for (others may be), which costs the next
-            // release one wake call.
-            let owner = holder(state);
-            if state == FREE || (owner != me && is_dead(owner)) {
-                if self
-                    .state
-                    .compare_exchange(
-                        state,
-                        held_by(me) | WAITERS,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                {
+            // Free: take it, marked as waited for (others may be), which
+            // costs the next release one wake call.
+            if state == FREE {
+                if self.take_from(state, me) {
                     return true;
                 }
                 continue;
+            }
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() || now >= next_check {
+                next_check = now + CHECK_EVERY;
+                // Held by a process that died holding it: take it over.
+                let owner = holder(state);
+                if owner != me && is_dead(owner) && self.take_from(state, me) {
+                    return true;
+                }
+                if left.is_zero() {
+                    return false;
+                }
             }
             if state & WAITERS == 0
                 && self
@@ -123,17 +100,19 @@ impl SharedLock {
             {
                 continue;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            // Owner checks need a wake-up now and then.
-            futex_wait(
-                &self.state,
-                state | WAITERS,
-                left.min(Duration::from_millis(100)),
-            );
+            super::futex::wait(&self.state, state | WAITERS, left.min(CHECK_EVERY));
         }
+    }
+
+    fn take_from(&self, state: u32, me: u32) -> bool {
+        self.state
+            .compare_exchange(
+                state,
+                held_by(me) | WAITERS,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 
     /// Frees the lock and wakes one waiter; an error if it was free.
@@ -143,7 +122,7 @@ impl SharedLock {
             return Err(NotHeld);
         }
         if state & WAITERS != 0 {
-            futex_wake(&self.state, 1);
+            super::futex::wake(&self.state, 1);
         }
         Ok(())
     }
@@ -151,54 +130,25 @@ impl SharedLock {
     pub fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) != FREE
     }
-}
 
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: a futex wait on a live atomic word with a valid timeout; not
-    // FUTEX_PRIVATE, because the word is shared between processes. Spurious
-    // wake-ups and EAGAIN are handled by the caller's loop.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-            std::ptr::null::<u32>(),
-            0u32,
-        );
+    /// Pid of the process holding it (None while free).
+    pub fn owner(&self) -> Option<u32> {
+        match self.state.load(Ordering::Relaxed) {
+            FREE => None,
+            state => Some(holder(state)),
+        }
     }
-}
 
-fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: a futex wake on a live atomic word.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            n,
-            std::ptr::null::<libc::timespec>(),
-            std::ptr::null::<u32>(),
-            0u32,
-        );
+    /// Whether this process holds it.
+    pub fn held_here(&self) -> bool {
+        self.owner() == Some(my_pid())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fds::SharedFd;
-    use crate::shm::{create, Access, Mapping};
-    use std::sync::Arc;
-
-    fn page() -> Arc<Mapping> {
-        Mapping::map(SharedFd::new(create(4096).unwrap()), Access::Shared).unwrap()
-    }
+    use crate::sync::futex::testing::{dead_pid, page};
 
     #[test]
     fn excludes_and_hands_over() {
@@ -206,7 +156,7 @@ mod tests {
         // SAFETY: a fresh, page-aligned shared mapping used only as a lock.
         let lock = unsafe { SharedLock::at(m.as_ptr()) };
         assert!(lock.try_acquire());
-        assert!(lock.is_locked());
+        assert!(lock.is_locked() && lock.held_here());
         assert!(!lock.acquire_within(Duration::from_millis(20)));
         let m2 = m.clone();
         let waiter = std::thread::spawn(move || {
@@ -220,13 +170,7 @@ mod tests {
         lock.release().unwrap();
         assert!(waiter.join().unwrap());
         assert_eq!(lock.release(), Err(NotHeld));
-    }
-
-    fn dead_pid() -> u32 {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
-        dead
+        assert_eq!(lock.owner(), None);
     }
 
     #[test]
@@ -237,7 +181,7 @@ mod tests {
         lock.state
             .store(held_by(dead_pid()) | WAITERS, Ordering::SeqCst);
         assert!(lock.acquire_within(Duration::from_secs(5)));
-        assert_eq!(holder(lock.state.load(Ordering::SeqCst)), my_pid());
+        assert_eq!(lock.owner(), Some(my_pid()));
     }
 
     #[test]
@@ -248,7 +192,10 @@ mod tests {
         // SAFETY: a fresh, page-aligned shared mapping used only as a lock.
         let lock = unsafe { SharedLock::at(m.as_ptr()) };
         lock.state.store(held_by(dead_pid()), Ordering::SeqCst);
-        assert!(lock.acquire_within(Duration::from_secs(5)));
+        assert!(
+            lock.acquire_within(Duration::ZERO),
+            "a try takes a dead holder's lock"
+        );
         lock.release().unwrap();
         assert!(!lock.is_locked());
     }
@@ -277,7 +224,10 @@ mod tests {
         }
         use std::os::unix::process::CommandExt;
         let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "lock::tests::another_users_holder_is_alive"])
+            .args([
+                "--exact",
+                "sync::lock::tests::another_users_holder_is_alive",
+            ])
             .env("SHOAL_LOCK_TEST_HOLDER", my_pid().to_string())
             .uid(65534)
             .gid(65534)

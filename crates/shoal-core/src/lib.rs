@@ -15,6 +15,7 @@
 //!   segments. [`lock`], [`queue`], [`process`]: the primitives
 //!   `shoal.Lock`, `shoal.Queue` and `shoal.Process` stand on.
 //!   [`pickle_scan`]: spots large binary data inside a pickle.
+//! - [`futex`]: waiting on a word of shared memory.
 
 mod completions;
 pub mod cpus;
@@ -23,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod fds;
 pub mod frame;
+pub mod futex;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -103,7 +103,7 @@ impl SharedLock {
                 return false;
             }
             // Owner checks need a wake-up now and then.
-            futex_wait(&self.state, CONTENDED, left.min(Duration::from_millis(100)));
+            crate::futex::wait(&self.state, CONTENDED, left.min(Duration::from_millis(100)));
         }
     }
 
@@ -114,7 +114,7 @@ impl SharedLock {
             FREE => Err(NotHeld),
             HELD => Ok(()),
             _ => {
-                futex_wake(&self.state, 1);
+                crate::futex::wake(&self.state, 1);
                 Ok(())
             }
         }
@@ -122,42 +122,6 @@ impl SharedLock {
 
     pub fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) != FREE
-    }
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: a futex wait on a live atomic word with a valid timeout; not
-    // FUTEX_PRIVATE, because the word is shared between processes. Spurious
-    // wake-ups and EAGAIN are handled by the caller's loop.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            &ts as *const libc::timespec,
-            std::ptr::null::<u32>(),
-            0u32,
-        );
-    }
-}
-
-fn futex_wake(word: &AtomicU32, n: i32) {
-    // SAFETY: a futex wake on a live atomic word.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            n,
-            std::ptr::null::<libc::timespec>(),
-            std::ptr::null::<u32>(),
-            0u32,
-        );
     }
 }
 

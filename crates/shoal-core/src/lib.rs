@@ -15,7 +15,8 @@
 //!   segments. [`lock`], [`queue`], [`process`]: the primitives
 //!   `shoal.Lock`, `shoal.Queue` and `shoal.Process` stand on.
 //!   [`pickle_scan`]: spots large binary data inside a pickle.
-//! - [`futex`]: waiting on a word of shared memory.
+//! - [`spmd`]: message passing between ranks (`shoal run`), and its launcher.
+//!   [`futex`]: waiting on a word of shared memory.
 
 mod completions;
 pub mod cpus;
@@ -38,6 +39,7 @@ pub mod queue;
 mod scheduler;
 pub mod shm;
 pub mod spawn;
+pub mod spmd;
 pub mod status;
 pub mod store;
 pub mod task;

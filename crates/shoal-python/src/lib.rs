@@ -9,6 +9,7 @@ mod link;
 mod process;
 mod queue;
 mod shm;
+mod spmd;
 mod store;
 mod sync;
 
@@ -37,6 +38,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("QueueClosed", m.py().get_type::<errors::QueueClosed>())?;
     store::add_store_items(m)?;
+    spmd::add_spmd_items(m)?;
     engine::add_outcome_codes(m)?;
     link::add_frame_kinds(m)?;
     Ok(())

@@ -49,14 +49,21 @@ _EXPORTS = {
     "Value": "sync.primitives",
     "Queue": "sync.queue",
     "Process": "sync.process",
+    "spmd": "mpi.launcher",
+    "RankLostError": "errors",
+    "DeadlockError": "errors",
+    "CollectiveMismatchError": "errors",
 }
 
-# `map` is left out: `from shoal import *` must not replace the builtin.
+# `map` is left out: `from shoal import *` must not replace the builtin; `MPI`
+# too: under mpiexec it imports mpi4py.
 __all__ = [
     "AsyncResult",
     "BackendChoice",
     "CheckpointError",
+    "CollectiveMismatchError",
     "CpuReport",
+    "DeadlockError",
     "IMapIterator",
     "Lock",
     "LoopResult",
@@ -64,6 +71,7 @@ __all__ = [
     "Pool",
     "Process",
     "Queue",
+    "RankLostError",
     "RemoteTraceback",
     "SerializationError",
     "ShoalError",
@@ -85,6 +93,7 @@ __all__ = [
     "parallel_reduce",
     "report",
     "shared",
+    "spmd",
     "worker_id",
 ]
 
@@ -92,6 +101,10 @@ __all__ = [
 def __getattr__(name: str):
     if name == "shared":  # the submodule of shared arrays
         return __import__(f"{__name__}.shared", fromlist=["zeros"])
+    if name == "MPI":  # mpi4py's under mpiexec/srun, shoal's own otherwise
+        value = __import__(f"{__name__}.mpi.detect", fromlist=["mpi_module"]).mpi_module()
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'shoal' has no attribute {name!r}")
@@ -102,7 +115,7 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | {"shared"})
+    return sorted(set(globals()) | set(_EXPORTS) | {"shared", "MPI"})
 
 
 if TYPE_CHECKING:
@@ -111,6 +124,9 @@ if TYPE_CHECKING:
     from .cpus import CpuReport, cpu_count, cpu_report
     from .errors import (
         CheckpointError,
+        CollectiveMismatchError,
+        DeadlockError,
+        RankLostError,
         RemoteTraceback,
         SerializationError,
         ShoalError,
@@ -119,6 +135,8 @@ if TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
+    from .mpi import MPI as MPI  # not in __all__ (see above)
+    from .mpi.launcher import spmd
     from .parallel.auto import BackendChoice, last_choice
     from .parallel.auto import map as map  # noqa: A004 - re-exported, not in __all__
     from .parallel.loops import LoopResult, parallel_for, parallel_reduce

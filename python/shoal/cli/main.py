@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
+from . import run as _run
 from .measure import add_commands
 
 
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_ckpt.set_defaults(run=checkpoint)
     add_commands(sub)  # report, bench, info
+    _run.add_command(sub)  # run
     args = parser.parse_args(argv)
     try:
         code = args.run(args)

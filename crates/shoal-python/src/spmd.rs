@@ -7,15 +7,16 @@
 //! `CollectiveMismatchError` or `MPI.Exception` with the whole picture.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use shoal_core::fds::SharedFd;
-use shoal_core::spmd::endpoint::{Deps, Endpoint, Msg, Outgoing, Poll, Spec, SpmdError};
+use shoal_core::spmd::endpoint::{Budget, Deps, Endpoint, Msg, Outgoing, Poll, Spec, SpmdError};
 use shoal_core::spmd::job::{Event, Job, JobConfig};
 use shoal_core::spmd::ring::RecordHeader;
 use shoal_core::spmd::world::{state, SlotView, WaitInfo, World};
@@ -33,6 +34,8 @@ create_exception!(
 
 /// A blocked call checks for signals this often.
 const SLICE: Duration = Duration::from_millis(50);
+/// How long a wait polls before it lets go of the GIL.
+const HELD_SPIN: Duration = Duration::from_micros(5);
 /// A lone rank (no launcher) that has waited this long waits for itself.
 const ALONE: Duration = Duration::from_secs(1);
 
@@ -131,6 +134,25 @@ struct Waiting {
     info: WaitInfo,
     deps: Deps,
     verdicts: bool,
+    /// Whether to publish it at all: a rank copying a staged payload out
+    /// waits only for a sender that is writing it (or dead), and is busy
+    /// itself; published as asleep, it could look deadlocked.
+    publish: bool,
+}
+
+/// A plain pickle at least this long goes through shoal's transfer
+/// instead (it may hold buffers that belong in shared memory).
+const SMALL_PICKLE: usize = 64 * 1024;
+
+/// What `send_obj` and `recv_obj` pickle with: `_pickle.dumps`,
+/// `_pickle.loads`, and shoal's `unpack` for payloads with segments.
+struct Pickling {
+    dumps: Py<PyAny>,
+    /// `{"buffer_callback": shoal.mpi.payload.refuse_buffers}`: plain
+    /// pickling stops at the first numpy array (shoal's transfer takes it).
+    refuse: Py<PyDict>,
+    loads: Py<PyAny>,
+    unpack: Py<PyAny>,
 }
 
 #[pyclass(frozen, name = "Endpoint", module = "shoal._shoal")]
@@ -139,6 +161,9 @@ pub(crate) struct PyEndpoint {
     /// `where() -> str`: the user's line, asked for only before sleeping.
     where_fn: Py<PyAny>,
     alone: bool,
+    pickling: Arc<Pickling>,
+    /// Objects naming `__main__` go by value (see `shoal.mpi.payload`).
+    main_by_value: Arc<AtomicBool>,
 }
 
 impl PyEndpoint {
@@ -163,35 +188,38 @@ impl PyEndpoint {
         })
     }
 
-    /// Runs `step` (one slice of a wait, with the GIL released) until it is
-    /// ready. Publishes where the caller waits before it first sleeps.
+    /// Runs `step` (one slice of a wait) until it is ready: one attempt
+    /// with the GIL held, then with the GIL released a spell of polling,
+    /// then sleeps in slices, checking for signals between them. Publishes
+    /// where the caller waits before it first sleeps.
     fn run<T, F>(&self, py: Python<'_>, mut waiting: Waiting, mut step: F) -> PyResult<T>
     where
         T: Send,
-        F: FnMut(&Endpoint, &Waiting, bool) -> Result<Poll<T>, SpmdError> + Send,
+        F: FnMut(&Endpoint, &Waiting, Budget) -> Result<Poll<T>, SpmdError> + Send,
     {
         let ep = &*self.ep;
-        let mut spin = true;
+        // A message that is there, or comes within a few microseconds, is
+        // taken without letting go of the GIL (which costs as much).
+        match step(ep, &waiting, Budget::Poll(HELD_SPIN)) {
+            Ok(Poll::Ready(v)) => return Ok(v),
+            Ok(Poll::Pending) => {}
+            Err(e) => return Err(self.failure(py, e)),
+        }
+        let mut budget = Budget::Spin;
         let mut published: Option<Instant> = None;
         let result = loop {
-            let got = py.detach(|| step(ep, &waiting, spin));
+            let got = py.detach(|| step(ep, &waiting, budget));
             match got {
                 Ok(Poll::Ready(v)) => break Ok(v),
-                Err(SpmdError::Deadlock) => {
-                    // The picture as it is now, before the ranks wake and move on.
-                    break Err(match snapshot(py, ep.world()) {
-                        Ok(picture) => SpmdFailure::new_err(("deadlock", picture.unbind())),
-                        Err(e) => e,
-                    });
-                }
-                Err(e) => break Err(failure(e)),
+                Err(e) => break Err(self.failure(py, e)),
                 Ok(Poll::Pending) => {}
             }
             if let Err(e) = py.check_signals() {
                 break Err(e);
             }
-            spin = false;
+            budget = Budget::Sleep(SLICE);
             match published {
+                None if !waiting.publish => {}
                 None => {
                     waiting.info.location = match self.where_fn.call0(py) {
                         Ok(loc) => loc.extract::<String>(py).unwrap_or_default(),
@@ -203,10 +231,7 @@ impl PyEndpoint {
                 }
                 Some(since) => {
                     if self.alone && waiting.verdicts && since.elapsed() >= ALONE {
-                        break Err(match snapshot(py, ep.world()) {
-                            Ok(picture) => SpmdFailure::new_err(("deadlock", picture.unbind())),
-                            Err(e) => e,
-                        });
+                        break Err(self.failure(py, SpmdError::Deadlock));
                     }
                 }
             }
@@ -215,6 +240,18 @@ impl PyEndpoint {
             ep.world().set_running(ep.rank());
         }
         result
+    }
+
+    /// The exception for a failed wait; a deadlock's comes with the
+    /// picture as it is now, before the ranks wake and move on.
+    fn failure(&self, py: Python<'_>, err: SpmdError) -> PyErr {
+        match err {
+            SpmdError::Deadlock => match snapshot(py, self.ep.world()) {
+                Ok(picture) => SpmdFailure::new_err(("deadlock", picture.unbind())),
+                Err(e) => e,
+            },
+            other => failure(other),
+        }
     }
 
     fn wait_info(
@@ -250,9 +287,10 @@ impl PyEndpoint {
                 info: Self::wait_info(0, msg.header.ctx, msg.src as i32, msg.header.tag, false, -1),
                 deps: Deps::Peer(msg.src),
                 verdicts: false,
+                publish: false,
             };
-            self.run(py, waiting, |ep, _w, spin| {
-                ep.read_step(msg, &mut data, &mut done, spin, SLICE)
+            self.run(py, waiting, |ep, _w, budget| {
+                ep.read_step(msg, &mut data, &mut done, budget)
             })?;
             PyBytes::new(py, &data)
         };
@@ -295,12 +333,13 @@ impl PyEndpoint {
             info: Self::wait_info(0, h.ctx, msg.src as i32, h.tag, false, -1),
             deps: Deps::Peer(msg.src),
             verdicts: false,
+            publish: false,
         };
-        self.run(py, waiting, |ep, _w, spin| {
+        self.run(py, waiting, |ep, _w, budget| {
             // SAFETY: `raw` holds the writable buffer (and a reference to
             // its exporter) until after `run` returns; `total <= cap`.
             let dst = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, total) };
-            ep.read_step(&msg, dst, &mut done, spin, SLICE)
+            ep.read_step(&msg, dst, &mut done, budget)
         })?;
         drop(raw);
         Ok(total)
@@ -349,14 +388,13 @@ impl PyEndpoint {
             info: Self::wait_info(what, ctx, peer, tag, op != 0, root),
             deps: Deps::None,
             verdicts: true,
+            publish: true,
         };
         // SAFETY: `raw` keeps the exporter's buffer alive and unmoved until
         // it is dropped below, after the send; the bytes are only read.
         let data = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
         let mut out = Outgoing::new(dests, header, data, fds);
-        let sent = self.run(py, waiting, |ep, _w, spin| {
-            ep.send_step(&mut out, spin, SLICE)
-        });
+        let sent = self.run(py, waiting, |ep, _w, budget| ep.send_step(&mut out, budget));
         drop(out);
         drop(raw);
         sent
@@ -382,11 +420,17 @@ impl PyEndpoint {
             info: Self::wait_info(what, spec.ctx, spec.src, spec.tag, spec.collective, root),
             deps: self.deps(deps)?,
             verdicts: true,
+            publish: true,
         };
-        self.run(py, waiting, |ep, w, spin| {
-            ep.block(&w.deps, w.verdicts, spin, SLICE, || ep.try_take(&spec))
+        self.run(py, waiting, |ep, w, budget| {
+            ep.block(&w.deps, w.verdicts, budget, || ep.try_take(&spec))
         })
     }
+}
+
+/// Whether a pickle names `__main__`.
+fn names_main(pickle: &[u8]) -> bool {
+    pickle.windows(8).any(|w| w == b"__main__")
 }
 
 fn check_collective(msg: &Msg, op: u8, root: i32, seq: i32) -> PyResult<()> {
@@ -406,7 +450,9 @@ impl PyEndpoint {
     /// whether to give the core away while polling, and `where()`.
     #[new]
     #[pyo3(signature = (rank, world, inbox, outboxes, spin_us, yield_in_spin, where_fn))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         rank: usize,
         world: &PyFd,
         inbox: &PyFd,
@@ -421,11 +467,102 @@ impl PyEndpoint {
         let spin = Duration::from_secs_f64(spin_us.max(0.0) / 1e6);
         let ep = Endpoint::new(world, rank, inbox.fd.clone(), outboxes, spin, yield_in_spin)
             .map_err(to_py)?;
+        let pickle = py.import("_pickle")?;
+        let refuse = PyDict::new(py);
+        refuse.set_item(
+            "buffer_callback",
+            py.import("shoal.mpi.payload")?.getattr("refuse_buffers")?,
+        )?;
+        let pickling = Pickling {
+            dumps: pickle.getattr("dumps")?.unbind(),
+            refuse: refuse.unbind(),
+            loads: pickle.getattr("loads")?.unbind(),
+            unpack: py
+                .import("shoal.wire.transfer")?
+                .getattr("unpack")?
+                .unbind(),
+        };
         Ok(PyEndpoint {
             ep: Arc::new(ep),
             where_fn,
             alone,
+            pickling: Arc::new(pickling),
+            main_by_value: Arc::new(AtomicBool::new(true)),
         })
+    }
+
+    /// Whether objects that name `__main__` must go by value (ranks that
+    /// run another process's function) rather than plainly.
+    #[getter]
+    fn get_main_by_value(&self) -> bool {
+        self.main_by_value.load(Ordering::Relaxed)
+    }
+
+    #[setter]
+    fn set_main_by_value(&self, value: bool) {
+        self.main_by_value.store(value, Ordering::Relaxed);
+    }
+
+    /// Sends `obj` pickled plainly, if that is how it should travel (a
+    /// small pickle, nothing of `__main__` that must go by value); False
+    /// if it needs shoal's transfer instead (then nothing was sent).
+    #[pyo3(signature = (dest, ctx, tag, obj, what))]
+    fn send_obj(
+        &self,
+        py: Python<'_>,
+        dest: usize,
+        ctx: u32,
+        tag: i32,
+        obj: &Bound<'_, PyAny>,
+        what: u32,
+    ) -> PyResult<bool> {
+        let refuse = self.pickling.refuse.bind(py);
+        let data = match self.pickling.dumps.call(py, (obj, 5), Some(refuse)) {
+            Ok(data) => data.into_bound(py),
+            Err(e) if e.is_instance_of::<PyException>(py) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let bytes = data.cast::<PyBytes>()?.as_bytes();
+        if bytes.len() >= SMALL_PICKLE
+            || (self.main_by_value.load(Ordering::Relaxed) && names_main(bytes))
+        {
+            return Ok(false);
+        }
+        self.send_to(
+            py,
+            vec![dest],
+            ctx,
+            tag,
+            0,
+            -1,
+            0,
+            &data,
+            &py.None().into_bound(py),
+            what,
+        )?;
+        Ok(true)
+    }
+
+    /// Receives an object: `(src, tag, nbytes, obj)`.
+    #[pyo3(signature = (ctx, src, tag, what, deps))]
+    fn recv_obj<'py>(
+        &self,
+        py: Python<'py>,
+        ctx: u32,
+        src: i32,
+        tag: i32,
+        what: u32,
+        deps: i64,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let spec = self.spec(ctx, src, tag, false)?;
+        let msg = self.take(py, spec, what, deps, -1)?;
+        let payload = self.payload(py, &msg)?;
+        let obj = if let Ok(bytes) = payload.cast::<PyBytes>() {
+            self.pickling.loads.call1(py, (bytes,))?
+        } else {
+            self.pickling.unpack.call1(py, payload.cast::<PyTuple>()?)?
+        };
+        (msg.src, msg.header.tag, msg.header.total, obj).into_pyobject(py)
     }
 
     #[getter]
@@ -579,9 +716,10 @@ impl PyEndpoint {
                 info: Self::wait_info(what, ctx, src, tag, false, -1),
                 deps: self.deps(deps)?,
                 verdicts: true,
+                publish: true,
             };
-            Some(self.run(py, waiting, |ep, w, spin| {
-                ep.block(&w.deps, w.verdicts, spin, SLICE, || ep.try_probe(&spec))
+            Some(self.run(py, waiting, |ep, w, budget| {
+                ep.block(&w.deps, w.verdicts, budget, || ep.try_probe(&spec))
             })?)
         } else {
             py.detach(|| self.ep.try_probe(&spec)).map_err(failure)?
@@ -615,11 +753,10 @@ impl PyEndpoint {
             info: Self::wait_info(what, 0, -1, -1, false, -1),
             deps: self.deps(deps)?,
             verdicts: true,
+            publish: true,
         };
-        let (k, msg) = self.run(py, waiting, |ep, w, spin| {
-            ep.block(&w.deps, w.verdicts, spin, SLICE, || {
-                ep.try_complete_any(&ids)
-            })
+        let (k, msg) = self.run(py, waiting, |ep, w, budget| {
+            ep.block(&w.deps, w.verdicts, budget, || ep.try_complete_any(&ids))
         })?;
         Ok((k, PyMessage::new(self, msg)))
     }
@@ -648,11 +785,15 @@ impl PyEndpoint {
             info: Self::wait_info(what, 0, -1, -1, false, -1),
             deps: Deps::None,
             verdicts: false,
+            publish: true,
         };
         // Published above: sleep at once.
         let result = loop {
-            let got =
-                py.detach(|| ep.block(&waiting.deps, false, false, SLICE, || ep.try_finalize()));
+            let got = py.detach(|| {
+                ep.block(&waiting.deps, false, Budget::Sleep(SLICE), || {
+                    ep.try_finalize()
+                })
+            });
             match got {
                 Ok(Poll::Ready(())) => break Ok(()),
                 Ok(Poll::Pending) => py.check_signals()?,
@@ -679,6 +820,16 @@ impl PyEndpoint {
     /// Every rank's slot (see `Job.snapshot`).
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         snapshot(py, self.ep.world())
+    }
+
+    /// The messages that arrived and wait for a receive, in order:
+    /// `[(src, ctx, tag, op, root, nbytes)]`.
+    fn pending(&self) -> Vec<(usize, u32, i32, u8, i32, u64)> {
+        self.ep
+            .pending()
+            .into_iter()
+            .map(|(src, h)| (src, h.ctx, h.tag, h.op, h.root, h.total))
+            .collect()
     }
 
     /// Records `Abort(code)` in the world; the launcher ends the job when
@@ -713,6 +864,8 @@ impl PyMessage {
                         ep: owner.ep.clone(),
                         where_fn: owner.where_fn.clone_ref(py),
                         alone: owner.alone,
+                        pickling: owner.pickling.clone(),
+                        main_by_value: owner.main_by_value.clone(),
                     },
                 )
                 .map(|p| p.into_any())

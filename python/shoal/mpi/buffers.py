@@ -14,6 +14,13 @@ from . import datatypes
 from .constants import ERR_BUFFER, ERR_COUNT, ERR_TYPE
 from .exception import MPIError
 
+#: Wire codes of the dtypes seen here that may travel (not object arrays):
+#: a numpy array whose dtype is in it goes to the engine as it is.
+fast_codes: dict = {}
+#: numpy's ndarray, once a buffer has been checked here (numpy is imported
+#: on first use only).
+ndarray: type | None = None
+
 
 class Buf:
     __slots__ = ("array", "count", "dtype", "code")
@@ -33,8 +40,10 @@ class Buf:
 
 
 def _as_array(obj, call: str, writable: bool):
+    global ndarray
     import numpy
 
+    ndarray = numpy.ndarray
     if isinstance(obj, numpy.ndarray):
         array = obj
     else:
@@ -112,6 +121,8 @@ def message(spec, call: str, writable: bool = False) -> Buf:
                     f"the datatype given is {name} ({datatypes.describe(want)}); give the "
                     "buffer's own type, or MPI.BYTE to send its bytes",
                 )
+    if not array.dtype.hasobject:
+        fast_codes.setdefault(array.dtype, datatypes.code(array.dtype))
     n = array.shape[0]
     start = 0
     if displ is not None:

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import operator
 
-from ..wire.serialize import loads
-from ..wire.transfer import unpack
-from . import buffered, collectives, report, runtime
-from .buffers import message
+from . import buffered, buffers, collectives, report, runtime
+from .buffers import fast_codes, message
 from .constants import (
     ANY_SOURCE,
     ANY_TAG,
@@ -264,13 +262,18 @@ class Comm:
 
     def send(self, obj, dest: int, tag: int = 0) -> None:
         """Sends a picklable object to `dest` (returns once it is buffered)."""
-        d = self._dest(dest, "send")
+        if dest.__class__ is int and 0 <= dest < self._size:
+            d = self._ranks[dest]
+        else:
+            d = self._dest(dest, "send")
         if tag.__class__ is not int or not 0 <= tag <= TAG_UB:
             tag = self._tag(tag, "send", False)
         if d is None:
             return
-        packed = _pack(obj)
         try:
+            if self._ep.send_obj(d, self._ctx, tag, obj, SEND):
+                return
+            packed = _pack(obj)
             if packed.__class__ is bytes:
                 self._ep.send(d, self._ctx, tag, 0, -1, 0, packed, None, SEND)
             else:
@@ -283,7 +286,10 @@ class Comm:
 
     def recv(self, buf=None, source: int = ANY_SOURCE, tag: int = ANY_TAG, status=None):
         """Receives an object from `source` (any rank by default) with `tag`."""
-        s = self._source(source, "recv")
+        if source.__class__ is int and 0 <= source < self._size:
+            s = self._ranks[source]
+        else:
+            s = self._source(source, "recv")
         if tag.__class__ is not int or not (0 <= tag <= TAG_UB or tag == ANY_TAG):
             tag = self._tag(tag, "recv", True)
         if s is None:
@@ -291,17 +297,12 @@ class Comm:
                 status._set(PROC_NULL, ANY_TAG, 0)
             return None
         try:
-            src, t, payload = self._ep.recv(
-                self._ctx, s, tag, 0, -1, RECV, s if s >= 0 else self._deps
-            )
+            src, t, n, obj = self._ep.recv_obj(self._ctx, s, tag, RECV, s if s >= 0 else self._deps)
         except Failure as exc:
             raise _fail(exc, RECV, self._ctx, s, tag) from None
         if status is not None:
-            n = len(payload) if payload.__class__ is bytes else len(payload[0])
             status._set(self._comm_rank(src), t, n)
-        if payload.__class__ is bytes:
-            return loads(payload)
-        return unpack(*payload)
+        return obj
 
     def sendrecv(
         self,
@@ -368,14 +369,20 @@ class Comm:
 
     def Send(self, buf, dest: int, tag: int = 0) -> None:
         """Sends a buffer (a numpy array, or ``[array, MPI.DOUBLE]``...)."""
-        b = message(buf, "Send")
-        d = self._dest(dest, "Send")
+        code = fast_codes.get(buf.dtype) if buf.__class__ is buffers.ndarray else None
+        if code is None:
+            b = message(buf, "Send")
+            buf, code = b.array, b.code
+        if dest.__class__ is int and 0 <= dest < self._size:
+            d = self._ranks[dest]
+        else:
+            d = self._dest(dest, "Send")
         if tag.__class__ is not int or not 0 <= tag <= TAG_UB:
             tag = self._tag(tag, "Send", False)
         if d is None:
             return
         try:
-            self._ep.send(d, self._ctx, tag, 0, -1, b.code, b.array, None, SEND)
+            self._ep.send(d, self._ctx, tag, 0, -1, code, buf, None, SEND)
         except Failure as exc:
             raise _fail(exc, SEND, self._ctx, d, tag) from None
 
@@ -386,8 +393,14 @@ class Comm:
     def Recv(self, buf, source: int = ANY_SOURCE, tag: int = ANY_TAG, status=None) -> None:
         """Receives into a buffer; a message larger than it, or of another
         dtype, raises ``MPI.Exception`` and stays in the queue."""
-        b = message(buf, "Recv", writable=True)
-        s = self._source(source, "Recv")
+        code = fast_codes.get(buf.dtype) if buf.__class__ is buffers.ndarray else None
+        if code is None or not buf.flags.writeable:
+            b = message(buf, "Recv", writable=True)
+            buf, code = b.array, b.code
+        if source.__class__ is int and 0 <= source < self._size:
+            s = self._ranks[source]
+        else:
+            s = self._source(source, "Recv")
         if tag.__class__ is not int or not (0 <= tag <= TAG_UB or tag == ANY_TAG):
             tag = self._tag(tag, "Recv", True)
         if s is None:
@@ -396,10 +409,13 @@ class Comm:
             return
         try:
             src, t, n = self._ep.recv_into(
-                self._ctx, s, tag, 0, -1, RECV, s if s >= 0 else self._deps, b.array, b.code
+                self._ctx, s, tag, 0, -1, RECV, s if s >= 0 else self._deps, buf, code
             )
         except Failure as exc:
             raise _fail(exc, RECV, self._ctx, s, tag) from None
+        except (BufferError, ValueError):
+            message(buf, "Recv", writable=True)  # says what is wrong with it
+            raise
         if status is not None:
             status._set(self._comm_rank(src), t, n)
 

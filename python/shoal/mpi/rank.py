@@ -56,9 +56,10 @@ def _print_exception(exc: BaseException, path: str | None) -> None:
 def _run_program(path: str, argv: list[str]) -> int:
     import runpy
 
-    from . import payload
+    from . import payload, runtime
 
     payload.main_by_value = False  # every rank runs this same __main__
+    runtime.endpoint().main_by_value = False
     sys.argv = [path, *argv]
     sys.path.insert(0, os.path.dirname(path))
     try:

@@ -59,6 +59,14 @@ def describe_call(op: int, ctx: int, peer: int, tag: int, seq: int, root: int) -
     return f"{name}({args}) on {where} (collective #{seq + 1})"
 
 
+def describe_message(ctx: int, tag: int, op: int, root: int, nbytes: int) -> str:
+    """'tag 5 on COMM_WORLD (80 bytes)', or a collective's message."""
+    if op:
+        what = describe_call(op, ctx, -1, tag, tag, root)
+        return f"a message of {what}"
+    return f"tag {tag} on {comm_name(ctx)} ({nbytes} bytes)"
+
+
 def describe_slot(rank: int, slot: tuple, at_verdict: bool = False) -> str:
     """One line on what `rank` is doing, or how it ended. `at_verdict`: a
     deadlock was declared, so every live rank was waiting then (one that

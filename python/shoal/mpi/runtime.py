@@ -58,7 +58,11 @@ def _spin(size: int) -> tuple[float, bool]:
     from ..cpus import cpu_count
 
     oversubscribed = size > cpu_count()
-    default = 5.0 if oversubscribed else 50.0
+    # Polling keeps a rank on its core: a reply that comes within a
+    # millisecond is seen at once, not after the scheduler wakes a sleeper
+    # (which on a busy machine can take milliseconds). With more ranks than
+    # cores, a polling rank gives its core away at each look.
+    default = 100.0 if oversubscribed else 1000.0
     return float(os.environ.get("SHOAL_MPI_SPIN_US", default)), oversubscribed
 
 
@@ -181,6 +185,14 @@ def failure(
                 "the ranks called different collectives (or roots) at the same point, and "
                 f"wait for each other:\n{picture}"
             )
+        waiting = ep.pending() if ep is not None else []
+        if waiting:
+            listed = "; ".join(
+                f"from rank {src}: {report.describe_message(ctx, tag, op, root, nbytes)}"
+                for src, ctx, tag, op, root, nbytes in waiting[:5]
+            )
+            more = f" (and {len(waiting) - 5} more)" if len(waiting) > 5 else ""
+            picture += f"\n  messages that reached rank {me} and no receive takes: {listed}{more}"
         return DeadlockError(
             "deadlock: every rank still running waits for another, and nothing on the way "
             f"can wake any of them:\n{picture}",

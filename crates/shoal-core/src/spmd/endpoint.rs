@@ -32,7 +32,7 @@ use crate::error::CoreError;
 use crate::fds::{FdReceiver, SharedFd};
 
 use super::ring::{kind, Corrupt, RecordHeader};
-use super::staged::{pread_exact, StagedCache};
+use super::staged::{pread_exact, Acquired, StagedCache};
 use super::world::{Ended, World};
 
 /// `source`/`tag` wildcard.
@@ -106,6 +106,19 @@ pub enum SpmdError {
     Corrupt(usize),
     #[error(transparent)]
     Core(#[from] CoreError),
+}
+
+/// How long one call of a wait may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// One attempt, no waiting (the caller may hold the GIL).
+    Once,
+    /// Poll for the endpoint's spin time.
+    Spin,
+    /// Poll for this long.
+    Poll(Duration),
+    /// Sleep on the doorbell between attempts, for at most this long.
+    Sleep(Duration),
 }
 
 /// The outcome of one slice of a wait.
@@ -276,15 +289,13 @@ impl Endpoint {
 
     // -------------------------------------------------------------- waits
 
-    fn pause(&self, spins: &mut u32) {
-        *spins += 1;
-        if self.yield_in_spin || *spins % 256 == 0 {
+    fn pause(&self, spins: u32) {
+        if self.yield_in_spin || spins % 1024 == 0 {
             // SAFETY: sched_yield has no preconditions.
             unsafe { libc::sched_yield() };
         } else {
-            for _ in 0..8 {
-                std::hint::spin_loop();
-            }
+            // One PAUSE (up to ~140 cycles): more would delay noticing.
+            std::hint::spin_loop();
         }
     }
 
@@ -312,33 +323,48 @@ impl Endpoint {
         }
     }
 
-    /// Calls `attempt` until it gives a value, for at most `slice`. With
-    /// `spin`, polls for the endpoint's spin time and then returns
-    /// `Pending` (so the caller can publish where it waits); without,
-    /// sleeps on the doorbell between attempts.
+    /// Calls `attempt` until it gives a value or `budget` is spent: one
+    /// attempt (`Once`), polling for the spin time (`Spin`: the caller then
+    /// publishes where it waits), or sleeping on the doorbell between
+    /// attempts (`Sleep`).
     pub fn block<T>(
         &self,
         deps: &Deps,
         verdicts: bool,
-        spin: bool,
-        slice: Duration,
+        budget: Budget,
         mut attempt: impl FnMut() -> Result<Option<T>, SpmdError>,
     ) -> Result<Poll<T>, SpmdError> {
         let start = Instant::now();
-        let mut spins = 0;
+        let mut spins: u32 = 0;
         loop {
             if let Some(v) = attempt()? {
                 return Ok(Poll::Ready(v));
             }
+            // While polling, deaths and verdicts (which need not be seen
+            // within microseconds) and the clock are looked at now and then.
+            spins = spins.wrapping_add(1);
+            let polling = matches!(budget, Budget::Spin | Budget::Poll(_));
+            if polling && spins % 32 != 1 {
+                self.pause(spins);
+                continue;
+            }
             self.check(deps, verdicts)?;
             let elapsed = start.elapsed();
-            if spin {
-                if elapsed < self.spin {
-                    self.pause(&mut spins);
-                    continue;
+            let slice = match budget {
+                Budget::Once => return Ok(Poll::Pending),
+                Budget::Spin | Budget::Poll(_) => {
+                    let limit = match budget {
+                        Budget::Poll(d) => d,
+                        _ => self.spin,
+                    };
+                    if elapsed < limit {
+                        self.pause(spins);
+                        continue;
+                    }
+                    return Ok(Poll::Pending);
                 }
-                return Ok(Poll::Pending);
-            }
+                Budget::Sleep(slice) => slice,
+            };
             if elapsed >= slice {
                 return Ok(Poll::Pending);
             }
@@ -535,14 +561,10 @@ impl Endpoint {
 
     // ------------------------------------------------------------- sending
 
-    /// Sends (part of) `out`; `Pending` when a ring or an inbox is full
-    /// for longer than `slice` (call again with the same `out`).
-    pub fn send_step(
-        &self,
-        out: &mut Outgoing<'_>,
-        spin: bool,
-        slice: Duration,
-    ) -> Result<Poll<()>, SpmdError> {
+    /// Sends (part of) `out`; `Pending` when a ring or an inbox is full,
+    /// or the staged segment to reuse is still being read, for longer than
+    /// `budget` (call again with the same `out`).
+    pub fn send_step(&self, out: &mut Outgoing<'_>, budget: Budget) -> Result<Poll<()>, SpmdError> {
         if out.dests.contains(&self.me) {
             // To itself: straight into its own queue, nothing shared.
             out.dests.retain(|&d| d != self.me);
@@ -565,11 +587,16 @@ impl Endpoint {
         }
         let mut sending = lock(&self.send);
         if !out.prepared {
-            self.prepare(&mut sending, out)?;
+            let ready = self.block(&Deps::None, true, budget, || {
+                self.prepare(&mut sending, out)
+            })?;
+            if let Poll::Pending = ready {
+                return Ok(Poll::Pending);
+            }
         }
         while out.next < out.dests.len() {
             let dest = out.dests[out.next];
-            let sent = self.block(&Deps::Peer(dest), true, spin, slice, || {
+            let sent = self.block(&Deps::Peer(dest), true, budget, || {
                 self.try_send_one(&mut sending, out, dest)
             })?;
             if let Poll::Pending = sent {
@@ -590,7 +617,13 @@ impl Endpoint {
         Ok(Poll::Ready(()))
     }
 
-    fn prepare(&self, sending: &mut SendState, out: &mut Outgoing<'_>) -> Result<(), SpmdError> {
+    /// Decides where the payload goes; None while the staged segment it
+    /// should reuse is still being read (by ranks that have started).
+    fn prepare(
+        &self,
+        sending: &mut SendState,
+        out: &mut Outgoing<'_>,
+    ) -> Result<Option<()>, SpmdError> {
         let len = out.payload.len();
         let h = &mut out.header;
         h.total = len as u64;
@@ -600,19 +633,31 @@ impl Endpoint {
         if len <= self.inline_max {
             h.kind = kind::INLINE;
             h.len = len as u32;
-        } else if let Some(index) =
-            sending
-                .cache
-                .acquire(&self.world, self.me, len, out.dests.len() as u32)?
-        {
-            h.kind = kind::STAGED;
-            h.stage = index as u8;
-            out.stage = Some(index);
-            out.all_fds.push(sending.cache.segment(index).fd().clone());
         } else {
-            h.kind = kind::ONESHOT;
-            let fd = crate::shm::create_copy(out.payload, true)?;
-            out.all_fds.push(SharedFd::new(fd));
+            let ended = |r: usize| self.world.ended(r).is_some();
+            match sending
+                .cache
+                .acquire(&self.world, self.me, len, &out.dests, ended)?
+            {
+                Acquired::Slot(index) => {
+                    h.kind = kind::STAGED;
+                    h.stage = index as u8;
+                    out.stage = Some(index);
+                    out.all_fds.push(sending.cache.segment(index).fd().clone());
+                }
+                Acquired::Wait => {
+                    {
+                        let mut st = lock(&self.recv);
+                        self.drain(&mut st)?;
+                    }
+                    return Ok(None);
+                }
+                Acquired::None => {
+                    h.kind = kind::ONESHOT;
+                    let fd = crate::shm::create_copy(out.payload, true)?;
+                    out.all_fds.push(SharedFd::new(fd));
+                }
+            }
         }
         out.all_fds.extend(out.fds.iter().cloned());
         if out.all_fds.len() > crate::fds::MAX_FDS_PER_MSG {
@@ -623,9 +668,9 @@ impl Endpoint {
             ))
             .into());
         }
-        h.nfds = out.all_fds.len() as u8;
+        out.header.nfds = out.all_fds.len() as u8;
         out.prepared = true;
-        Ok(())
+        Ok(Some(()))
     }
 
     /// One attempt to send `out` to `dest`: its descriptors, then its record.
@@ -635,12 +680,6 @@ impl Endpoint {
         out: &mut Outgoing<'_>,
         dest: usize,
     ) -> Result<Option<()>, SpmdError> {
-        // Keep our own rings moving while we wait: the peer may be waiting
-        // for room in them.
-        {
-            let mut st = lock(&self.recv);
-            self.drain(&mut st)?;
-        }
         if !out.all_fds.is_empty() && out.packet.is_none() {
             let id = sending.next_packet[dest];
             let mut body = [0u8; PACKET_BYTES];
@@ -651,7 +690,11 @@ impl Endpoint {
                     sending.next_packet[dest] = id.wrapping_add(1);
                     out.packet = Some(id);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut st = lock(&self.recv);
+                    self.drain(&mut st)?;
+                    return Ok(None);
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
                     // The receiver is gone: the wait's check names it.
                     return Ok(None);
@@ -668,6 +711,12 @@ impl Endpoint {
         };
         let ring = self.world.ring(self.me, dest);
         if !ring.try_write(&header, inline) {
+            // Keep our own rings moving while we wait: the peer may be
+            // waiting for room in them.
+            {
+                let mut st = lock(&self.recv);
+                self.drain(&mut st)?;
+            }
             ring.want_space();
             if !ring.try_write(&header, inline) {
                 return Ok(None);
@@ -686,8 +735,7 @@ impl Endpoint {
         msg: &Msg,
         dst: &mut [u8],
         done: &mut usize,
-        spin: bool,
-        slice: Duration,
+        budget: Budget,
     ) -> Result<Poll<()>, SpmdError> {
         let total = msg.header.total as usize;
         assert_eq!(
@@ -706,8 +754,18 @@ impl Endpoint {
             }
             _ => {
                 let stage = self.world.stage(msg.src, msg.header.stage as usize);
+                if *done == 0 {
+                    // Started: the sender may wait for us rather than make
+                    // a fresh segment.
+                    let _ =
+                        stage
+                            .unstarted
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                                n.checked_sub(1)
+                            });
+                }
                 let fd = &msg.fds[0];
-                let got = self.block(&Deps::Peer(msg.src), false, spin, slice, || {
+                let got = self.block(&Deps::Peer(msg.src), false, budget, || {
                     let written = (stage.written.load(Ordering::Acquire) as usize).min(total);
                     if written > *done {
                         pread_exact(fd, &mut dst[*done..written], *done)?;
@@ -722,7 +780,9 @@ impl Endpoint {
                     Ok(Some(()))
                 })?;
                 if let Poll::Ready(()) = got {
-                    stage.readers.fetch_sub(1, Ordering::AcqRel);
+                    if stage.readers.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        self.world.ring_bell(msg.src);
+                    }
                 }
                 Ok(got)
             }
@@ -730,6 +790,13 @@ impl Endpoint {
     }
 
     // ------------------------------------------------------------ the end
+
+    /// The envelopes of the messages that wait for a receive, in order,
+    /// without draining: `(src, header)`.
+    pub fn pending(&self) -> Vec<(usize, RecordHeader)> {
+        let st = lock(&self.recv);
+        st.unexpected.iter().map(|m| (m.src, m.header)).collect()
+    }
 
     /// Leftover messages at exit: drains and hands over everything no
     /// receive took (the caller reports mismatched collectives).
@@ -805,7 +872,7 @@ mod tests {
         let mut out = Outgoing::new(vec![dest], header(0, tag), payload, vec![]);
         loop {
             match ep
-                .send_step(&mut out, false, Duration::from_millis(50))
+                .send_step(&mut out, Budget::Sleep(Duration::from_millis(50)))
                 .unwrap()
             {
                 Poll::Ready(()) => return,
@@ -828,9 +895,12 @@ mod tests {
         };
         let msg = loop {
             match ep
-                .block(&deps, true, false, Duration::from_millis(50), || {
-                    ep.try_take(&spec)
-                })
+                .block(
+                    &deps,
+                    true,
+                    Budget::Sleep(Duration::from_millis(50)),
+                    || ep.try_take(&spec),
+                )
                 .unwrap()
             {
                 Poll::Ready(m) => break m,
@@ -840,7 +910,12 @@ mod tests {
         let mut data = vec![0u8; msg.header.total as usize];
         let mut done = 0;
         while let Poll::Pending = ep
-            .read_step(&msg, &mut data, &mut done, false, Duration::from_millis(50))
+            .read_step(
+                &msg,
+                &mut data,
+                &mut done,
+                Budget::Sleep(Duration::from_millis(50)),
+            )
             .unwrap()
         {}
         (msg.src, msg.header.tag, data)
@@ -944,9 +1019,12 @@ mod tests {
             collective: false,
         };
         let err = eps[0]
-            .block(&Deps::Peer(2), true, false, Duration::from_secs(5), || {
-                eps[0].try_take(&spec)
-            })
+            .block(
+                &Deps::Peer(2),
+                true,
+                Budget::Sleep(Duration::from_secs(5)),
+                || eps[0].try_take(&spec),
+            )
             .unwrap_err();
         match err {
             SpmdError::Lost { rank, ended } => {
@@ -973,9 +1051,12 @@ mod tests {
             e.world()
                 .publish_wait(0, state::BLOCKED, &Default::default());
             loop {
-                match e.block(&Deps::Peer(1), true, false, Duration::from_secs(10), || {
-                    e.try_take(&spec)
-                }) {
+                match e.block(
+                    &Deps::Peer(1),
+                    true,
+                    Budget::Sleep(Duration::from_secs(10)),
+                    || e.try_take(&spec),
+                ) {
                     Ok(Poll::Pending) => continue,
                     other => return other.map(|_| ()),
                 }
@@ -991,7 +1072,7 @@ mod tests {
         let eps = job(2);
         let mut out = Outgoing::new(vec![1], header(1, 5), b"seq5", vec![]);
         eps[0]
-            .send_step(&mut out, false, Duration::from_millis(50))
+            .send_step(&mut out, Budget::Sleep(Duration::from_millis(50)))
             .unwrap();
         let later = Spec {
             ctx: 1,

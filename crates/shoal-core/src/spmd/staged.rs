@@ -29,16 +29,32 @@ const CACHE_LIMIT: usize = 512 << 20;
 /// Smallest segment made.
 const MIN_SEGMENT: usize = 256 << 10;
 
+/// What [`StagedCache::acquire`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acquired {
+    /// This stage slot, marked busy for the message's readers.
+    Slot(usize),
+    /// A segment that fits is being copied out by receivers that have all
+    /// started: wait for it (their last one rings the bell) rather than
+    /// fault in a fresh one.
+    Wait,
+    /// Send the payload in a segment of its own.
+    None,
+}
+
 /// A rank's cache of staged segments, one per stage slot.
 #[derive(Default)]
 pub struct StagedCache {
     segments: Vec<Option<Arc<Mapping>>>,
+    /// The ranks each busy segment was last sent to.
+    readers: Vec<Vec<usize>>,
 }
 
 impl StagedCache {
     pub fn new() -> StagedCache {
         StagedCache {
             segments: vec![None; STAGE_SLOTS],
+            readers: vec![Vec::new(); STAGE_SLOTS],
         }
     }
 
@@ -46,35 +62,44 @@ impl StagedCache {
         self.segments.iter().flatten().map(|m| m.len()).sum()
     }
 
-    /// A free stage slot whose segment holds `len` bytes, making or
-    /// replacing a segment if needed; None if the payload must go in a
-    /// segment of its own. The slot is marked busy for `readers`.
+    /// A free stage slot whose segment holds `len` bytes (reusing, making
+    /// or replacing one), for a message to `dests`; `ended(rank)` says
+    /// whether a rank has ended (its copy-out will never finish).
     pub fn acquire(
         &mut self,
         world: &World,
         me: usize,
         len: usize,
-        readers: u32,
-    ) -> Result<Option<usize>> {
+        dests: &[usize],
+        ended: impl Fn(usize) -> bool,
+    ) -> Result<Acquired> {
         let free = |i: usize| world.stage(me, i).readers.load(Ordering::Acquire) == 0;
+        let fits = |i: usize| self.segments[i].as_ref().is_some_and(|m| m.len() >= len);
         let fitting = (0..STAGE_SLOTS)
-            .filter(|&i| free(i))
-            .filter_map(|i| self.segments[i].as_ref().map(|m| (m.len(), i)))
-            .filter(|&(cap, _)| cap >= len)
-            .min();
+            .filter(|&i| free(i) && fits(i))
+            .min_by_key(|&i| self.segments[i].as_ref().map_or(0, |m| m.len()));
         let index = match fitting {
-            Some((_, i)) => i,
+            Some(i) => i,
             None => {
+                let busy_but_going = (0..STAGE_SLOTS).any(|i| {
+                    fits(i)
+                        && !free(i)
+                        && world.stage(me, i).unstarted.load(Ordering::Acquire) == 0
+                        && !self.readers[i].iter().any(|&r| ended(r))
+                });
+                if busy_but_going {
+                    return Ok(Acquired::Wait);
+                }
                 let want = len.next_power_of_two().max(MIN_SEGMENT);
                 if want > CACHE_LIMIT {
-                    return Ok(None);
+                    return Ok(Acquired::None);
                 }
                 // An empty slot, else the free slot with the smallest segment.
                 let victim = (0..STAGE_SLOTS)
                     .filter(|&i| free(i))
                     .min_by_key(|&i| self.segments[i].as_ref().map_or(0, |m| m.len()));
                 let Some(i) = victim else {
-                    return Ok(None);
+                    return Ok(Acquired::None);
                 };
                 let old = self.segments[i].as_ref().map_or(0, |m| m.len());
                 if self.total() - old + want > CACHE_LIMIT {
@@ -85,7 +110,7 @@ impl StagedCache {
                         }
                     }
                     if self.total() - old + want > CACHE_LIMIT {
-                        return Ok(None);
+                        return Ok(Acquired::None);
                     }
                 }
                 self.segments[i] = None;
@@ -95,9 +120,12 @@ impl StagedCache {
             }
         };
         let stage = world.stage(me, index);
+        let n = dests.len() as u32;
         stage.written.store(0, Ordering::Relaxed);
-        stage.readers.store(readers, Ordering::Release);
-        Ok(Some(index))
+        stage.unstarted.store(n, Ordering::Relaxed);
+        stage.readers.store(n, Ordering::Release);
+        self.readers[index] = dests.to_vec();
+        Ok(Acquired::Slot(index))
     }
 
     pub fn segment(&self, index: usize) -> &Arc<Mapping> {

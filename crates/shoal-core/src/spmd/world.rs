@@ -62,8 +62,10 @@ struct Header {
 #[repr(C)]
 pub struct StageSlot {
     pub written: AtomicU64,
+    /// Receivers that have not finished copying it out.
     pub readers: AtomicU32,
-    _pad: u32,
+    /// Receivers that have not started yet.
+    pub unstarted: AtomicU32,
 }
 
 /// What a blocked rank waits for, as published in its slot.

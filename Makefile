@@ -4,9 +4,9 @@ PIP := $(PYTHON) -m pip
 
 .PHONY: install test test-rust test-python lint fuzz bench bench-quick demo clean
 
-## Build the Rust engine and install shoal (editable) with test and bench extras.
+## Build the Rust engine and install shoal (editable) with test, bench and mpi extras.
 install:
-	$(PIP) install --quiet --disable-pip-version-check -e '.[test,bench,dev]'
+	$(PIP) install --quiet --disable-pip-version-check -e '.[test,bench,dev,mpi]'
 	# Bytecode, as a regular install has: workers start without compiling
 	# shoal's modules (which PYTHONDONTWRITEBYTECODE=1 would make every time).
 	$(PYTHON) -m compileall -q python/shoal

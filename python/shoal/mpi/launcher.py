@@ -37,13 +37,17 @@ _THREAD_VARS = (
 )
 
 
-def _command(n: int) -> tuple[str, list[str], list[tuple[str, str]]]:
+def _command(n: int, caller_path: bool) -> tuple[str, list[str], list[tuple[str, str]]]:
+    """How to start a rank. Ranks of ``shoal run`` find shoal (and what
+    the program imports, as ``python prog.py`` would); ranks of ``spmd``
+    get the caller's ``sys.path``, so its functions unpickle there."""
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    path = os.environ.get("PYTHONPATH")
-    env = [
-        ("PYTHONUNBUFFERED", "1"),
-        ("PYTHONPATH", package_parent + (os.pathsep + path if path else "")),
-    ]
+    entries = [package_parent]
+    if caller_path:
+        entries += [p for p in sys.path if p]
+    elif os.environ.get("PYTHONPATH"):
+        entries.append(os.environ["PYTHONPATH"])
+    env = [("PYTHONUNBUFFERED", "1"), ("PYTHONPATH", os.pathsep.join(entries))]
     from ..cpus import cpu_count
 
     per_rank = str(max(1, cpu_count() // n))
@@ -59,7 +63,7 @@ class Launch:
             raise ValueError(f"the number of ranks must be a positive int, not {n!r}")
         packed = pack(job, by_value=by_value)
         body, fds = (packed, ()) if type(packed) is bytes else packed
-        program, args, env = _command(n)
+        program, args, env = _command(n, caller_path=job[0] == "spmd")
         self.n = n
         self.job = _shoal.Job(n, program, args, env, body, fds, stdin_to_rank0, TICK)
         self.ended: dict[int, tuple] = {}

@@ -66,6 +66,21 @@ def _minloc(x, y):
     return (xv, xi)
 
 
+def _takes_three(function) -> bool:
+    """Whether `function` can be called with three positional arguments."""
+    import inspect
+
+    try:
+        sig = inspect.signature(function)
+    except (TypeError, ValueError):
+        return True  # a builtin: assume MPI's form
+    try:
+        sig.bind(None, None, None)
+    except TypeError:
+        return False
+    return True
+
+
 def _loc_arrays(left, right, better) -> None:
     """``right = left op right`` for arrays of (value, index) pairs."""
     lv, li = left[left.dtype.names[0]], left[left.dtype.names[1]]
@@ -78,6 +93,7 @@ class Op:
     """A reduction operation. Call it on two values (lower case); give it
     to ``reduce``, ``allreduce``, ``Reduce``, ``Allreduce``, ``scan``."""
 
+    #: _buffers: a user function that takes a third (datatype) argument.
     __slots__ = ("_name", "_fn", "_ufunc", "_commute", "_user", "_buffers")
 
     def __init__(self, name: str, fn, ufunc: str | None, commute: bool = True) -> None:
@@ -90,18 +106,21 @@ class Op:
 
     @classmethod
     def Create(cls, function, commute: bool = False) -> Op:
-        """A user operation. Lower case it is called ``function(x, y)``;
-        upper case ``function(inbuf, inoutbuf, datatype)``, and must leave
-        ``inbuf op inoutbuf`` in ``inoutbuf``."""
+        """A user operation. Lower case it is called ``function(x, y,
+        None)`` as mpi4py calls it (or ``function(x, y)`` if it takes two
+        arguments) and returns the result; upper case ``function(inbuf,
+        inoutbuf, datatype)``, and must leave ``inbuf op inoutbuf`` in
+        ``inoutbuf``."""
         if not callable(function):
             raise TypeError(f"Op.Create needs a function, not {type(function).__name__}")
         op = cls(getattr(function, "__name__", "user op"), None, None, bool(commute))
         op._user = function
+        op._buffers = _takes_three(function)
         return op
 
     def __call__(self, x, y):
         if self._user is not None:
-            return self._user(x, y)
+            return self._user(x, y, None) if self._buffers else self._user(x, y)
         return self._fn(x, y)
 
     def Is_commutative(self) -> bool:

@@ -12,7 +12,7 @@ Usage::
     python benches/compare.py [--quick] [--only NAME,...] [--rounds N] [--json out.json]
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
-startup, sleep, numpy, mandelbrot, auto, checkpoint) and/or library names (shoal,
+startup, sleep, numpy, mandelbrot, auto, checkpoint, mpi) and/or library names (shoal,
 mp, ppe, joblib, mpire, tpe, mp-threads); shoal is always
 run because every ratio is relative to it. ``--quick`` divides the sizes by 10
 (CI smoke test, well under a minute).
@@ -59,6 +59,12 @@ pickle them by reference):
                 RSS (a shared page counted in every process that maps it), in
                 MB and as a multiple of 512 MB. Each library is measured in a
                 fresh interpreter of its own.
+14. mpi         message passing: ``shoal run`` against mpi4py on PyPI's Open
+                MPI (``mpiexec``), the same program (benches/mpi_workloads.py)
+                on both: ping-pong latency of a small object and of an 8-byte
+                buffer, a 64 MB array by send and by Send, Allreduce of 8 MB
+                on 2 and 4 ranks, bcast of a 64 MB array to 4 ranks, start-up
+                of 4 ranks (see benches/mpi_group.py). Needs the mpi extra.
 
 For workloads 1-4, 6-8 and 11-12 every pool is created and warmed with a tiny map before the
 clock starts, so start-up cost is excluded; each (library, variant) gets a
@@ -120,6 +126,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, os.environ.get("PYT
 # Imported as the top-level module ``workloads`` (not ``__main__``) so that its
 # functions pickle by reference in every library.
 workloads = importlib.import_module("workloads")
+mpi_group = importlib.import_module("mpi_group")
 inc = workloads.inc
 pi_chunk = workloads.pi_chunk
 pi_chunks = workloads.pi_chunks
@@ -157,6 +164,7 @@ WORKLOADS = (
     "array-same",
     "array-trip",
     "array-memory",
+    "mpi",
 )
 LIB_ALIASES = {
     "shoal": "shoal",
@@ -1300,6 +1308,7 @@ def main(argv=None):
     array_mb = 64 // scale
     memory_mb = 512 // scale
     memory_rows = None
+    mpi_rows = []
 
     libs = {k: v for k, v in available_libs().items() if k in args.lib_keys}
     info = versions()
@@ -1338,6 +1347,10 @@ def main(argv=None):
             print(f"\n== {w}", flush=True)
             memory_rows = array_memory(libs, memory_mb, args.rounds, args.timeout)
             continue
+        elif w == "mpi":
+            print(f"\n== {w}", flush=True)
+            mpi_rows = mpi_group.run(args.rounds, args.quick, args.timeout)
+            continue
         elif w == "startup":
             cases = startup_cases()
         elif w == "sleep":
@@ -1363,6 +1376,7 @@ def main(argv=None):
     print_table(rows)
     if memory_rows is not None:
         print_memory_table(memory_rows, memory_mb)
+    mpi_group.print_table(mpi_rows)
 
     if args.json:
         with open(args.json, "w") as f:
@@ -1382,6 +1396,7 @@ def main(argv=None):
                         "versions": info,
                     },
                     "results": rows,
+                    "mpi": mpi_rows,
                 },
                 f,
                 indent=2,

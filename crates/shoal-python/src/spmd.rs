@@ -734,8 +734,10 @@ impl PyEndpoint {
     }
 
     /// The message of posted receive `id` if it has come, else None.
-    fn test(&self, py: Python<'_>, id: u64) -> PyResult<Option<PyMessage>> {
-        let got = py.detach(|| self.ep.try_complete(id)).map_err(failure)?;
+    fn test(&self, py: Python<'_>, request: u64) -> PyResult<Option<PyMessage>> {
+        let got = py
+            .detach(|| self.ep.try_complete(request))
+            .map_err(failure)?;
         Ok(got.map(|msg| PyMessage::new(self, msg)))
     }
 
@@ -762,8 +764,8 @@ impl PyEndpoint {
     }
 
     /// Withdraws a posted receive; False if it was not pending.
-    fn cancel(&self, id: u64) -> bool {
-        self.ep.cancel(id)
+    fn cancel(&self, request: u64) -> bool {
+        self.ep.cancel(request)
     }
 
     /// The exit barrier: waits until every rank has finished its program

@@ -46,6 +46,37 @@ fn dup_high(fd: RawFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// What a child process does between `fork` and `exec`: die with its
+/// parent (closing the race where the parent died already), ignore Ctrl-C
+/// (which reaches the whole process group: the parent decides what happens
+/// to its children), and move its descriptors to the numbers it expects
+/// (`(source, number)` pairs; a number of its own clears close-on-exec).
+///
+/// # Safety
+///
+/// Only in a forked child before `exec`: it calls only async-signal-safe
+/// functions (prctl, getppid, signal, dup2, _exit) and allocates nothing;
+/// `map` was made before the fork, and no source is another pair's number.
+pub(crate) unsafe fn prepare_child(
+    parent_pid: libc::pid_t,
+    map: &[(RawFd, RawFd)],
+) -> std::io::Result<()> {
+    // SAFETY: async-signal-safe calls in a forked child (the caller's promise).
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent_pid {
+            libc::_exit(1);
+        }
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        for &(src, dst) in map {
+            if libc::dup2(src, dst) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn spawn_worker(cmd: &WorkerCommand) -> Result<Spawned> {
     let (parent_end, child_end) = UnixStream::pair().map_err(|e| CoreError::io("socketpair", e))?;
     let (status, status_fd) = StatusPage::create()?;
@@ -61,27 +92,11 @@ pub fn spawn_worker(cmd: &WorkerCommand) -> Result<Spawned> {
         .args(&cmd.args)
         .envs(cmd.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and calls only
-    // async-signal-safe functions (prctl, getppid, dup2, signal, _exit); it
-    // allocates nothing and touches no locks.
+    let map = [(sock_fd, WORKER_SOCKET_FD), (stat_fd, WORKER_STATUS_FD)];
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls `prepare_child`, which is made for that; `map` is made above.
     unsafe {
-        command.pre_exec(move || {
-            // Die with the parent, and close the race where it died already.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent_pid {
-                libc::_exit(1);
-            }
-            // Ctrl-C in a terminal reaches the whole process group; the
-            // parent decides what happens to workers, so they ignore it.
-            libc::signal(libc::SIGINT, libc::SIG_IGN);
-            // dup2 onto a different number clears close-on-exec.
-            if libc::dup2(sock_fd, WORKER_SOCKET_FD) < 0
-                || libc::dup2(stat_fd, WORKER_STATUS_FD) < 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        command.pre_exec(move || prepare_child(parent_pid, &map));
     }
     let child = command.spawn().map_err(|source| CoreError::Spawn {
         program: cmd.program.display().to_string(),

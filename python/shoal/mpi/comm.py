@@ -154,39 +154,31 @@ class Comm:
             return world
         return world if self._index is None else self._index[world]
 
-    def _dest(self, dest, call: str) -> int | None:
-        """World rank of `dest` (None for PROC_NULL), checked."""
+    def _peer(self, value, call: str, what: str, wildcard: bool) -> int | None:
+        """World rank of comm rank `value` (-1 for ANY_SOURCE if
+        `wildcard`, None for PROC_NULL), checked."""
         try:
-            d = operator.index(dest)
+            r = operator.index(value)
         except TypeError:
-            raise TypeError(f"{call}: dest must be a rank (an int), not {dest!r}") from None
-        if 0 <= d < self._size:
-            return self._ranks[d]
-        if d == PROC_NULL:
+            raise TypeError(f"{call}: {what} must be a rank (an int), not {value!r}") from None
+        if 0 <= r < self._size:
+            return self._ranks[r]
+        if r == PROC_NULL:
             return None
+        if wildcard and r == ANY_SOURCE:
+            return -1
+        allowed = "MPI.ANY_SOURCE or MPI.PROC_NULL" if wildcard else "or MPI.PROC_NULL"
         raise MPIError(
             ERR_RANK,
-            f"{call}: there is no rank {d} in {self._name or 'this communicator'} "
-            f"(ranks 0 to {self._size - 1}, or MPI.PROC_NULL)",
+            f"{call}: there is no rank {r} in {self._name or 'this communicator'} "
+            f"(ranks 0 to {self._size - 1}, {allowed})",
         )
 
+    def _dest(self, dest, call: str) -> int | None:
+        return self._peer(dest, call, "dest", False)
+
     def _source(self, source, call: str) -> int | None:
-        """World rank of `source`, -1 for ANY_SOURCE, None for PROC_NULL."""
-        try:
-            s = operator.index(source)
-        except TypeError:
-            raise TypeError(f"{call}: source must be a rank (an int), not {source!r}") from None
-        if 0 <= s < self._size:
-            return self._ranks[s]
-        if s == ANY_SOURCE:
-            return -1
-        if s == PROC_NULL:
-            return None
-        raise MPIError(
-            ERR_RANK,
-            f"{call}: there is no rank {s} in {self._name or 'this communicator'} "
-            f"(ranks 0 to {self._size - 1}, MPI.ANY_SOURCE or MPI.PROC_NULL)",
-        )
+        return self._peer(source, call, "source", True)
 
     @staticmethod
     def _tag(tag, call: str, wildcard: bool) -> int:

@@ -27,15 +27,6 @@ TICK = 0.1
 #: After Ctrl-C (or a timeout), how long ranks get to end before SIGKILL.
 GRACE = 1.0
 
-_THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
-
 
 def _command(n: int, caller_path: bool) -> tuple[str, list[str], list[tuple[str, str]]]:
     """How to start a rank. Ranks of ``shoal run`` find shoal (and what
@@ -48,11 +39,10 @@ def _command(n: int, caller_path: bool) -> tuple[str, list[str], list[tuple[str,
     elif os.environ.get("PYTHONPATH"):
         entries.append(os.environ["PYTHONPATH"])
     env = [("PYTHONUNBUFFERED", "1"), ("PYTHONPATH", os.pathsep.join(entries))]
-    from ..cpus import cpu_count
+    # As in a pool: numeric libraries get cores // ranks threads each.
+    from ..pool.pool import _worker_env
 
-    per_rank = str(max(1, cpu_count() // n))
-    env += [(var, per_rank) for var in _THREAD_VARS if var not in os.environ]
-    return sys.executable, ["-P", "-m", "shoal.mpi.rank"], env
+    return sys.executable, ["-P", "-m", "shoal.mpi.rank"], env + _worker_env(n)
 
 
 class Launch:

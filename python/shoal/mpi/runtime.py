@@ -58,11 +58,12 @@ def _spin(size: int) -> tuple[float, bool]:
     from ..cpus import cpu_count
 
     oversubscribed = size > cpu_count()
-    # Polling keeps a rank on its core: a reply that comes within a
-    # millisecond is seen at once, not after the scheduler wakes a sleeper
-    # (which on a busy machine can take milliseconds). With more ranks than
-    # cores, a polling rank gives its core away at each look.
-    default = 100.0 if oversubscribed else 1000.0
+    # Polling keeps a rank on its core: a reply is seen at once, not after
+    # the scheduler wakes a sleeper (which on a busy machine takes
+    # milliseconds). MPI libraries poll without end; shoal polls for 10 ms,
+    # then sleeps (and says where it waits). With more ranks than cores, a
+    # polling rank gives its core away at each look, and polls briefly.
+    default = 100.0 if oversubscribed else 10_000.0
     return float(os.environ.get("SHOAL_MPI_SPIN_US", default)), oversubscribed
 
 

@@ -169,25 +169,11 @@ fn spawn_rank(
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (prctl, getppid, signal, dup2,
-    // _exit) on a vector allocated before the fork; it allocates nothing.
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls `prepare_child`, which is made for that; `map` was allocated
+    // before the fork, with sources above every number it maps to.
     unsafe {
-        command.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent_pid {
-                libc::_exit(1);
-            }
-            // Ctrl-C reaches the whole process group: the launcher decides.
-            libc::signal(libc::SIGINT, libc::SIG_IGN);
-            for &(src, dst) in &map {
-                // dup2 onto another number clears close-on-exec.
-                if libc::dup2(src, dst) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        command.pre_exec(move || crate::spawn::prepare_child(parent_pid, &map));
     }
     command.spawn()
 }

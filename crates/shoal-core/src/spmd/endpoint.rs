@@ -148,6 +148,8 @@ struct RecvState {
 struct SendState {
     cache: StagedCache,
     next_packet: Vec<u32>,
+    /// Each receiver's read position as last seen (see `try_write_cached`).
+    tails: Vec<u64>,
 }
 
 /// How far a send has got (a send that waits for room is resumed).
@@ -247,6 +249,7 @@ impl Endpoint {
             send: Mutex::new(SendState {
                 cache: StagedCache::new(),
                 next_packet: vec![0; size],
+                tails: vec![0; size],
             }),
             groups: RwLock::new(vec![(0..size).collect()]),
             seen_verdict: AtomicU32::new(seen),
@@ -710,7 +713,8 @@ impl Endpoint {
             &[]
         };
         let ring = self.world.ring(self.me, dest);
-        if !ring.try_write(&header, inline) {
+        let tail = &mut sending.tails[dest];
+        if !ring.try_write_cached(&header, inline, tail) {
             // Keep our own rings moving while we wait: the peer may be
             // waiting for room in them.
             {
@@ -718,7 +722,7 @@ impl Endpoint {
                 self.drain(&mut st)?;
             }
             ring.want_space();
-            if !ring.try_write(&header, inline) {
+            if !ring.try_write_cached(&header, inline, tail) {
                 return Ok(None);
             }
         }

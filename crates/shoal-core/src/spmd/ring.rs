@@ -168,11 +168,24 @@ impl<'a> Ring<'a> {
     /// Appends a record; false if there is no room now (the record must
     /// fit the ring at all: see [`Ring::fits`]).
     pub fn try_write(&self, header: &RecordHeader, payload: &[u8]) -> bool {
+        let mut tail = self.pos.tail.load(Ordering::Acquire);
+        self.try_write_cached(header, payload, &mut tail)
+    }
+
+    /// [`Ring::try_write`] with the sender's last look at the receiver's
+    /// position in `tail`: it is read again (a cache line the receiver
+    /// writes) only when the ring looks too full for the record.
+    pub fn try_write_cached(&self, header: &RecordHeader, payload: &[u8], tail: &mut u64) -> bool {
         let rec = record_len(payload.len()) as u64;
         let head = self.pos.head.load(Ordering::Relaxed);
-        let tail = self.pos.tail.load(Ordering::Acquire);
-        if self.cap as u64 - (head - tail) < rec {
-            return false;
+        // A stale `tail` is at most the real one: it can only say "full"
+        // when there is room, never the other way round.
+        let room = |tail: u64| (self.cap as u64).saturating_sub(head - tail) >= rec;
+        if !room(*tail) {
+            *tail = self.pos.tail.load(Ordering::Acquire);
+            if !room(*tail) {
+                return false;
+            }
         }
         self.copy_in(head, &header.to_bytes());
         self.copy_in(head + HEADER_BYTES as u64, payload);

@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::CoreError;
 use crate::fds::{FdReceiver, SharedFd};
+use crate::shm::{Access, Mapping};
 
 use super::ring::{kind, Corrupt, RecordHeader};
-use super::staged::{pread_exact, Acquired, StagedCache};
+use super::staged::{inode, pread_exact, Acquired, StagedCache};
 use super::world::{Ended, World};
 
 /// `source`/`tag` wildcard.
@@ -189,6 +190,10 @@ impl<'a> Outgoing<'a> {
     }
 }
 
+/// Other ranks' staged segments mapped here, by `(sender, stage slot)`,
+/// with the segment's inode.
+type StagedMaps = HashMap<(usize, u8), (u64, Arc<Mapping>)>;
+
 /// Bytes of a packet body: the sender's rank and the packet id.
 const PACKET_BYTES: usize = 8;
 
@@ -202,6 +207,10 @@ pub struct Endpoint {
     recv: Mutex<RecvState>,
     send: Mutex<SendState>,
     groups: RwLock<Vec<Arc<[usize]>>>,
+    /// Other ranks' staged segments, mapped here once: `(sender, stage
+    /// slot) -> (inode, mapping)`. A sender reuses its segments, so copying
+    /// out of a mapping that stays is a plain `memcpy` of warm pages.
+    staged_maps: Mutex<StagedMaps>,
     seen_verdict: AtomicU32,
     spin: Duration,
     yield_in_spin: bool,
@@ -252,6 +261,7 @@ impl Endpoint {
                 tails: vec![0; size],
             }),
             groups: RwLock::new(vec![(0..size).collect()]),
+            staged_maps: Mutex::new(HashMap::new()),
             seen_verdict: AtomicU32::new(seen),
             spin,
             yield_in_spin,
@@ -769,10 +779,25 @@ impl Endpoint {
                             });
                 }
                 let fd = &msg.fds[0];
+                let map = self.staged_map(msg.src, msg.header.stage, fd, total)?;
                 let got = self.block(&Deps::Peer(msg.src), false, budget, || {
                     let written = (stage.written.load(Ordering::Acquire) as usize).min(total);
                     if written > *done {
-                        pread_exact(fd, &mut dst[*done..written], *done)?;
+                        match &map {
+                            // SAFETY: the mapping holds at least `total` bytes
+                            // (checked in `staged_map`) and the sender wrote
+                            // every byte below `written` before publishing it
+                            // (acquired above); it writes no more until every
+                            // reader is done.
+                            Some(map) => unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    map.as_ptr().add(*done),
+                                    dst.as_mut_ptr().add(*done),
+                                    written - *done,
+                                );
+                            },
+                            None => pread_exact(fd, &mut dst[*done..written], *done)?,
+                        }
                         *done = written;
                     }
                     if *done < total {
@@ -791,6 +816,32 @@ impl Endpoint {
                 Ok(got)
             }
         }
+    }
+
+    /// A mapping of a sender's staged segment (kept for its next
+    /// messages); None if it cannot be mapped (then `pread` does).
+    fn staged_map(
+        &self,
+        src: usize,
+        stage: u8,
+        fd: &SharedFd,
+        total: usize,
+    ) -> Result<Option<Arc<Mapping>>, SpmdError> {
+        let ino = inode(fd)?;
+        let mut maps = lock(&self.staged_maps);
+        if let Some((known, map)) = maps.get(&(src, stage)) {
+            if *known == ino && map.len() >= total {
+                return Ok(Some(map.clone()));
+            }
+        }
+        let Ok(map) = Mapping::map(fd.clone(), Access::ReadOnly) else {
+            return Ok(None);
+        };
+        if map.len() < total {
+            return Ok(None);
+        }
+        maps.insert((src, stage), (ino, map.clone()));
+        Ok(Some(map))
     }
 
     // ------------------------------------------------------------ the end

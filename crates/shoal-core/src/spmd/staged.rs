@@ -154,6 +154,20 @@ impl StagedCache {
     }
 }
 
+/// The identity (inode) of the file behind `fd`.
+pub fn inode(fd: &SharedFd) -> Result<u64> {
+    // SAFETY: an all-zero stat is valid; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a descriptor we hold, into a writable struct.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(CoreError::io(
+            "fstat a message's segment",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(st.st_ino as u64)
+}
+
 /// `pread` of `buf.len()` bytes at `offset`, all of them.
 pub fn pread_exact(fd: &SharedFd, buf: &mut [u8], offset: usize) -> Result<()> {
     let mut done = 0;

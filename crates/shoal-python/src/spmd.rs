@@ -400,6 +400,31 @@ impl PyEndpoint {
         sent
     }
 
+    /// Takes a point-to-point message and unpickles it.
+    fn take_obj(
+        &self,
+        py: Python<'_>,
+        ctx: u32,
+        src: i32,
+        tag: i32,
+        what: u32,
+        deps: i64,
+    ) -> PyResult<(Msg, Py<PyAny>)> {
+        let spec = self.spec(ctx, src, tag, false)?;
+        let msg = self.take(py, spec, what, deps, -1)?;
+        let obj = if msg.header.kind == shoal_core::spmd::ring::kind::INLINE && msg.fds.is_empty() {
+            let body = PyBytes::new(py, &msg.body);
+            self.pickling.loads.call1(py, (body,))?
+        } else {
+            let payload = self.payload(py, &msg)?;
+            match payload.cast::<PyBytes>() {
+                Ok(bytes) => self.pickling.loads.call1(py, (bytes,))?,
+                Err(_) => self.pickling.unpack.call1(py, payload.cast::<PyTuple>()?)?,
+            }
+        };
+        Ok((msg, obj))
+    }
+
     fn spec(&self, ctx: u32, src: i32, tag: i32, collective: bool) -> PyResult<Spec> {
         if src >= self.ep.size() as i32 {
             return Err(PyValueError::new_err(format!("no rank {src}")));
@@ -543,9 +568,24 @@ impl PyEndpoint {
         Ok(true)
     }
 
+    /// Receives an object (the caller wants no status).
+    #[pyo3(signature = (ctx, src, tag, what, deps))]
+    fn recv_obj(
+        &self,
+        py: Python<'_>,
+        ctx: u32,
+        src: i32,
+        tag: i32,
+        what: u32,
+        deps: i64,
+    ) -> PyResult<Py<PyAny>> {
+        let (_, obj) = self.take_obj(py, ctx, src, tag, what, deps)?;
+        Ok(obj)
+    }
+
     /// Receives an object: `(src, tag, nbytes, obj)`.
     #[pyo3(signature = (ctx, src, tag, what, deps))]
-    fn recv_obj<'py>(
+    fn recv_obj_status<'py>(
         &self,
         py: Python<'py>,
         ctx: u32,
@@ -554,14 +594,7 @@ impl PyEndpoint {
         what: u32,
         deps: i64,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let spec = self.spec(ctx, src, tag, false)?;
-        let msg = self.take(py, spec, what, deps, -1)?;
-        let payload = self.payload(py, &msg)?;
-        let obj = if let Ok(bytes) = payload.cast::<PyBytes>() {
-            self.pickling.loads.call1(py, (bytes,))?
-        } else {
-            self.pickling.unpack.call1(py, payload.cast::<PyTuple>()?)?
-        };
+        let (msg, obj) = self.take_obj(py, ctx, src, tag, what, deps)?;
         (msg.src, msg.header.tag, msg.header.total, obj).into_pyobject(py)
     }
 
@@ -908,6 +941,161 @@ impl PyMessage {
     }
 }
 
+// ------------------------------------------------------- communicators
+
+/// `send`'s and `recv`'s call codes (as in `shoal.mpi.constants`).
+const CALL_SEND: u32 = 1;
+const CALL_RECV: u32 = 2;
+/// MPI's wildcards and the largest tag (`shoal.mpi.constants`).
+const ANY_SOURCE: i64 = -1;
+const ANY_TAG: i64 = -1;
+const TAG_UB: i64 = i32::MAX as i64;
+
+/// A plain int's value (not a bool, not another type with `__index__`:
+/// those go the slow way, which checks them).
+fn plain_int(obj: &Bound<'_, PyAny>) -> Option<i64> {
+    if obj.is_exact_instance_of::<pyo3::types::PyInt>() {
+        obj.extract::<i64>().ok()
+    } else {
+        None
+    }
+}
+
+/// The base of `shoal.mpi.comm.Comm`: its lower-case `send` and `recv` in
+/// their common case (a rank and a tag that are plain ints in range, an
+/// object whose pickle is small, no status) without a Python frame. Every
+/// other case, and every failure, goes to the Python class's
+/// `_send_slow`, `_recv_slow` and `_translate`.
+#[pyclass(subclass, frozen, name = "CommCore", module = "shoal._shoal")]
+pub(crate) struct PyCommCore {
+    ep: Py<PyEndpoint>,
+    ctx: u32,
+    ranks: Vec<usize>,
+    deps: i64,
+}
+
+impl PyCommCore {
+    fn failed(slf: &Bound<'_, Self>, err: PyErr, call: u32, peer: i64, tag: i64) -> PyErr {
+        let py = slf.py();
+        if !err.is_instance_of::<SpmdFailure>(py) {
+            return err;
+        }
+        match slf.call_method1("_translate", (err.value(py), call, peer, tag)) {
+            Ok(exc) => PyErr::from_value(exc),
+            Err(e) => e,
+        }
+    }
+}
+
+#[pymethods]
+impl PyCommCore {
+    /// A communicator of the world ranks `ranks` (in their order here)
+    /// with context id `ctx`.
+    #[new]
+    #[pyo3(signature = (ep, ctx, ranks, *_rest))]
+    fn new(
+        ep: Bound<'_, PyEndpoint>,
+        ctx: u32,
+        ranks: Vec<usize>,
+        _rest: &Bound<'_, PyTuple>,
+    ) -> PyResult<Self> {
+        let endpoint = ep.get();
+        let identity =
+            ranks.len() == endpoint.ep.size() && ranks.iter().enumerate().all(|(i, &r)| i == r);
+        let deps = if identity {
+            -2
+        } else {
+            endpoint.add_group(ranks.clone())?
+        };
+        Ok(PyCommCore {
+            ep: ep.unbind(),
+            ctx,
+            ranks,
+            deps,
+        })
+    }
+
+    /// What to pass as `deps` for waits on any rank of this communicator.
+    #[getter]
+    fn _core_deps(&self) -> i64 {
+        self.deps
+    }
+
+    /// Sends a picklable object to `dest` (returns once it is buffered).
+    #[pyo3(signature = (obj, dest, tag=None))]
+    fn send(
+        slf: &Bound<'_, Self>,
+        obj: &Bound<'_, PyAny>,
+        dest: &Bound<'_, PyAny>,
+        tag: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let me = slf.get();
+        let t = match tag {
+            None => Some(0),
+            Some(t) => plain_int(t),
+        };
+        if let (Some(d), Some(t)) = (plain_int(dest), t) {
+            if d >= 0 && (d as usize) < me.ranks.len() && (0..=TAG_UB).contains(&t) {
+                let world = me.ranks[d as usize];
+                let ep = me.ep.bind(py).get();
+                match ep.send_obj(py, world, me.ctx, t as i32, obj, CALL_SEND) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(e) => return Err(Self::failed(slf, e, CALL_SEND, world as i64, t)),
+                }
+            }
+        }
+        let tag = match tag {
+            Some(t) => t.clone(),
+            None => 0i64.into_pyobject(py)?.into_any(),
+        };
+        slf.call_method1("_send_slow", (obj, dest, tag)).map(drop)
+    }
+
+    /// Receives an object from `source` (any rank by default) with `tag`.
+    #[pyo3(signature = (buf=None, source=None, tag=None, status=None))]
+    fn recv(
+        slf: &Bound<'_, Self>,
+        buf: Option<&Bound<'_, PyAny>>,
+        source: Option<&Bound<'_, PyAny>>,
+        tag: Option<&Bound<'_, PyAny>>,
+        status: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
+        let s = source.map_or(Some(ANY_SOURCE), plain_int);
+        let t = tag.map_or(Some(ANY_TAG), plain_int);
+        let no_status = status.is_none_or(|s| s.is_none());
+        if let (true, Some(s), Some(t)) = (no_status, s, t) {
+            let source_ok = s == ANY_SOURCE || (s >= 0 && (s as usize) < me.ranks.len());
+            if source_ok && ((0..=TAG_UB).contains(&t) || t == ANY_TAG) {
+                let (world, deps) = if s == ANY_SOURCE {
+                    (-1, me.deps)
+                } else {
+                    let w = me.ranks[s as usize];
+                    (w as i32, w as i64)
+                };
+                let ep = me.ep.bind(py).get();
+                return match ep.take_obj(py, me.ctx, world, t as i32, CALL_RECV, deps) {
+                    Ok((_, obj)) => Ok(obj),
+                    Err(e) => Err(Self::failed(slf, e, CALL_RECV, world as i64, t)),
+                };
+            }
+        }
+        let none = py.None().into_bound(py);
+        let any_source = ANY_SOURCE.into_pyobject(py)?.into_any();
+        let any_tag = ANY_TAG.into_pyobject(py)?.into_any();
+        let args = (
+            buf.unwrap_or(&none),
+            source.unwrap_or(&any_source),
+            tag.unwrap_or(&any_tag),
+            status.unwrap_or(&none),
+        );
+        Ok(slf.call_method1("_recv_slow", args)?.unbind())
+    }
+}
+
 // ------------------------------------------------------------------ the job
 
 #[pyclass(frozen, name = "Job", module = "shoal._shoal")]
@@ -1036,6 +1224,7 @@ pub(crate) fn add_spmd_items(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEndpoint>()?;
     m.add_class::<PyMessage>()?;
     m.add_class::<PyJob>()?;
+    m.add_class::<PyCommCore>()?;
     m.add_function(wrap_pyfunction!(adopt_fd, m)?)?;
     m.add_function(wrap_pyfunction!(local_world, m)?)?;
     m.add("SpmdFailure", m.py().get_type::<SpmdFailure>())?;

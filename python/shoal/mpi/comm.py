@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import operator
 
+from .. import _shoal
 from . import buffered, buffers, collectives, report, runtime
 from .buffers import fast_codes, message
 from .constants import (
@@ -45,10 +46,14 @@ Failure = runtime.Failure
 _fail = runtime.failure
 
 
-class Comm:
+class Comm(_shoal.CommCore):
     """A communicator: ``Get_rank()``, ``Get_size()``, ``rank``, ``size``,
     point-to-point and collective communication, ``Split``, ``Dup``,
-    ``Free``, ``Abort``."""
+    ``Free``, ``Abort``.
+
+    ``send`` and ``recv`` come from the engine's ``CommCore``, which does
+    their common case without a Python frame and calls ``_send_slow`` and
+    ``_recv_slow`` (below) for the rest."""
 
     __slots__ = (
         "_ep",
@@ -63,7 +68,6 @@ class Comm:
         "_name",
         "_arena",
         "_freed",
-        "__weakref__",
     )
 
     def __init__(self, ep, ctx: int, ranks, name: str) -> None:
@@ -76,7 +80,7 @@ class Comm:
         self._rank = ranks.index(ep.rank)
         identity = ranks == tuple(range(ep.size))
         self._index = None if identity else {w: i for i, w in enumerate(ranks)}
-        self._deps = -2 if identity else ep.add_group(list(ranks))
+        self._deps = self._core_deps
         self._seq = 0
         self._name = name
         self._arena = None
@@ -252,8 +256,13 @@ class Comm:
 
     # ------------------------------------------------ point to point, objects
 
-    def send(self, obj, dest: int, tag: int = 0) -> None:
-        """Sends a picklable object to `dest` (returns once it is buffered)."""
+    def _translate(self, exc, call: int, peer: int, tag: int) -> BaseException:
+        """The error for a failed wait of ``CommCore``'s send or recv."""
+        return _fail(exc, call, self._ctx, peer, tag)
+
+    def _send_slow(self, obj, dest: int, tag: int = 0) -> None:
+        """``send`` for what ``CommCore`` leaves to Python: ranks and tags
+        to check, PROC_NULL, objects that go through shoal's transfer."""
         if dest.__class__ is int and 0 <= dest < self._size:
             d = self._ranks[dest]
         else:
@@ -273,11 +282,13 @@ class Comm:
         except Failure as exc:
             raise _fail(exc, SEND, self._ctx, d, tag) from None
 
+    send = _shoal.CommCore.send
     ssend = send
     bsend = send
 
-    def recv(self, buf=None, source: int = ANY_SOURCE, tag: int = ANY_TAG, status=None):
-        """Receives an object from `source` (any rank by default) with `tag`."""
+    def _recv_slow(self, buf=None, source: int = ANY_SOURCE, tag: int = ANY_TAG, status=None):
+        """``recv`` for what ``CommCore`` leaves to Python (a status, ranks
+        and tags to check, PROC_NULL)."""
         if source.__class__ is int and 0 <= source < self._size:
             s = self._ranks[source]
         else:
@@ -288,13 +299,17 @@ class Comm:
             if status is not None:
                 status._set(PROC_NULL, ANY_TAG, 0)
             return None
+        deps = s if s >= 0 else self._deps
         try:
-            src, t, n, obj = self._ep.recv_obj(self._ctx, s, tag, RECV, s if s >= 0 else self._deps)
+            if status is None:
+                return self._ep.recv_obj(self._ctx, s, tag, RECV, deps)
+            src, t, n, obj = self._ep.recv_obj_status(self._ctx, s, tag, RECV, deps)
         except Failure as exc:
             raise _fail(exc, RECV, self._ctx, s, tag) from None
-        if status is not None:
-            status._set(self._comm_rank(src), t, n)
+        status._set(self._comm_rank(src), t, n)
         return obj
+
+    recv = _shoal.CommCore.recv
 
     def sendrecv(
         self,

@@ -3,6 +3,8 @@ from collections.abc import Callable
 from os import PathLike
 from typing import final
 
+from typing_extensions import disjoint_base
+
 class ShoalError(Exception): ...
 class CheckpointError(ShoalError): ...
 class QueueClosed(ValueError): ...
@@ -313,6 +315,7 @@ class Job:
     def snapshot(self) -> list[SlotView]: ...
     def close(self) -> None: ...
 
+@disjoint_base
 class CommCore:
     """The base of ``shoal.mpi.comm.Comm``: ``send`` and ``recv`` in their
     common case; the subclass gives ``_send_slow``, ``_recv_slow`` and

@@ -27,8 +27,27 @@ def _attach():
             file=sys.stderr,
         )
         sys.exit(2)
+    _bind(rank, size)
     runtime.attach(rank, size, world, inbox, outboxes)
     return _shoal.MessageQueue(control, control)
+
+
+def _bind(rank: int, size: int) -> None:
+    """Rank r runs on the r-th core this process may use, when every rank
+    has one (as Open MPI binds ranks to cores): two ranks never share a core
+    while another sits idle, which makes a polling rank wait for its peer's
+    turn. ``SHOAL_MPI_BIND=0`` leaves placement to the kernel."""
+    if os.environ.get("SHOAL_MPI_BIND", "1") == "0":
+        return
+    from ..cpus import cpu_count
+
+    cores = sorted(os.sched_getaffinity(0))
+    if size > min(len(cores), cpu_count()):
+        return
+    try:
+        os.sched_setaffinity(0, {cores[rank]})
+    except OSError:
+        pass
 
 
 def _exit_now(code: int) -> None:

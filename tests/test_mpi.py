@@ -449,3 +449,44 @@ def test_abort_ends_every_rank_with_its_code(backend, tmp_path):
     done = run(backend, path, 3, timeout=60)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "1: aborting" in done.stdout
+
+
+def test_the_rest_of_the_api(backend, tmp_path):
+    path = program(
+        tmp_path,
+        """
+        import numpy as np
+        peer = 1 - rank
+        buf = np.array([rank * 1.0, rank + 0.5])
+        comm.Sendrecv_replace(buf, dest=peer, source=peer)
+        out("Sendrecv_replace", buf.tolist())
+        reqs = [comm.Irecv(np.zeros(2), source=peer, tag=3), comm.Issend(buf, dest=peer, tag=3)]
+        MPI.Request.Waitall(reqs)
+        st = MPI.Status()
+        comm.Isend(np.arange(3, dtype="i8"), dest=peer, tag=4).Wait()
+        comm.Probe(source=peer, tag=4, status=st)
+        out("Probe", comm.Iprobe(source=peer, tag=4), st.Get_elements(MPI.LONG), st.Get_count())
+        got = np.zeros(3, dtype="i8")
+        req = comm.Irecv(got, source=peer, tag=4)
+        index = MPI.Request.Waitany([req])
+        out("Waitany", index, got.tolist(), req.Get_status())
+        flag = MPI.Request.Testall([comm.isend("t", dest=peer, tag=5)])
+        out("Testall", flag, comm.recv(source=peer, tag=5))
+        clone = comm.Clone()
+        clone.Set_name("mine")
+        out("names", clone.Get_name(), comm.Compare(comm) == MPI.IDENT,
+            comm.Compare(clone) in (MPI.CONGRUENT, MPI.SIMILAR))
+        out("self", MPI.COMM_SELF.allreduce(7), MPI.COMM_SELF.bcast("s"))
+        comm.Barrier()
+        """,
+    )
+    found = ok(run(backend, path, 2))
+    for r in range(2):
+        assert rank_lines(found, r) == [
+            f"Sendrecv_replace [{1.0 - r}, {1.5 - r}]",
+            "Probe True 3 24",
+            "Waitany 0 [0, 1, 2] True",
+            "Testall True t",
+            "names mine True True",
+            "self 7 s",
+        ]

@@ -13,7 +13,7 @@ Usage::
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
 startup, sleep, numpy, mandelbrot, auto, checkpoint, primitives, array-same, array-trip,
-array-memory, zarr-stats, parquet-groupby, numba-mandelbrot) and/or library names (shoal,
+array-memory, zarr-stats, parquet-groupby, numba-mandelbrot, mpi) and/or library names (shoal,
 mp, ppe, joblib, mpire, tpe, mp-threads); shoal is always
 run because every ratio is relative to it. ``--quick`` divides the sizes by 10
 (CI smoke test, well under a minute).
@@ -74,6 +74,13 @@ pickle them by reference):
                 with --quick) are written to --data-dir (default: a temporary
                 directory) after checking the free space, and deleted at the
                 end unless --keep-data.
+
+15. mpi         message passing: ``shoal run`` against mpi4py on PyPI's Open
+                MPI (``mpiexec``), the same program (benches/mpi_workloads.py)
+                on both: ping-pong latency of a small object and of an 8-byte
+                buffer, a 64 MB array by send and by Send, Allreduce of 8 MB
+                on 2 and 4 ranks, bcast of a 64 MB array to 4 ranks, start-up
+                of 4 ranks (see benches/mpi_group.py). Needs the mpi extra.
 
 For workloads 1-4, 6-8 and 11-12 every pool is created and warmed with a tiny map before the
 clock starts, so start-up cost is excluded; each (library, variant) gets a
@@ -136,6 +143,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, os.environ.get("PYT
 # functions pickle by reference in every library.
 workloads = importlib.import_module("workloads")
 data_bench = importlib.import_module("data_bench")
+mpi_group = importlib.import_module("mpi_group")
 inc = workloads.inc
 pi_chunk = workloads.pi_chunk
 pi_chunks = workloads.pi_chunks
@@ -176,6 +184,7 @@ WORKLOADS = (
     "array-memory",
     *DATA_WORKLOADS,
     "primitives",
+    "mpi",
 )
 LIB_ALIASES = {
     "shoal": "shoal",
@@ -1676,6 +1685,7 @@ def main(argv=None):
     array_mb = 64 // scale
     memory_mb = 512 // scale
     memory_rows = None
+    mpi_rows = []
 
     libs = {k: v for k, v in available_libs().items() if k in args.lib_keys}
     info = versions()
@@ -1721,6 +1731,10 @@ def main(argv=None):
             print(f"\n== {w}", flush=True)
             memory_rows = array_memory(libs, memory_mb, args.rounds, args.timeout)
             continue
+        elif w == "mpi":
+            print(f"\n== {w}", flush=True)
+            mpi_rows = mpi_group.run(args.rounds, args.quick, args.timeout)
+            continue
         elif w == "startup":
             cases = startup_cases()
         elif w == "sleep":
@@ -1750,6 +1764,7 @@ def main(argv=None):
     if memory_rows is not None:
         print_memory_table(memory_rows, memory_mb)
     print_data_table(data_table)
+    mpi_group.print_table(mpi_rows)
 
     if args.json:
         with open(args.json, "w") as f:
@@ -1770,6 +1785,7 @@ def main(argv=None):
                     },
                     "results": rows,
                     "data": data_table,
+                    "mpi": mpi_rows,
                 },
                 f,
                 indent=2,

@@ -66,10 +66,15 @@ _EXPORTS = {
     "Manager": "sync.manager",
     "ManagerError": "errors",
     "get_context": "sync.context",
+    "spmd": "mpi.launcher",
+    "RankLostError": "errors",
+    "DeadlockError": "errors",
+    "CollectiveMismatchError": "errors",
 }
 
 # `map` and `io` are left out: `from shoal import *` must not replace the
-# builtin or the standard library's module.
+# builtin or the standard library's module; `MPI` too: under mpiexec it
+# imports mpi4py.
 __all__ = [
     "Array",
     "AsyncResult",
@@ -79,8 +84,10 @@ __all__ = [
     "BrokenBarrierError",
     "CheckpointError",
     "CheckpointKeyWarning",
+    "CollectiveMismatchError",
     "Condition",
     "CpuReport",
+    "DeadlockError",
     "Event",
     "IMapIterator",
     "JoinableQueue",
@@ -94,6 +101,7 @@ __all__ = [
     "Process",
     "Queue",
     "RLock",
+    "RankLostError",
     "RawArray",
     "RawValue",
     "RemoteTraceback",
@@ -120,6 +128,7 @@ __all__ = [
     "parallel_reduce",
     "report",
     "shared",
+    "spmd",
     "worker_id",
 ]
 
@@ -127,6 +136,10 @@ __all__ = [
 def __getattr__(name: str):
     if name in ("shared", "io"):  # submodules: shared arrays, chunk references
         return __import__(f"{__name__}.{name}", fromlist=["_"])
+    if name == "MPI":  # mpi4py's under mpiexec/srun, shoal's own otherwise
+        value = __import__(f"{__name__}.mpi.detect", fromlist=["mpi_module"]).mpi_module()
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'shoal' has no attribute {name!r}")
@@ -140,7 +153,7 @@ def __dir__() -> list[str]:
     # The public names, and the module's own dunders; not helpers such as
     # TYPE_CHECKING or the `annotations` future import.
     dunders = {n for n in globals() if n.startswith("__") and n.endswith("__")}
-    return sorted(dunders | set(_EXPORTS) | {"shared", "io"})
+    return sorted(dunders | set(_EXPORTS) | {"shared", "io", "MPI"})
 
 
 if TYPE_CHECKING:
@@ -151,7 +164,10 @@ if TYPE_CHECKING:
     from .errors import (
         CheckpointError,
         CheckpointKeyWarning,
+        CollectiveMismatchError,
+        DeadlockError,
         ManagerError,
+        RankLostError,
         SerializationError,
         ShoalError,
         TaskTimeoutError,
@@ -159,6 +175,8 @@ if TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
+    from .mpi import MPI as MPI  # not in __all__ (see above)
+    from .mpi.launcher import spmd
     from .parallel.auto import BackendChoice, last_choice
     from .parallel.auto import map as map  # noqa: A004 - re-exported, not in __all__
     from .parallel.loops import LoopResult, parallel_for, parallel_reduce

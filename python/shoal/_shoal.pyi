@@ -3,6 +3,8 @@ from collections.abc import Callable
 from os import PathLike
 from typing import final
 
+from typing_extensions import disjoint_base
+
 @final
 class Outcome:
     Done: Outcome
@@ -404,3 +406,142 @@ class Link:
     ) -> None: ...
     def close(self) -> None: ...
     def rss(self) -> int | None: ...
+
+# ------------------------------------------------------------ message passing
+
+class SpmdFailure(Exception):
+    """A wait between ranks failed: ``args`` are ``(kind, *details)``."""
+
+SPMD_STATE_RUNNING: int
+SPMD_STATE_BLOCKED: int
+SPMD_STATE_FINALIZING: int
+
+#: A rank's slot: (pid, state, ended_order, exit_code, signal, finalized,
+#: op, ctx, peer, tag, seq, root, location, drained).
+SlotView = tuple[
+    int, int, int, int | None, int | None, bool, int, int, int, int, int, int, str, bool
+]
+#: A received payload: a pickle, or a pickle and its segments.
+SpmdPayload = bytes | tuple[bytes, list[Fd]]
+
+def adopt_fd(n: int) -> Fd: ...
+def local_world(size: int) -> tuple[Fd, list[tuple[Fd, Fd]]]: ...
+
+@final
+class Endpoint:
+    rank: int
+    size: int
+    inline_max: int
+    main_by_value: bool
+    def __new__(
+        cls,
+        rank: int,
+        world: Fd,
+        inbox: Fd,
+        outboxes: list[Fd],
+        spin_us: float,
+        yield_in_spin: bool,
+        where_fn: Callable[[], str],
+    ) -> Endpoint: ...
+    def add_group(self, ranks: list[int]) -> int: ...
+    def send(
+        self,
+        dest: int,
+        ctx: int,
+        tag: int,
+        op: int,
+        root: int,
+        dtype: int,
+        payload: object,
+        fds: list[Fd] | None,
+        what: int,
+    ) -> None: ...
+    def send_many(
+        self,
+        dests: list[int],
+        ctx: int,
+        tag: int,
+        op: int,
+        root: int,
+        dtype: int,
+        payload: object,
+        fds: list[Fd] | None,
+        what: int,
+    ) -> None: ...
+    def send_obj(self, dest: int, ctx: int, tag: int, obj: object, what: int) -> bool: ...
+    def recv_obj(self, ctx: int, src: int, tag: int, what: int, deps: int) -> object: ...
+    def recv_obj_status(
+        self, ctx: int, src: int, tag: int, what: int, deps: int
+    ) -> tuple[int, int, int, object]: ...
+    def recv(
+        self, ctx: int, src: int, tag: int, op: int, root: int, what: int, deps: int
+    ) -> tuple[int, int, SpmdPayload]: ...
+    def recv_into(
+        self,
+        ctx: int,
+        src: int,
+        tag: int,
+        op: int,
+        root: int,
+        what: int,
+        deps: int,
+        buffer: object,
+        dtype: int,
+    ) -> tuple[int, int, int]: ...
+    def probe(
+        self, ctx: int, src: int, tag: int, what: int, deps: int, block: bool
+    ) -> tuple[int, int, int, int] | None: ...
+    def post(self, ctx: int, src: int, tag: int) -> int: ...
+    def test(self, request: int) -> Message | None: ...
+    def wait_any(self, ids: list[int], what: int, deps: int) -> tuple[int, Message]: ...
+    def cancel(self, request: int) -> bool: ...
+    def finalize(self, what: int) -> list[tuple[int, int, int, int, int]]: ...
+    def snapshot(self) -> list[SlotView]: ...
+    def pending(self) -> list[tuple[int, int, int, int, int, int]]: ...
+    def abort(self, code: int) -> None: ...
+
+@final
+class Message:
+    src: int
+    tag: int
+    nbytes: int
+    dtype: int
+    def payload(self) -> SpmdPayload: ...
+    def read_into(self, buffer: object, dtype: int) -> int: ...
+
+@final
+class Job:
+    pids: list[int]
+    def __new__(
+        cls,
+        size: int,
+        program: str,
+        args: list[str],
+        env: list[tuple[str, str]],
+        init: bytes,
+        init_fds: list[Fd] | tuple[()],
+        stdin_to_rank0: bool,
+        tick: float,
+    ) -> Job: ...
+    def events(self, timeout: float | None = None) -> list[tuple[object, ...]]: ...
+    def signal(self, signal: int) -> None: ...
+    def snapshot(self) -> list[SlotView]: ...
+    def close(self) -> None: ...
+
+@disjoint_base
+class CommCore:
+    """The base of ``shoal.mpi.comm.Comm``: ``send`` and ``recv`` in their
+    common case; the subclass gives ``_send_slow``, ``_recv_slow`` and
+    ``_translate`` for the rest."""
+
+    def __new__(cls, ep: Endpoint, ctx: int, ranks: list[int], *rest: object) -> CommCore: ...
+    @property
+    def _core_deps(self) -> int: ...
+    def send(self, obj: object, dest: object, tag: object | None = None) -> None: ...
+    def recv(
+        self,
+        buf: object | None = None,
+        source: object | None = None,
+        tag: object | None = None,
+        status: object | None = None,
+    ) -> object: ...

@@ -93,3 +93,43 @@ def describe_exit(exitcode: int | None, signum: int | None) -> str:
     if exitcode is not None:
         return f"exited with code {exitcode}"
     return "ended for an unknown reason"
+
+
+class RankLostError(ShoalError):
+    """A rank this rank was waiting for ended (crashed, was killed, or
+    exited) under ``shoal run``: what it waited for can never come.
+
+    ``rank`` is the rank that ended (in ``MPI.COMM_WORLD``), ``exitcode``
+    its exit code (None if killed by a signal), ``signal`` the signal that
+    killed it (None if it exited)."""
+
+    def __init__(self, message: str, *, rank: int, exitcode: int | None, signal: int | None):
+        super().__init__(message)
+        self.rank = rank
+        self.exitcode = exitcode
+        self.signal = signal
+
+    def __reduce__(self):
+        return (_rebuild_rank_lost, (str(self), self.rank, self.exitcode, self.signal))
+
+
+def _rebuild_rank_lost(message, rank, exitcode, signal):
+    return RankLostError(message, rank=rank, exitcode=exitcode, signal=signal)
+
+
+class DeadlockError(ShoalError):
+    """Every rank still running waits for another, with nothing in flight
+    that could wake any of them. The message shows which rank waits for
+    which, in which call, at which line; ``waits`` has one line per rank."""
+
+    def __init__(self, message: str, waits: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.waits = tuple(waits)
+
+    def __reduce__(self):
+        return (DeadlockError, (str(self), self.waits))
+
+
+class CollectiveMismatchError(ShoalError):
+    """Ranks of one communicator called different collectives (or the same
+    one with different roots) at the same point of their programs."""

@@ -271,6 +271,24 @@ fn write_all(sock: RawFd, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Takes ownership of descriptor `n` that this process inherited (and
+/// marks it close-on-exec); an error if it is not open. The caller must
+/// adopt each inherited number once.
+pub fn adopt_inherited(n: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if n < 0 || unsafe { libc::fcntl(n, libc::F_GETFD) } < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("descriptor {n} is not open"),
+        ));
+    }
+    // SAFETY: close-on-exec on a descriptor that is open (checked above).
+    unsafe { libc::fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open and, by the caller's promise, owned by
+    // nothing else in this process.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
 /// Receive buffer for the descriptors of one `recvmsg`.
 pub struct FdReceiver {
     control: Vec<u64>,

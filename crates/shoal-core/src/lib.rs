@@ -14,13 +14,13 @@
 //! - [`store`] / [`digest`]: the checkpoint store and its task keys;
 //!   [`store_file`]: who may write its files, and what they are on.
 //! - [`fds`]: descriptors passed between processes. [`shm`]: shared memory
-//!   segments. [`lock`], [`rlock`], [`semaphore`], [`event`],
-//!   [`condvar`], [`barrier`], [`counter`] (on [`futex`]), [`queue`],
-//!   [`process`]: the primitives `shoal.Lock`, `shoal.Semaphore`,
-//!   `shoal.Queue`, `shoal.Process` and the rest stand on.
-//!   [`pickle_scan`]: spots large binary data inside a pickle.
+//!   segments. [`sync`] (locks, semaphores, events, conditions, barriers,
+//!   counters, on futexes), [`queue`], [`process`]: the primitives
+//!   `shoal.Lock`, `shoal.Semaphore`, `shoal.Queue`, `shoal.Process` and the
+//!   rest stand on. [`pickle_scan`]: spots large binary data inside a pickle.
 //! - [`fork`]: which process an engine or store belongs to, so a forked
 //!   child leaves its copies alone.
+//! - [`spmd`]: message passing between ranks (`shoal run`), and its launcher.
 
 pub mod chunking;
 mod completions;
@@ -44,6 +44,7 @@ pub mod queue;
 mod scheduler;
 pub mod shm;
 pub mod spawn;
+pub mod spmd;
 pub mod status;
 pub mod store;
 pub mod store_file;

@@ -17,8 +17,8 @@ use crate::error::{CoreError, Result};
 use crate::fork::Owner;
 use crate::spawn::{spawn_worker, WorkerCommand};
 
-type Reply = mpsc::Sender<Result<(Child, UnixStream)>>;
-type Launcher = Mutex<mpsc::Sender<(WorkerCommand, Reply)>>;
+type Job = Box<dyn FnOnce() + Send>;
+type Launcher = Mutex<mpsc::Sender<Job>>;
 
 /// The launcher thread's queue, started on first use (and again if it
 /// could not be started then).
@@ -27,18 +27,36 @@ fn launcher() -> Result<&'static Launcher> {
     if let Some(launcher) = LAUNCHER.get() {
         return Ok(launcher);
     }
-    let (tx, rx) = mpsc::channel::<(WorkerCommand, Reply)>();
+    let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("shoal-launcher".into())
         .spawn(move || {
-            for (command, reply) in rx {
-                let _ = reply.send(spawn_worker(&command).map(|s| (s.child, s.sock)));
+            for job in rx {
+                job();
             }
         })
         .map_err(|e| CoreError::io("start shoal's launcher thread", e))?;
     // Two first uses at once: one thread's queue wins, the other's thread
     // ends when its queue is dropped here.
     Ok(LAUNCHER.get_or_init(|| Mutex::new(tx)))
+}
+
+/// Runs `f` on the thread that starts every child process of shoal's (a
+/// thread that lives as long as the process, so that `PR_SET_PDEATHSIG`
+/// fires only when the process dies) and returns what it returned.
+pub fn on_launcher_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let job: Job = Box::new(move || {
+        let _ = reply_tx.send(f());
+    });
+    launcher()?
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(job)
+        .map_err(|_| CoreError::Config("shoal's launcher thread has stopped".into()))?;
+    reply_rx
+        .recv()
+        .map_err(|_| CoreError::Config("shoal's launcher thread has stopped".into()))
 }
 
 /// A started child: waited for with a timeout, signalled only while it
@@ -58,15 +76,8 @@ impl ChildProcess {
     /// Starts `command`; returns the child and the parent's end of its
     /// socket (the child finds its end at descriptor 3).
     pub fn start(command: WorkerCommand) -> Result<(ChildProcess, UnixStream)> {
-        let (reply_tx, reply_rx) = mpsc::channel();
-        launcher()?
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send((command, reply_tx))
-            .map_err(|_| CoreError::Config("shoal's launcher thread has stopped".into()))?;
-        let (child, sock) = reply_rx
-            .recv()
-            .map_err(|_| CoreError::Config("shoal's launcher thread has stopped".into()))??;
+        let (child, sock) =
+            on_launcher_thread(move || spawn_worker(&command).map(|s| (s.child, s.sock)))??;
         let pid = child.id();
         // SAFETY: pidfd_open on the pid of a child we have not reaped.
         let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

@@ -10,6 +10,7 @@ mod link;
 mod process;
 mod queue;
 mod shm;
+mod spmd;
 mod store;
 mod sync;
 mod value;
@@ -55,6 +56,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<link::InitFrame>()?;
     m.add_class::<link::ExitFrame>()?;
     store::add_store_items(m)?;
+    spmd::add_spmd_items(m)?;
     Ok(())
 }
 

@@ -191,17 +191,25 @@ impl PySegment {
 
 /// A contiguous buffer of a Python object (C or Fortran order), released
 /// when dropped (with the GIL held, as the Python API requires).
-struct RawBuffer {
+pub(crate) struct RawBuffer {
     view: ffi::Py_buffer,
 }
 
 impl RawBuffer {
-    fn get(obj: &Bound<'_, PyAny>) -> PyResult<RawBuffer> {
+    pub(crate) fn get(obj: &Bound<'_, PyAny>) -> PyResult<RawBuffer> {
+        RawBuffer::get_with(obj, ffi::PyBUF_STRIDES)
+    }
+
+    /// A writable contiguous buffer of `obj`.
+    pub(crate) fn get_writable(obj: &Bound<'_, PyAny>) -> PyResult<RawBuffer> {
+        RawBuffer::get_with(obj, ffi::PyBUF_STRIDES | ffi::PyBUF_WRITABLE)
+    }
+
+    fn get_with(obj: &Bound<'_, PyAny>, flags: c_int) -> PyResult<RawBuffer> {
         let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
         // SAFETY: asks `obj` to fill `view`; on success the view is
         // initialised and must be released (Drop does).
-        let rc =
-            unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_STRIDES) };
+        let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) };
         if rc < 0 {
             return Err(PyErr::fetch(obj.py()));
         }
@@ -217,11 +225,11 @@ impl RawBuffer {
         Ok(raw)
     }
 
-    fn addr(&self) -> usize {
+    pub(crate) fn addr(&self) -> usize {
         self.view.buf as usize
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.view.len as usize
     }
 }

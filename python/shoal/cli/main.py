@@ -11,6 +11,7 @@ from ..errors import CheckpointError
 from ..slurm import add_commands as add_slurm_commands
 from ..trace.format import plural
 from . import datasets
+from . import run as _run
 from .measure import add_commands
 
 #: What `shoal --help` says first (plain text: argparse prints it as it is).
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(sub)  # report, bench, info
     add_slurm_commands(sub)  # lab, submit
     datasets.add_command(sub)
+    _run.add_command(sub)  # run
     args = parser.parse_args(argv)
     try:
         code = args.run(args)

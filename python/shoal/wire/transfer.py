@@ -269,9 +269,11 @@ def _pickle_out_of_band(obj, envelope: _Envelope, by_value: bool) -> bytes:
     return out.getvalue()
 
 
-def _pack_one(obj, call: _Call | None, by_value: bool = False):
+def _pack_one(obj, call: _Call | None, by_value: bool = False, main_by_value: bool = True):
     """``bytes``, or ``(_Envelope, main pickle)`` to seal once the whole
-    call is packed (``call`` made on demand if None)."""
+    call is packed (``call`` made on demand if None). ``main_by_value``
+    False keeps what lives in ``__main__`` by reference (for processes
+    that run the same ``__main__``: the ranks of ``shoal run``)."""
     if not by_value:
         buffers: list = []
         try:
@@ -290,12 +292,12 @@ def _pack_one(obj, call: _Call | None, by_value: bool = False):
                     return envelope, data
                 # Only small buffers: plain bytes are cheaper to send and load.
                 return _pickle_dumps(obj, PROTOCOL)
-            by_value = verdict == 2
+            by_value = verdict == 2 and main_by_value
     call = call or _Call()
     envelope = _Envelope(call)
     try:
         data = _pickle_out_of_band(obj, envelope, by_value)
-        if not by_value and b"__main__" in data:
+        if not by_value and main_by_value and b"__main__" in data:
             raise pickle.PicklingError("refers to __main__: goes by value")
     except PLAIN_PICKLE_FAILS:
         if by_value:
@@ -317,11 +319,12 @@ def _pickle_in_band(obj, by_value: bool) -> bytes:
     return out.getvalue()
 
 
-def pack(obj, by_value: bool = False):
+def pack(obj, by_value: bool = False, main_by_value: bool = True):
     """``obj`` pickled: ``bytes``, or ``(body, attachments)`` when parts of
     it travel in shared memory. ``by_value`` pickles functions and classes
-    by value (cloudpickle)."""
-    packed = _pack_one(obj, None, by_value)
+    by value (cloudpickle); ``main_by_value`` False keeps ``__main__``'s by
+    reference."""
+    packed = _pack_one(obj, None, by_value, main_by_value)
     if type(packed) is bytes:
         return packed
     envelope, data = packed

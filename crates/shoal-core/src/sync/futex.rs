@@ -46,7 +46,7 @@ pub unsafe trait InSharedMemory: Sized {
 /// wake-ups happen: callers re-check in a loop).
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: a futex wait on a live atomic word with a valid timeout; not

@@ -11,7 +11,10 @@ import sys
 import sysconfig
 import time
 
+from .. import __file__ as package_file
+from .. import __version__
 from ..cpus import CpuReport
+from ..pool.pool import Pool
 from ..trace.format import seconds
 
 #: How long the self-check waits for its worker before calling it a failure.
@@ -97,7 +100,6 @@ def gil_status() -> str:
 
 def self_check(timeout: float = SELF_CHECK_TIMEOUT) -> tuple[bool, str]:
     """Starts a one-worker pool and runs two tasks; (passed, what happened)."""
-    from ..pool.pool import Pool
 
     started = time.perf_counter()
     try:
@@ -118,8 +120,6 @@ def self_check(timeout: float = SELF_CHECK_TIMEOUT) -> tuple[bool, str]:
 
 
 def versions() -> list[tuple[str, str]]:
-    from .. import __file__ as package_file
-    from .. import __version__
 
     return [
         ("shoal", f"{__version__} ({os.path.dirname(package_file)})"),

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import sys
+import time
 from collections.abc import Callable
 
+from .. import __version__, _shoal
+from ..cpus import cpu_count
 from ..errors import CheckpointError
 from ..slurm import add_commands as add_slurm_commands
 from ..trace.format import plural
 from . import datasets
+from . import demo as _demo
 from . import run as _run
 from .measure import add_commands
 
@@ -24,9 +29,6 @@ DESCRIPTION = (
 
 
 def _version() -> str:
-    import platform
-
-    from .. import __version__
 
     return f"shoal {__version__} (Python {platform.python_version()})"
 
@@ -42,8 +44,6 @@ def _positive(kind: type) -> Callable[[str], float]:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from ..cpus import cpu_count
-    from . import demo as _demo
 
     workers = args.workers or cpu_count()
     print(f"shoal demo: the workshops' lessons on {plural(workers, 'worker')}", end="")
@@ -68,14 +68,12 @@ def _size(n: float) -> str:
 
 
 def _when(seconds: int | None) -> str:
-    import time
 
     return "-" if seconds is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
 def checkpoint(args: argparse.Namespace) -> int:
     """``shoal checkpoint info FILE`` / ``shoal checkpoint clear FILE [--function NAME]``."""
-    from .. import _shoal
 
     try:
         # A missing or empty file is refused, not made into a store.

@@ -13,6 +13,22 @@ import os
 import sys
 from collections.abc import Callable
 
+from ..cpus import cpu_count, cpu_report
+from ..trace.advice import advise
+from ..trace.format import percent, plural, seconds
+from ..trace.report import report
+from ..trace.trace import Trace, TraceFormatError
+from .bench import (
+    amdahl_fit,
+    default_workers,
+    load_function,
+    measure,
+    parse_target,
+    parse_workers,
+    plot_svg,
+)
+from .info import cpu_limits, cpu_reason, gil_status, self_check, shared_memory, versions
+
 OK, FAILED, USAGE = 0, 1, 2
 
 
@@ -58,10 +74,6 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from ..trace.advice import advise
-    from ..trace.format import percent, plural, seconds
-    from ..trace.report import report
-    from ..trace.trace import Trace, TraceFormatError
 
     output = args.output or os.path.splitext(args.trace)[0] + ".html"
     if os.path.abspath(output) == os.path.abspath(args.trace):
@@ -123,7 +135,6 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _worker_counts(text: str) -> list[int]:
-    from .bench import parse_workers
 
     try:
         return parse_workers(text)
@@ -138,8 +149,6 @@ def _positive_int(text: str) -> int:
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    from ..cpus import cpu_count
-    from .bench import amdahl_fit, default_workers, measure, plot_svg
 
     fn, inputs = _bench_inputs(args.target, args.inputs)
     cores = cpu_count()
@@ -191,7 +200,6 @@ def bench_command(args: argparse.Namespace) -> int:
 
 def _bench_inputs(target: str, expression: str) -> tuple[Callable, list]:
     """The function named by ``target`` and its inputs, or a CommandError."""
-    from .bench import load_function, parse_target
 
     try:
         module, name = parse_target(target)
@@ -231,8 +239,6 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def info_command(args: argparse.Namespace) -> int:
-    from ..cpus import cpu_report
-    from .info import cpu_limits, cpu_reason, gil_status, self_check, shared_memory, versions
 
     def line(name: str, value: str) -> None:
         print(f"{name:<16}{value}", flush=True)

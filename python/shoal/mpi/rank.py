@@ -7,12 +7,18 @@ exit barrier), so the ranks waiting for it learn that it is gone."""
 from __future__ import annotations
 
 import os
+import runpy
 import sys
+import traceback
+
+from .. import _shoal
+from ..cpus import cpu_count
+from ..wire.serialize import dumps_exception, loads
+from ..wire.transfer import pack, unpack
+from . import payload, runtime
 
 
 def _attach():
-    from .. import _shoal
-    from . import runtime
 
     try:
         rank = int(os.environ.pop("SHOAL_MPI_RANK"))
@@ -39,7 +45,6 @@ def _bind(rank: int, size: int) -> None:
     turn. ``SHOAL_MPI_BIND=0`` leaves placement to the kernel."""
     if os.environ.get("SHOAL_MPI_BIND", "1") == "0":
         return
-    from ..cpus import cpu_count
 
     cores = sorted(os.sched_getaffinity(0))
     if size > min(len(cores), cpu_count()):
@@ -61,7 +66,6 @@ def _exit_now(code: int) -> None:
 
 
 def _print_exception(exc: BaseException, path: str | None) -> None:
-    import traceback
 
     tb = exc.__traceback__
     if path is not None:  # from the program's own frames on, as python prog.py shows it
@@ -73,9 +77,6 @@ def _print_exception(exc: BaseException, path: str | None) -> None:
 
 
 def _run_program(path: str, argv: list[str]) -> int:
-    import runpy
-
-    from . import payload, runtime
 
     payload.main_by_value = False  # every rank runs this same __main__
     runtime.endpoint().main_by_value = False
@@ -98,9 +99,6 @@ def _run_program(path: str, argv: list[str]) -> int:
 
 
 def _run_function(control, fn, args, kwargs, path: list[str]) -> int:
-    from ..wire.serialize import dumps_exception
-    from ..wire.transfer import pack
-    from . import runtime
 
     sys.path[:] = path
     try:
@@ -119,8 +117,6 @@ def _run_function(control, fn, args, kwargs, path: list[str]) -> int:
 
 
 def main() -> int:
-    from ..wire.serialize import loads
-    from ..wire.transfer import unpack
 
     control = _attach()
     body, fds = control.get(None)

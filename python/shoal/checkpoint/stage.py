@@ -58,6 +58,32 @@ class _Stage:
         # This call's rows: a commit that loses them fails this call alone.
         self.writer = self.store.new_writer()
         self.star = star
+        # Rows answered in the result thread's current batch: handed to the
+        # store together when the batch is done (one call, not one per row).
+        self._keys: list[bytes] = []
+        self._values: list[bytes] = []
+        self._tasks: list[int] = []
+        self._error: BaseException | None = None
+
+    def keep(self, call, key: bytes, value: bytes, tasks: int) -> None:
+        """Stores a row with the result thread's next ``write_rows``."""
+        if not self._keys:
+            call.pipeline.dirty.append(self)
+        self._keys.append(key)
+        self._values.append(value)
+        self._tasks.append(tasks)
+
+    def write_rows(self) -> None:
+        """Hands the rows kept so far to the store (which commits them
+        within a quarter second); the error, for ``finish``, if it can't."""
+        keys, values, tasks = self._keys, self._values, self._tasks
+        if not keys:
+            return
+        self._keys, self._values, self._tasks = [], [], []
+        try:
+            self.store.put_many(self.function, b"".join(keys), values, tasks, self.writer)
+        except Exception as exc:  # noqa: BLE001 - the call's result reports it
+            self._error = self._error or exc
 
     def load(self, data: bytes):
         """A stored result, unpickled."""
@@ -73,11 +99,13 @@ class _Stage:
 
     def finish(self) -> BaseException | None:
         """Commits what is buffered; the error if this call's rows were lost."""
+        if self._keys:
+            self.write_rows()
         try:
             self.store.flush(self.writer)
         except Exception as exc:  # noqa: BLE001 - the call's result reports it
-            return exc
-        return None
+            return self._error or exc
+        return self._error
 
 
 class ChunkStage(_Stage):
@@ -107,7 +135,7 @@ class ChunkStage(_Stage):
         # Plain chunks leave as the pickles their keys were hashed from;
         # others are packed as without a checkpoint (arrays in shared memory).
         payloads = [keyed[i] for i in missing] if sendable else None
-        call.send(send, positions, sizes, payloads, detail=[keys_at(keys, [i]) for i in missing])
+        call.send(send, positions, sizes, payloads, detail=(keys, missing))
         return len(send)
 
     def answer(self, call, sent, k: int, c) -> None:
@@ -119,7 +147,9 @@ class ChunkStage(_Stage):
             # What is stored is what loads: the answer as it came when it is
             # one pickle, else the values pickled again.
             data = payload if type(payload) is bytes and call.pickled else dumps(values)
-            self.store.put_many(self.function, sent.detail[k], [data], [len(values)], self.writer)
+            keys, missing = sent.detail
+            i = missing[k] * KEY_LEN
+            self.keep(call, keys[i : i + KEY_LEN], data, len(values))
         call.collector.put(sent.positions[k], sent.sizes[k], ok, values)
 
 
@@ -174,19 +204,17 @@ class ItemStage(_Stage):
             return
         if Failed not in map(type, outputs):
             values = list(map(loads, outputs))  # before storing: what is stored loads
-            self.store.put_many(self.function, keys, outputs, None, self.writer)
+            for i, output in enumerate(outputs):
+                self.keep(call, keys[i * KEY_LEN : (i + 1) * KEY_LEN], output, 1)
             _put_values(call.collector, where, values)
             return
-        values, stored_keys, stored = [], [], []
+        values = []
         for i, output in enumerate(outputs):
             if type(output) is bytes:
                 values.append((True, loads(output)))
-                stored_keys.append(keys[i * KEY_LEN : (i + 1) * KEY_LEN])
-                stored.append(output)
+                self.keep(call, keys[i * KEY_LEN : (i + 1) * KEY_LEN], output, 1)
             else:
                 values.append((False, remote_exception(output.payload)))
-        if stored:
-            self.store.put_many(self.function, b"".join(stored_keys), stored, None, self.writer)
         for p, (ok, value) in zip(where, values, strict=True):
             call.collector.put(p, 1, ok, [value] if ok else value)
 

@@ -64,9 +64,12 @@ class Pipeline:
         self._feeders: list[threading.Thread] = []
         self._iterators: weakref.WeakSet = weakref.WeakSet()
         self._broken: list[BaseException] = []
+        #: Checkpoint stages with rows kept in the result thread's current
+        #: batch, which it hands to their store when the batch is done.
+        self.dirty: list = []
         self.thread = threading.Thread(
             target=_take_results,
-            args=(workers, self._pending, recorder, self._broken),
+            args=(workers, self._pending, recorder, self._broken, self.dirty),
             name="shoal-results",
             daemon=True,
         )
@@ -319,7 +322,7 @@ class Pipeline:
             it.stop()
 
 
-def _take_results(workers, pending: dict, recorder, broken: list) -> None:
+def _take_results(workers, pending: dict, recorder, broken: list, dirty: list) -> None:
     """The result thread: takes completions from the workers and hands each
     to the call that sent its task. Holds no reference to the pool, so an
     abandoned pool can be collected. Nothing a call does ends it (a call's
@@ -342,6 +345,9 @@ def _take_results(workers, pending: dict, recorder, broken: list) -> None:
                 sent = pop(c.task_id, None)
                 if sent is not None:
                     sent.complete(c)
+            for stage in dirty:
+                stage.write_rows()
+            dirty.clear()
             # Drop references while blocked, so finished results (and the
             # task arguments they hold) can be freed.
             batch = done = c = sent = None

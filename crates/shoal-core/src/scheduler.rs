@@ -47,6 +47,12 @@ pub(crate) enum Event {
     ReleaseFn(u64),
     /// Tasks to cancel; `true` also stops those already at a worker.
     Cancel(Vec<u64>, bool),
+    /// Tasks to cancel if no worker holds them yet; the reply lists those
+    /// cancelled.
+    Withdraw(Vec<u64>, Sender<Vec<u64>>),
+    /// The reply lists which of these tasks a worker holds (running, or
+    /// queued at it).
+    Held(Vec<u64>, Sender<Vec<u64>>),
     /// Finish every task, then stop the workers and the scheduler.
     Close,
     /// Kill the workers now; unfinished tasks end as cancelled.
@@ -262,6 +268,23 @@ impl Scheduler {
                 self.maybe_forget(id);
             }
             Event::Cancel(ids, stop_running) => self.cancel(ids, stop_running),
+            Event::Withdraw(ids, reply) => {
+                let withdrawn: Vec<u64> = ids
+                    .into_iter()
+                    .filter(|id| self.tasks.get(id).is_some_and(|t| t.worker.is_none()))
+                    .collect();
+                for &id in &withdrawn {
+                    self.finish(id, Outcome::Cancelled);
+                }
+                let _ = reply.send(withdrawn);
+            }
+            Event::Held(ids, reply) => {
+                let held = ids
+                    .into_iter()
+                    .filter(|id| self.tasks.get(id).is_some_and(|t| t.worker.is_some()))
+                    .collect();
+                let _ = reply.send(held);
+            }
             Event::Close => {
                 if self.phase == Phase::Running {
                     self.phase = Phase::Closing;

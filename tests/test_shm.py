@@ -89,6 +89,40 @@ def test_an_array_in_many_payloads_of_a_call_is_copied_once_and_read_only():
     assert sh.segment_of(got[0])[1] == _shoal.ACCESS_READ_ONLY
 
 
+def test_a_copy_cache_copies_an_array_once_for_several_packs_while_it_lives():
+    """``CopyCache``: the batches of one joblib call share their copies."""
+    import gc
+
+    cache = _transfer.CopyCache()
+    a = np.arange(BIG, dtype=np.float64)
+    packed = [_transfer.pack(([a, i], {}), False, cache) for i in range(3)]
+    assert len({id(p[1][0]) for p in packed}) == 1, "one segment for the three"
+    got = [unpack_here(p)[0][0] for p in packed]
+    assert all(not g.flags.writeable for g in got), "shared copies arrive read-only"
+    np.testing.assert_array_equal(got[2], a)
+    assert cache.count() == 1
+    # The array dies: its copy goes, and a new array (perhaps at the same
+    # address) is copied afresh.
+    del a, got, packed
+    gc.collect()
+    assert cache.count() == 0
+    b = np.full(BIG, 7.0)
+    np.testing.assert_array_equal(unpack_here(_transfer.pack(b, False, cache)), b)
+    cache.clear()
+    assert cache.count() == 0
+
+
+def test_a_copy_cache_does_not_keep_what_it_copied_alive():
+    import weakref
+
+    cache = _transfer.CopyCache()
+    a = np.arange(BIG, dtype=np.float64)
+    alive = weakref.ref(a)
+    _transfer.pack(a, False, cache)
+    del a
+    assert alive() is None
+
+
 def test_buffers_just_below_the_threshold_stay_in_band():
     below = np.zeros(THRESHOLD - 1, dtype=np.uint8)
     at = np.zeros(THRESHOLD, dtype=np.uint8)

@@ -5,9 +5,11 @@ methods check their arguments and hand the call to the pool's pipeline
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
-import sys
+import signal
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
@@ -27,7 +29,6 @@ from .options import (
     check_progress,
     check_workers,
 )
-from .output import parent_log_level
 from .pipeline import Pipeline
 from .results import AsyncResult, IMapIterator, MapResult
 from .workers import ProcessWorkers
@@ -53,6 +54,24 @@ class WorkerProcess:
         except PermissionError:
             return True
         return True
+
+    def terminate(self) -> None:
+        """SIGTERM, as ``Process.terminate``: the pool replaces the worker
+        (the task it ran fails with ``WorkerLostError``)."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Waits until the process has ended (the pool reaps it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.01)
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.name} pid={self.pid}>"
@@ -120,10 +139,11 @@ class Pool:
             raise ValueError(
                 f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}"
             )
-        setup = (list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level())
         # The trace's clock starts before the workers do.
         recorder = TraceRecorder("process", processes) if trace else None
-        workers = ProcessWorkers.start(processes, setup, maxtasksperchild, max_memory, trace)
+        workers = ProcessWorkers.start(
+            processes, initializer, initargs, maxtasksperchild, max_memory, trace
+        )
         self._start(
             workers,
             processes,

@@ -11,6 +11,7 @@ import time
 from .. import _shoal
 from ..cpus import cpu_count
 from ..wire.transfer import dumps_function, pack, pack_batches, pack_many, payload_nbytes
+from .output import parent_log_level
 
 #: Thread-count variables of numeric libraries, capped per worker so N
 #: workers do not each start a thread per core.
@@ -61,6 +62,8 @@ class EngineWorkers:
     def __init__(self, engine: _shoal.Engine) -> None:
         self.engine = engine
         self.cancel = engine.cancel
+        self.withdraw = engine.withdraw
+        self.held = engine.held
         self.wait_completions = engine.wait_completions
         self.worker_pids = engine.worker_pids
         self.records = engine.workers
@@ -84,13 +87,17 @@ class ProcessWorkers(EngineWorkers):
     def start(
         cls,
         processes: int,
-        setup: tuple,
+        initializer,
+        initargs: tuple,
         maxtasksperchild: int | None,
         max_memory: int | None,
         trace: bool,
     ) -> ProcessWorkers:
-        """Starts ``processes`` workers; ``setup`` is what each one's Init
-        frame carries (see ``worker.process.ProcessSide.initialise``)."""
+        """Starts ``processes`` workers, each running ``initializer(*initargs)``
+        first."""
+        # What each worker's Init frame carries (see
+        # ``worker.process.ProcessSide.initialise``).
+        setup = (list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level())
         args, env = worker_command()
         engine = _shoal.Engine(
             processes,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 # The C accelerator that `pickle` re-exports (see `_serialize`).
 import _pickle as pickle
+import functools
 import io
 import os
 import sys
@@ -58,18 +59,23 @@ _OWNED = _shoal.ACCESS_OWNED
 class _Copy:
     """A buffer to copy into a new segment once the whole call is pickled:
     by then it is known how many payloads use it. One user gets it
-    writable (``OWNED``); several get it sealed and read-only."""
+    writable (``OWNED``); several get it sealed and read-only, as does
+    every user of a copy kept for later calls (``shared``)."""
 
-    __slots__ = ("buffer", "users", "fd")
+    __slots__ = ("buffer", "users", "fd", "shared", "__weakref__")
 
-    def __init__(self, buffer) -> None:
+    def __init__(self, buffer, shared: bool = False) -> None:
         self.buffer = buffer  # keeps its address its own until copied
         self.users = 0
         self.fd = None
+        self.shared = shared
+
+    def read_only(self) -> bool:
+        return self.shared or self.users > 1
 
     def materialize(self):
         if self.fd is None:
-            self.fd = _shoal.copy_to_segment(self.buffer, self.users > 1)
+            self.fd = _shoal.copy_to_segment(self.buffer, self.read_only())
             self.buffer = None
         return self.fd
 
@@ -89,6 +95,65 @@ class _Call:
         if copy is None:
             copy = self._copies[key] = _Copy(buffer)
         return copy
+
+
+class CopyCache(_Call):
+    """Copies kept across calls, for a series of them that belong together
+    (the batches of one joblib ``Parallel`` call): a large buffer given to
+    several is copied to shared memory once, and every receiver maps that
+    copy read-only. A copy is reused only while the object that owns the
+    buffer (a numpy array) is alive -- its memory can't then be another
+    object's -- and dropped when it dies. What is written into the object
+    after its first copy is not seen by later calls: pass an array that
+    changes again (as joblib's memmapping does)."""
+
+    __slots__ = ("_owners", "_ref", "__weakref__")
+
+    def __init__(self) -> None:
+        import weakref  # here: a worker never makes one, and need not import it
+
+        super().__init__()
+        self._ref = weakref.ref
+        self._owners: dict = {}  # key -> weakref to the owner of the copied buffer
+
+    def copy_of(self, buffer, address: int, nbytes: int) -> _Copy:
+        key = (address, nbytes)
+        copy, ref = self._copies.get(key), self._owners.get(key)
+        owner = _owner(buffer)
+        if copy is not None and ref is not None and ref() is owner is not None:
+            return copy
+        copy = _Copy(buffer, shared=True)
+        try:
+            ref = self._ref(owner, functools.partial(_forget, self._ref(self), key))
+        except TypeError:  # an owner that can't be followed (bytes): not kept
+            return copy
+        self._copies[key], self._owners[key] = copy, ref
+        return copy
+
+    def clear(self) -> None:
+        """Drops every copy (those still on their way stay alive until sent)."""
+        self._copies.clear()
+        self._owners.clear()
+
+    def count(self) -> int:
+        """How many copies are kept."""
+        return len(self._copies)
+
+
+def _owner(buffer):
+    """The object whose memory ``buffer`` (a ``PickleBuffer``) shows."""
+    try:
+        return buffer.raw().obj
+    except (AttributeError, BufferError, ValueError):
+        return None
+
+
+def _forget(cache_ref, key, dead_ref) -> None:
+    """A cached copy's owner died: its memory may go to another object."""
+    cache = cache_ref()
+    if cache is not None and cache._owners.get(key) is dead_ref:
+        del cache._owners[key]
+        cache._copies.pop(key, None)
 
 
 class _Envelope:
@@ -136,7 +201,7 @@ class _Envelope:
         attachments, accesses = self.attachments, self.accesses
         for i, item in enumerate(attachments):
             if type(item) is _Copy:
-                accesses[i] = _READ_ONLY if item.users > 1 else _OWNED
+                accesses[i] = _READ_ONLY if item.read_only() else _OWNED
                 attachments[i] = item.materialize()
         header = _pickle_dumps((accesses, self.entries), PROTOCOL)
         return header + main, attachments
@@ -317,11 +382,12 @@ def _pickle_in_band(obj, by_value: bool) -> bytes:
     return out.getvalue()
 
 
-def pack(obj, by_value: bool = False):
+def pack(obj, by_value: bool = False, cache: CopyCache | None = None):
     """``obj`` pickled: ``bytes``, or ``(body, attachments)`` when parts of
     it travel in shared memory. ``by_value`` pickles functions and classes
-    by value (cloudpickle)."""
-    packed = _pack_one(obj, None, by_value)
+    by value (cloudpickle); ``cache`` reuses copies made for earlier packs
+    (see ``CopyCache``)."""
+    packed = _pack_one(obj, cache, by_value)
     if type(packed) is bytes:
         return packed
     envelope, data = packed

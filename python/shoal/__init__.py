@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Pool": "pool.pool",
     "ThreadPool": "pool.threadpool",
+    "ProcessPoolExecutor": "pool.executor",
+    "ThreadPoolExecutor": "pool.executor",
     "worker_id": "worker.identity",
     "num_workers": "worker.identity",
     "parallel_for": "parallel.loops",
@@ -65,12 +67,14 @@ __all__ = [
     "MapResult",
     "Pool",
     "Process",
+    "ProcessPoolExecutor",
     "Queue",
     "RemoteTraceback",
     "SerializationError",
     "ShoalError",
     "TaskTimeoutError",
     "ThreadPool",
+    "ThreadPoolExecutor",
     "TimeoutError",
     "Trace",
     "TraceFormatError",
@@ -124,6 +128,7 @@ if TYPE_CHECKING:
     from .parallel.auto import BackendChoice, last_choice
     from .parallel.auto import map as map  # noqa: A004 - re-exported, not in __all__
     from .parallel.loops import LoopResult, parallel_for, parallel_reduce
+    from .pool.executor import ProcessPoolExecutor, ThreadPoolExecutor
     from .pool.outcome import RemoteTraceback
     from .pool.pool import Pool
     from .pool.results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004

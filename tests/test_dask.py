@@ -61,9 +61,7 @@ def test_delayed(executor):
     while len(layer) > 1:
         layer = [add(layer[i], layer[i + 1]) for i in range(0, len(layer), 2)]
     total = layer[0]
-    assert total.compute(scheduler=executor) == total.compute(scheduler="sync") == sum(
-        range(1, 65)
-    )
+    assert total.compute(scheduler=executor) == total.compute(scheduler="sync") == sum(range(1, 65))
 
 
 def test_bag(executor):
@@ -72,9 +70,7 @@ def test_bag(executor):
     assert result.compute(scheduler=executor) == result.compute(scheduler="sync")
     words = db.from_sequence(["a b", "b c", "c a b"] * 20, npartitions=4)
     counts = words.map(str.split).flatten().frequencies()
-    assert sorted(counts.compute(scheduler=executor)) == sorted(
-        counts.compute(scheduler="sync")
-    )
+    assert sorted(counts.compute(scheduler=executor)) == sorted(counts.compute(scheduler="sync"))
 
 
 def test_dask_config_set_scheduler(executor):

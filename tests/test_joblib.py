@@ -186,6 +186,16 @@ def test_an_array_given_to_many_tasks_is_copied_once_and_read_only(shoal_backend
     assert {s["sum"] for s in seen} == {float(a.sum())}
     assert not any(s["writeable"] for s in seen), "read-only, as joblib's memmaps"
     assert len({s["segment"] for s in seen}) == 1, "one copy for the whole call"
+    # The next call of the same Parallel reuses the copy while the array is
+    # unchanged, and sees a change.
+    par = Parallel(n_jobs=2, batch_size=2)
+    first = par(delayed(sh.describe)(a) for _ in range(4))
+    second = par(delayed(sh.describe)(a) for _ in range(4))
+    assert {s["segment"] for s in first} == {s["segment"] for s in second}
+    a[0] = 1e9
+    changed = par(delayed(sh.describe)(a) for _ in range(4))
+    assert {s["sum"] for s in changed} == {float(a.sum())}
+    a[0] = 0.0
     # A writable memmap mode gives each batch a writable copy of its own.
     writable = Parallel(n_jobs=2, batch_size=2, mmap_mode="c")(
         delayed(sh.try_write)(a) for _ in range(4)

@@ -112,6 +112,28 @@ def test_a_copy_cache_copies_an_array_once_for_several_packs_while_it_lives():
     assert cache.count() == 0
 
 
+def test_a_copy_cache_reuses_a_copy_in_a_later_call_only_if_the_array_is_unchanged():
+    cache = _transfer.CopyCache()
+    a = np.arange(BIG, dtype=np.float64)
+    first = _transfer.pack(a, False, cache)
+    cache.end_call()
+    again = _transfer.pack(a, False, cache)
+    assert again[1][0] is first[1][0], "unchanged: the same segment"
+    cache.end_call()
+    a[7] = -1.0  # changed after the call that copied it
+    changed = _transfer.pack(a, False, cache)
+    assert changed[1][0] is not first[1][0]
+    assert unpack_here(changed)[7] == -1.0
+    assert unpack_here(first)[7] == 7.0, "a sealed copy never changes"
+    # Within a call, a copy is reused without looking (as joblib's memmaps).
+    a[8] = -2.0
+    assert _transfer.pack(a, False, cache)[1][0] is changed[1][0]
+    # A call that does not use a copy drops it.
+    cache.end_call()
+    cache.end_call()
+    assert cache.count() == 0
+
+
 def test_a_copy_cache_does_not_keep_what_it_copied_alive():
     import weakref
 

@@ -13,10 +13,15 @@ joblib's import; ``register()`` does it by hand). Options of
   are) while ``n_jobs`` and the options stay the same.
 - A large array (128 KiB or more) given to several tasks of one call is
   copied to shared memory once and mapped read-only by the workers, as
-  joblib's default ``mmap_mode="r"`` memmaps are, with no temporary files.
-  ``max_nbytes=None`` or a writable ``mmap_mode`` (``"r+"``, ``"w+"``,
-  ``"c"``) give each batch its own writable copy instead; ``temp_folder`` is
-  not used.
+  joblib's default ``mmap_mode="r"`` memmaps are, with no temporary files;
+  as with joblib, what is written into the array during the call is not
+  seen by its later tasks. The next call of the same ``Parallel`` object
+  (or ``parallel_config`` block) reuses the copy if the array still holds
+  the same bytes (compared at memory speed), so a loop of calls over one
+  array copies it once; copies go with their array, or after a call that
+  did not use them. ``max_nbytes=None`` or a writable ``mmap_mode``
+  (``"r+"``, ``"w+"``, ``"c"``) give each batch its own writable copy
+  instead; ``temp_folder`` is not used.
 - ``n_jobs=-1`` is :func:`shoal.cpu_count`; ``batch_size="auto"`` grows
   batches until each runs about 50 ms (shoal's hand-over is cheap, so
   batches need not be as long as loky's 200 ms); ``return_as="generator"``,
@@ -111,7 +116,8 @@ class ShoalBackend(AutoBatchingMixin, ParallelBackendBase):
         super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
         self._options = options  # shoal's executor options
         self._workers: ProcessPoolExecutor | None = None
-        self._copies: CopyCache | None = None
+        self._cache = CopyCache()  # this backend's calls' shared copies
+        self._copies: CopyCache | None = None  # the current call's, if shared
         self._outstanding: set = set()
 
     def effective_n_jobs(self, n_jobs):
@@ -134,7 +140,7 @@ class ShoalBackend(AutoBatchingMixin, ParallelBackendBase):
             backend_kwargs.get("max_nbytes", 1) is not None
             and backend_kwargs.get("mmap_mode", "r") in _READ_ONLY_MODES
         )
-        self._copies = CopyCache() if share else None
+        self._copies = self._cache if share else None
         return n_jobs
 
     def submit(self, func, callback=None):
@@ -159,10 +165,10 @@ class ShoalBackend(AutoBatchingMixin, ParallelBackendBase):
         self._outstanding = set()
 
     def terminate(self):
-        """The end of a ``Parallel`` call: the workers stay for the next one;
-        the shared copies of its arrays go."""
-        if self._copies is not None:
-            self._copies.clear()
+        """The end of a ``Parallel`` call: the workers stay for the next one,
+        and so do the shared copies of the arrays it used (the next call
+        checks that an array is unchanged before it reuses its copy)."""
+        self._cache.end_call()
         self._outstanding = set()
         self.reset_batch_stats()
 

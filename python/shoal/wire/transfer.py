@@ -98,16 +98,21 @@ class _Call:
 
 
 class CopyCache(_Call):
-    """Copies kept across calls, for a series of them that belong together
-    (the batches of one joblib ``Parallel`` call): a large buffer given to
-    several is copied to shared memory once, and every receiver maps that
-    copy read-only. A copy is reused only while the object that owns the
-    buffer (a numpy array) is alive -- its memory can't then be another
-    object's -- and dropped when it dies. What is written into the object
-    after its first copy is not seen by later calls: pass an array that
-    changes again (as joblib's memmapping does)."""
+    """Copies kept across calls that belong together (the batches of a
+    joblib ``Parallel`` call, and the calls after it): a large buffer given
+    to several is copied to shared memory once, and every receiver maps
+    that copy read-only.
 
-    __slots__ = ("_owners", "_ref", "__weakref__")
+    Within a call (until ``end_call``) a copy is reused while the object
+    that owns the buffer (a numpy array) is alive -- its memory can't then
+    be another object's -- as joblib reuses its memmaps: what is written
+    into the array after its first copy is not seen by later tasks of the
+    call. A later call reuses the copy only if the array still holds the
+    same bytes (compared in place, at memory speed), else copies it again.
+    ``end_call`` drops the copies the call did not use; a copy also goes
+    when its array dies."""
+
+    __slots__ = ("_owners", "_used", "_views", "_ref", "__weakref__")
 
     def __init__(self) -> None:
         import weakref  # here: a worker never makes one, and need not import it
@@ -115,29 +120,60 @@ class CopyCache(_Call):
         super().__init__()
         self._ref = weakref.ref
         self._owners: dict = {}  # key -> weakref to the owner of the copied buffer
+        self._used: set = set()  # keys used since the last end_call
+        self._views: dict = {}  # key -> the copy, mapped here to compare with
 
     def copy_of(self, buffer, address: int, nbytes: int) -> _Copy:
         key = (address, nbytes)
         copy, ref = self._copies.get(key), self._owners.get(key)
         owner = _owner(buffer)
         if copy is not None and ref is not None and ref() is owner is not None:
-            return copy
+            if key in self._used or self._unchanged(key, copy, buffer):
+                self._used.add(key)
+                return copy
         copy = _Copy(buffer, shared=True)
         try:
             ref = self._ref(owner, functools.partial(_forget, self._ref(self), key))
         except TypeError:  # an owner that can't be followed (bytes): not kept
             return copy
+        self._drop(key)
         self._copies[key], self._owners[key] = copy, ref
+        self._used.add(key)
         return copy
+
+    def _unchanged(self, key, copy: _Copy, buffer) -> bool:
+        """Whether ``buffer`` still holds what ``copy`` (made by an earlier
+        call) holds."""
+        if copy.fd is None:
+            return False
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = _Segment.map(copy.fd, _READ_ONLY)
+        return _shoal.same_bytes(buffer.raw(), view)
+
+    def end_call(self) -> None:
+        """A call is over: the copies it did not use go; those it used stay
+        for the next call, which checks them before it reuses them."""
+        for key in [k for k in self._copies if k not in self._used]:
+            self._drop(key)
+        self._used.clear()
 
     def clear(self) -> None:
         """Drops every copy (those still on their way stay alive until sent)."""
         self._copies.clear()
         self._owners.clear()
+        self._views.clear()
+        self._used.clear()
 
     def count(self) -> int:
         """How many copies are kept."""
         return len(self._copies)
+
+    def _drop(self, key) -> None:
+        self._copies.pop(key, None)
+        self._owners.pop(key, None)
+        self._views.pop(key, None)
+        self._used.discard(key)
 
 
 def _owner(buffer):
@@ -152,8 +188,7 @@ def _forget(cache_ref, key, dead_ref) -> None:
     """A cached copy's owner died: its memory may go to another object."""
     cache = cache_ref()
     if cache is not None and cache._owners.get(key) is dead_ref:
-        del cache._owners[key]
-        cache._copies.pop(key, None)
+        cache._drop(key)
 
 
 class _Envelope:

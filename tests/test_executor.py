@@ -555,6 +555,28 @@ def test_shutdown_without_wait_at_exit_finishes_the_work(kind):
     assert done.stdout.strip().endswith("apple")
 
 
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_a_forked_child_does_not_wait_for_its_parent_s_workers(kind):
+    done = run_python(
+        f"""
+        import os, shoal
+        if __name__ == "__main__":
+            ex = shoal.{EXECUTORS[kind].__name__}(2)
+            assert ex.submit(abs, -1).result() == 1
+            pid = os.fork()
+            if pid == 0:
+                print("child done", flush=True)  # then exits normally, atexit and all
+            else:
+                _, status = os.waitpid(pid, 0)
+                print("child exit", os.waitstatus_to_exitcode(status))
+                ex.shutdown()
+        """,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "child done" in done.stdout and "child exit 0" in done.stdout
+
+
 def test_hang_issue12364(executor):
     fs = [executor.submit(time.sleep, 0.05) for _ in range(20)]
     executor.shutdown()

@@ -28,6 +28,7 @@ import concurrent.futures.thread
 import itertools
 import logging
 import multiprocessing
+import os
 import threading
 import time
 import weakref
@@ -82,6 +83,16 @@ def _python_exit() -> None:
 # The hook the standard executors use: it runs when the main thread ends,
 # before non-daemon threads are joined, so work they submit is refused.
 threading._register_atexit(_python_exit)
+
+
+def _forget_in_child() -> None:
+    """A forked child does not own its parent's workers (nor their threads):
+    it must not wait for them at its exit."""
+    _live_pipelines.clear()
+    _live_workers.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _finish(pipeline: Pipeline, workers, wait: bool) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures as cf
 import contextlib
 import gc
+import itertools
 import logging
 import multiprocessing
 import os
@@ -219,7 +220,7 @@ def test_map(executor):
     )
 
 
-def test_map_of_a_generator_is_read_lazily_and_in_order(executor):
+def test_map_reads_its_input_at_once_as_the_standard_map(executor):
     read = []
 
     def items():
@@ -227,11 +228,44 @@ def test_map_of_a_generator_is_read_lazily_and_in_order(executor):
             read.append(i)
             yield i
 
-    assert list(executor.map(abs, items(), chunksize=4)) == list(range(50))
-    assert read == list(range(50))
-    squares = executor.map(h.square, iter(range(10**9)), buffersize=16)  # endless
+    results = executor.map(abs, items(), chunksize=4)
+    assert read == list(range(50)), "read at the call"
+    assert list(results) == list(range(50))
+
+
+def test_map_with_buffersize_reads_as_results_are_consumed(executor):
+    read = []
+
+    def items():
+        for i in itertools.count():
+            read.append(i)
+            yield i
+
+    squares = executor.map(h.square, items(), buffersize=16)  # endless
     assert [next(squares) for _ in range(100)] == [i * i for i in range(100)]
+    assert len(read) < 100 + 64, "bounded read-ahead"
     squares.close()
+    # Shutdown runs what was read, and reads no more: an endless input
+    # never holds it up.
+    executor.map(h.square, itertools.count(), buffersize=8)
+    started = time.monotonic()
+    executor.shutdown(wait=True)
+    assert time.monotonic() - started < 20
+
+
+def test_an_endless_lazy_map_does_not_hold_up_the_interpreter_s_exit():
+    done = run_python(
+        """
+        import itertools, shoal
+        if __name__ == "__main__":
+            ex = shoal.ProcessPoolExecutor(2)
+            squares = ex.map(abs, itertools.count(), buffersize=8)
+            print(next(squares), next(squares), flush=True)
+        """,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "1"]
 
 
 def test_map_chunksize(process_executor):

@@ -195,6 +195,12 @@ class _MapResults(IMapIterator):
         if read_ahead is not None:
             self._read_ahead = read_ahead
 
+    def unbound(self) -> None:
+        """Shutdown: a map with ``buffersize`` reads no more of its input
+        (as Python 3.14's ``map``: what was not submitted never runs), so an
+        endless input never holds up shutdown or the interpreter's exit."""
+        self.close_input()
+
     def put(self, position: int, n: int, ok: bool, value: Any) -> None:
         if not ok:
             value = self._faults.translate(value)
@@ -356,10 +362,10 @@ class _Executor:
         lazily, results in input order. ``timeout`` (seconds) counts from
         this call: a result not ready by then raises ``TimeoutError``.
         ``chunksize`` items go to a worker at once (``None``: sized from
-        measured run times). The input is read as results are consumed, at
-        most ``buffersize`` items ahead (default about 8,000); ``shutdown``
-        reads the rest, so every item runs even if the results are never
-        looked at."""
+        measured run times). As the standard ``map``, the input is read now;
+        with ``buffersize`` (Python 3.14's), it is read as results are
+        consumed, at most that many items ahead, so an endless input works,
+        and what was not read when the executor shuts down never runs."""
         deadline = None if timeout is None else time.monotonic() + timeout
         check_callable(fn)
         check_chunksize(chunksize)
@@ -370,9 +376,7 @@ class _Executor:
         if not iterables:
             raise TypeError("map() needs at least one iterable")
         star = len(iterables) > 1
-        # An input of known length is sent at once, as the standard map
-        # does; any other is read as results are consumed.
-        eager = buffersize is None and all(hasattr(i, "__len__") for i in iterables)
+        eager = buffersize is None
         source = zip(*iterables, strict=False) if star else iterables[0]
         with self._shutdown_lock:
             pipeline = self._running()

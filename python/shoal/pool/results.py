@@ -155,6 +155,7 @@ class IMapIterator:
         self._ended = False
         self._error: BaseException | None = None  # raised once at the end
         self._stopped = False
+        self._input_closed = False  # read no more input; deliver what was read
 
     # --- the feeder's side
     def wait_for_room(self, chunk: int, most: int) -> int:
@@ -163,7 +164,7 @@ class IMapIterator:
         be read now (0: read no more)."""
         with self._cond:
             while True:
-                if self._stopped or self._ended:
+                if self._stopped or self._ended or self._input_closed:
                     return 0
                 room = min(
                     (self._read_ahead - self._ahead) // chunk,
@@ -194,6 +195,13 @@ class IMapIterator:
         """No read-ahead bound any more (``close()``: all input is read)."""
         with self._cond:
             self._read_ahead = self._read_ahead_chunks = sys.maxsize
+            self._cond.notify_all()
+
+    def close_input(self) -> None:
+        """Read no more of the input; the results of what was read still
+        come (an executor's ``map`` with ``buffersize``, at shutdown)."""
+        with self._cond:
+            self._input_closed = True
             self._cond.notify_all()
 
     def stop(self) -> None:

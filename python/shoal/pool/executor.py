@@ -111,7 +111,7 @@ def _finish(pipeline: Pipeline, workers, wait: bool) -> None:
 def _finish_in_background(pipeline: Pipeline, workers) -> None:
     """``_finish`` without waiting, from a thread of its own if inputs are
     still being read (a feeder may wait for room, and nobody must wait for it)."""
-    if any(t.is_alive() for t in pipeline._feeders):
+    if pipeline.reading():
         threading.Thread(
             target=_finish, args=(pipeline, workers, False), name="shoal-shutdown", daemon=True
         ).start()

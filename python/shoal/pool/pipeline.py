@@ -371,6 +371,10 @@ class Pipeline:
         for it in list(self._iterators):
             it.unbound()
 
+    def reading(self) -> bool:
+        """Whether a call is still reading its lazy input."""
+        return any(feeder.is_alive() for feeder in self._feeders)
+
     def join_feeders(self) -> None:
         for feeder in self._feeders:
             feeder.join()

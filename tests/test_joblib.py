@@ -233,3 +233,20 @@ def test_grid_search_equals_loky_s():
     reference = RandomForestClassifier(10, random_state=0, n_jobs=1).fit(x, y)
     np.testing.assert_array_equal(forest.predict(x), reference.predict(x))
     assert joblib.parallel.get_active_backend()[0].__class__.__name__ != "ShoalBackend"
+
+
+def test_calls_with_other_n_jobs_on_other_threads_do_not_break_each_other():
+    import concurrent.futures as cf
+
+    def run(n_jobs):
+        with parallel_config(backend="shoal"):
+            return [
+                Parallel(n_jobs=n_jobs, batch_size=1)(
+                    delayed(h.sleep_and_return)(i, 0.01) for i in range(20)
+                )
+                for _ in range(3)
+            ]
+
+    with cf.ThreadPoolExecutor(2) as threads:
+        results = list(threads.map(run, [2, 3]))
+    assert all(r == list(range(20)) for calls in results for r in calls)

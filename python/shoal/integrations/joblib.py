@@ -72,13 +72,14 @@ def current_executor() -> ProcessPoolExecutor | None:
 
 
 def _executor_for(n_jobs: int, options: dict) -> ProcessPoolExecutor:
-    """The shared executor, (re)started if ``n_jobs`` or the options changed."""
+    """The shared executor, a new one if ``n_jobs`` or the options changed.
+    The one it replaces is not shut down here: a call on another thread may
+    still be using it; once no backend holds it, it finishes its work and
+    stops (as any dropped executor does)."""
     global _executor, _executor_key
     key = (n_jobs, tuple(sorted(options.items(), key=lambda kv: kv[0])))
     with _lock:
         if _executor is None or _executor_key != key or _executor._shutdown_thread:
-            if _executor is not None:
-                _executor.shutdown(wait=False)  # its running batches finish
             _executor = ProcessPoolExecutor(n_jobs, **options)
             _executor_key = key
         return _executor

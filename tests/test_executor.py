@@ -531,11 +531,8 @@ def test_run_after_shutdown(executor):
 def test_interpreter_shutdown_finishes_submitted_work(kind):
     done = run_python(
         f"""
-        import shoal, sys, time
-        def sleep_and_print(t, msg):
-            time.sleep(t)
-            print(msg)
-            sys.stdout.flush()
+        import shoal
+        from helpers_mod import sleep_and_print
         if __name__ == "__main__":
             t = shoal.{EXECUTORS[kind].__name__}(2)
             t.submit(sleep_and_print, 1.0, "apple")
@@ -573,11 +570,8 @@ def test_shutdown_without_wait_at_exit_finishes_the_work(kind):
     """gh-83386 (which hangs the standard ProcessPoolExecutor)."""
     done = run_python(
         f"""
-        import shoal, sys, time
-        def sleep_and_print(t, msg):
-            time.sleep(t)
-            print(msg)
-            sys.stdout.flush()
+        import shoal
+        from helpers_mod import sleep_and_print
         if __name__ == "__main__":
             t = shoal.{EXECUTORS[kind].__name__}(max_workers=3)
             t.submit(sleep_and_print, 1.0, "apple")

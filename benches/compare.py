@@ -13,8 +13,9 @@ Usage::
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
 startup, sleep, numpy, mandelbrot, auto, checkpoint, primitives, array-same, array-trip,
-array-memory, zarr-stats, parquet-groupby, numba-mandelbrot, mpi) and/or library names (shoal,
-mp, ppe, joblib, mpire, tpe, mp-threads); shoal is always
+array-memory, zarr-stats, parquet-groupby, numba-mandelbrot, mpi, executor, joblib-array,
+joblib-tiny, sklearn, dask-array) and/or library names (shoal, mp, ppe, joblib, mpire, tpe,
+mp-threads, dask); shoal is always
 run because every ratio is relative to it. ``--quick`` divides the sizes by 10
 (CI smoke test, well under a minute).
 
@@ -53,6 +54,21 @@ pickle them by reference):
                 returning its sum (chunksize 1; joblib memmaps it).
 12. array-trip  8 tasks, each receiving a distinct 64 MB array and returning
                 a new one (a * 2).
+14. executor     shoal.ProcessPoolExecutor against concurrent.futures'
+                ProcessPoolExecutor: 100,000 submit() calls gathered with
+                as_completed, and Executor.map of 100,000 items with
+                chunksize=1000 (goal: at least 5x faster per task).
+15. joblib-array joblib.Parallel of 16 tasks given the same 64 MB array,
+                three calls in a row: backend "shoal" against loky
+                (goal: at least 2x faster).
+16. joblib-tiny  Parallel of 10,000 tiny calls: "shoal" against loky (goal:
+                at least 2x faster).
+17. sklearn      scikit-learn GridSearchCV of a small random forest on
+                load_digits, n_jobs=2: "shoal" against loky (goal: no slower).
+18. dask-array   the mean of a 400 MB dask.array in 64 chunks (from a numpy
+                array): scheduler=shoal.ProcessPoolExecutor against dask's
+                threaded scheduler and its processes scheduler on a warm
+                pool (goal: at least as fast as the processes scheduler).
 13. array-memory peak memory, summed over the parent and its workers, while 2
                 workers each read one 512 MB array (shoal: a shared array;
                 the others: passed as an argument). Reported as the sum of
@@ -95,6 +111,7 @@ import functools
 import gc
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -185,6 +202,11 @@ WORKLOADS = (
     *DATA_WORKLOADS,
     "primitives",
     "mpi",
+    "executor",
+    "joblib-array",
+    "joblib-tiny",
+    "sklearn",
+    "dask-array",
 )
 LIB_ALIASES = {
     "shoal": "shoal",
@@ -200,6 +222,9 @@ LIB_ALIASES = {
     "tpe": "tpe",
     "threadpoolexecutor": "tpe",
     "mp-threads": "mp-threads",
+    "dask": "dask-threads",
+    "dask-threads": "dask-threads",
+    "dask-processes": "dask-processes",
 }
 LIB_LABELS = {
     "serial": "serial",
@@ -210,8 +235,21 @@ LIB_LABELS = {
     "mpire": "mpire",
     "tpe": "ThreadPoolExecutor",
     "mp-threads": "multiprocessing ThreadPool",
+    "dask-threads": "dask threads",
+    "dask-processes": "dask processes",
 }
-LIB_ORDER = ("serial", "shoal", "mp", "ppe", "joblib", "mpire", "tpe", "mp-threads")
+LIB_ORDER = (
+    "serial",
+    "shoal",
+    "mp",
+    "ppe",
+    "joblib",
+    "mpire",
+    "tpe",
+    "mp-threads",
+    "dask-threads",
+    "dask-processes",
+)
 
 
 # --------------------------------------------------------------------------
@@ -335,6 +373,58 @@ class MpThreadLib(MpLib):
         return multiprocessing.pool.ThreadPool(workers)
 
 
+class ShoalExecutorLib:
+    """shoal.ProcessPoolExecutor (the front end for concurrent.futures code,
+    joblib and dask)."""
+
+    key = "shoal-executor"
+
+    def start(self, workers=WORKERS):
+        ex = shoal.ProcessPoolExecutor(workers)
+        list(ex.map(inc, range(4 * workers)))
+        return ex
+
+    def stop(self, ex):
+        ex.shutdown(wait=True)
+
+
+class JoblibShoalLib:
+    """joblib.Parallel(backend="shoal"): its executor is kept across calls,
+    as loky's is."""
+
+    key = "joblib-shoal"
+
+    def start(self, workers=WORKERS):
+        par = Parallel(n_jobs=workers, backend="shoal")
+        par(delayed(inc)(i) for i in range(4 * workers))
+        return par
+
+    def stop(self, par):
+        pass
+
+
+class DaskThreadsLib(Serial):
+    """dask's threaded scheduler: no pool to start."""
+
+    key = "dask-threads"
+
+
+class DaskProcessesLib:
+    """dask's processes scheduler on a warm pool of its own kind (a spawn
+    ProcessPoolExecutor, passed as dask's ``pool``), so that starting
+    processes is not counted."""
+
+    key = "dask-processes"
+
+    def start(self, workers=WORKERS):
+        ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        list(ex.map(inc, range(4 * workers)))
+        return ex
+
+    def stop(self, ex):
+        ex.shutdown(wait=True)
+
+
 def available_libs():
     libs = {
         "serial": Serial(),
@@ -345,14 +435,21 @@ def available_libs():
         "ppe": PpeLib(),
         "tpe": TpeLib(),
     }
+    libs["shoal-executor"] = ShoalExecutorLib()
     if joblib is not None:
         libs["joblib"] = JoblibLib()
+        libs["joblib-shoal"] = JoblibShoalLib()
     else:
         print(f"note: joblib not importable ({JOBLIB_MISSING}); skipping it")
     if mpire is not None:
         libs["mpire"] = MpireLib()
     else:
         print(f"note: mpire not importable ({MPIRE_MISSING}); skipping it")
+    if importlib.util.find_spec("dask") is not None:
+        libs["dask-threads"] = DaskThreadsLib()
+        libs["dask-processes"] = DaskProcessesLib()
+    else:
+        print("note: dask not importable; skipping it")
     return libs
 
 
@@ -1071,6 +1168,224 @@ def array_cases(mb):
     return cases
 
 
+def executor_cases(n, n_ppe):
+    """executor: shoal.ProcessPoolExecutor against the standard one."""
+    w = "executor"
+    rng = range(n)
+    ordered = check_inc(n, True)
+    return [
+        Case(
+            w,
+            "shoal",
+            "submit",
+            n,
+            submit_run(n),
+            check_inc(n, False),
+            ref="submit",
+            goal="faster:ppe:5",
+            adapter="shoal-executor",
+        ),
+        Case(
+            w,
+            "ppe",
+            "submit",
+            n_ppe,
+            submit_run(n_ppe),
+            check_inc(n_ppe, False),
+            ref="submit",
+            note="" if n_ppe == n else f"PPE submit runs {n_ppe:,} tasks; per-task compared",
+        ),
+        Case(
+            w,
+            "shoal",
+            "map(cs=1000)",
+            n,
+            lambda ex: list(ex.map(inc, rng, chunksize=1000)),
+            ordered,
+            ref="map(cs=1000)",
+            goal="faster:ppe:5",
+            adapter="shoal-executor",
+        ),
+        Case(
+            w,
+            "ppe",
+            "map(cs=1000)",
+            n,
+            lambda ex: list(ex.map(inc, rng, chunksize=1000)),
+            ordered,
+            ref="map(cs=1000)",
+        ),
+    ]
+
+
+def joblib_cases(mb, n_tiny):
+    """joblib-array and joblib-tiny: Parallel with backend "shoal" and loky."""
+    import numpy as np
+
+    same = np.random.default_rng(0).standard_normal(mb * (1 << 20) // 8)
+    total = float(same.sum())
+    calls = 3
+
+    def run_array(par):
+        return [par(delayed(array_sum)(same) for _ in range(16)) for _ in range(calls)]
+
+    def check_array(res):
+        sums = [x for call in res for x in call]
+        if len(sums) != 16 * calls or any(abs(x - total) > 1e-6 * abs(total) for x in sums):
+            raise AssertionError("wrong sums")
+
+    def run_tiny(par):
+        return par(delayed(inc)(i) for i in range(n_tiny))
+
+    def warm(par):  # workers import numpy before the clock starts
+        par(delayed(array_sum)(np.zeros(4)) for _ in range(4))
+
+    cases = []
+    for w, run, check, ntasks, factor in (
+        ("joblib-array", run_array, check_array, 16 * calls, 2),
+        ("joblib-tiny", run_tiny, check_inc(n_tiny, True), n_tiny, 2),
+    ):
+        cases += [
+            Case(
+                w,
+                "shoal",
+                'Parallel(backend="shoal")',
+                ntasks,
+                run,
+                check,
+                ref="",
+                goal=f"faster:joblib:{factor}",
+                adapter="joblib-shoal",
+                warm=warm,
+            ),
+            Case(w, "joblib", "Parallel", ntasks, run, check, ref="", warm=warm),
+        ]
+    return cases
+
+
+def sklearn_cases():
+    """sklearn: GridSearchCV of a small forest on load_digits, 2 jobs."""
+    from joblib import parallel_config
+    from sklearn.datasets import load_digits
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import GridSearchCV
+
+    x, y = load_digits(return_X_y=True)
+    grid = {"n_estimators": [10, 20], "max_depth": [6, 10, None]}
+    folds = 3
+    fits = folds * len(grid["n_estimators"]) * len(grid["max_depth"])
+
+    def search(backend):
+        def run(_):
+            with parallel_config(backend=backend):
+                forest = RandomForestClassifier(random_state=0)
+                return GridSearchCV(forest, grid, cv=folds, n_jobs=WORKERS).fit(x, y)
+
+        return run
+
+    def check(res):
+        if res.best_score_ < 0.85:
+            raise AssertionError(f"a poor search: best score {res.best_score_:.3f}")
+
+    def warm(backend):  # the workers import scikit-learn before the clock starts
+        def run(_):
+            with parallel_config(backend=backend):
+                GridSearchCV(RandomForestClassifier(2), {"max_depth": [2, 3]}, cv=2, n_jobs=2).fit(
+                    x[:100], y[:100]
+                )
+
+        return run
+
+    return [
+        Case(
+            "sklearn",
+            "shoal",
+            'GridSearchCV (backend="shoal")',
+            fits,
+            search("shoal"),
+            check,
+            ref="",
+            goal="faster:joblib:1",
+            adapter="joblib-shoal",
+            warm=warm("shoal"),
+        ),
+        Case(
+            "sklearn",
+            "joblib",
+            "GridSearchCV",
+            fits,
+            search("loky"),
+            check,
+            ref="",
+            warm=warm("loky"),
+        ),
+    ]
+
+
+def dask_cases(mb, nchunks):
+    """dask-array: a 400 MB array's mean, in 64 chunks."""
+    import dask
+    import dask.array as da
+    import numpy as np
+
+    x = np.random.default_rng(0).random(mb * (1 << 20) // 8)
+    expected = float(x.mean())
+    a = da.from_array(x, chunks=len(x) // nchunks)
+
+    def check(res):
+        if abs(res - expected) > 1e-9:
+            raise AssertionError(f"wrong mean {res!r}")
+
+    def on_pool(ex):
+        with dask.config.set(pool=ex):
+            return a.mean().compute(scheduler="processes", num_workers=WORKERS)
+
+    small = da.from_array(x[:1000], chunks=100).mean()
+
+    def warm_shoal(ex):  # the workers import numpy and dask before the clock starts
+        small.compute(scheduler=ex)
+
+    def warm_pool(ex):
+        with dask.config.set(pool=ex):
+            small.compute(scheduler="processes", num_workers=WORKERS)
+
+    w = "dask-array"
+    return [
+        Case(
+            w,
+            "shoal",
+            "compute(scheduler=executor)",
+            nchunks,
+            lambda ex: a.mean().compute(scheduler=ex),
+            check,
+            ref="",
+            goal="faster:dask-processes:1",
+            adapter="shoal-executor",
+            warm=warm_shoal,
+        ),
+        Case(
+            w,
+            "dask-threads",
+            'compute(scheduler="threads")',
+            nchunks,
+            lambda _: a.mean().compute(scheduler="threads", num_workers=WORKERS),
+            check,
+            ref="",
+        ),
+        Case(
+            w,
+            "dask-processes",
+            'compute(scheduler="processes")',
+            nchunks,
+            on_pool,
+            check,
+            ref="",
+            note="dask's processes scheduler runs on a warm spawn ProcessPoolExecutor (pool=)",
+            warm=warm_pool,
+        ),
+    ]
+
+
 def mpire_map(fn, items):
     # Each array wrapped in a tuple (mpire unpacks arguments), and results
     # kept as a list (mpire concatenates numpy results by default).
@@ -1451,6 +1766,7 @@ def summarize(cases):
             t = median(c.times)
             explicit[c.workload] = min(t, explicit.get(c.workload, t))
     serial = {c.workload: median(c.times) for c in cases if c.lib == "serial" and c.times}
+    peers = {(c.workload, c.lib, c.ref): median(c.times) / c.ntasks for c in cases if c.times}
 
     rows = []
     for c in cases:
@@ -1465,7 +1781,7 @@ def summarize(cases):
         vs_serial = None
         if c.lib != "serial" and t is not None and c.workload in serial:
             vs_serial = median(c.speedups) if c.speedups else serial[c.workload] / t
-        goal_text, goal_met = goal_check(c, t, per_task, vs_serial, mp_map, explicit, ratio)
+        goal_text, goal_met = goal_check(c, t, per_task, vs_serial, mp_map, explicit, ratio, peers)
         rows.append(
             {
                 "workload": c.workload,
@@ -1488,9 +1804,20 @@ def summarize(cases):
     return rows
 
 
-def goal_check(c, t, per_task, vs_serial, mp_map, explicit, ratio):
+def goal_check(c, t, per_task, vs_serial, mp_map, explicit, ratio, peers=None):
     if c.goal is None or t is None:
         return None, None
+    if c.goal.startswith("faster:"):  # faster:<peer lib>:<factor>, per task
+        _, peer, factor = c.goal.split(":")
+        text = (
+            f"<= {LIB_LABELS[peer]}'s time"
+            if factor == "1"
+            else f">= {factor}x faster than {LIB_LABELS[peer]}"
+        )
+        theirs = (peers or {}).get((c.workload, peer, c.ref))
+        if theirs is None:
+            return text, None
+        return text, theirs / per_task >= float(factor)
     if c.goal == "trivial-map":
         ref = mp_map.get("trivial-map")
         if ref is None:
@@ -1667,7 +1994,13 @@ def parse_args(argv=None):
         else:
             ap.error(f"--only: unknown name {name!r}")
     args.workloads = workloads or list(WORKLOADS)
-    args.lib_keys = set(lib_keys or LIB_ORDER) | {"shoal", "shoal-threads", "serial"}
+    args.lib_keys = set(lib_keys or LIB_ORDER) | {
+        "shoal",
+        "shoal-threads",
+        "shoal-executor",
+        "joblib-shoal",
+        "serial",
+    }
     return args
 
 
@@ -1745,6 +2078,21 @@ def main(argv=None):
             cases = mandelbrot_cases(*mandelbrot_size)
         elif w == "primitives":
             cases = primitives_cases(n_calls, array_mb)
+        elif w == "executor":
+            cases = executor_cases(n_calls, n_ppe_submit)
+        elif w in ("joblib-array", "joblib-tiny"):
+            if joblib is None:
+                continue
+            cases = [c for c in joblib_cases(array_mb, n_calls // 10) if c.workload == w]
+        elif w == "sklearn":
+            if importlib.util.find_spec("sklearn") is None:
+                print("note: scikit-learn not importable; skipping sklearn")
+                continue
+            cases = sklearn_cases()
+        elif w == "dask-array":
+            if "dask-threads" not in libs:
+                continue
+            cases = dask_cases(400 // scale, 64)
         else:
             cases = auto_cases(sleep_seconds, sort_tasks, pi_steps)
         cases = [c for c in cases if c.lib in libs and (c.adapter or c.lib) in libs]

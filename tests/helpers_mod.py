@@ -57,6 +57,11 @@ def sleep_pair(pair):
     return value
 
 
+def sleep_and_print(seconds, message):
+    time.sleep(seconds)
+    print(message, flush=True)
+
+
 def sleep_seconds(seconds):
     time.sleep(seconds)
     return seconds

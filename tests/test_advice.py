@@ -53,6 +53,11 @@ def test_fewer_tasks_than_workers():
     assert "pass chunksize=1, for at least 16 tasks (4 per worker)" in text
 
 
+def test_a_single_task_call_is_not_told_it_has_few_tasks():
+    """A submit (an executor's task, a dask task) is one task by design."""
+    assert "few-tasks" not in advice_for([Call([0.2], method="submit")], workers=4)
+
+
 def test_imbalance_suggests_a_dynamic_schedule():
     text = advice_for([Call([1.0, 0.1, 0.1, 0.1])], workers=2)["imbalance"]
     assert "workers sat idle for 35% of the call" in text

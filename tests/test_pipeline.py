@@ -8,6 +8,7 @@ Each test that could hang runs in a fresh interpreter with a time limit
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import multiprocessing.pool
 import os
@@ -232,3 +233,75 @@ def test_a_worker_started_by_hand_says_what_it_is():
     )
     assert done.returncode == 2
     assert "started by shoal's engine" in done.stderr
+
+
+# --------------------------------------------------- futures as the stdlib's
+class Holder:
+    def method(self):
+        return 1
+
+
+@pytest.mark.parametrize("pool_kind", ["process", "thread"])
+def test_a_future_cancels_only_a_task_no_worker_holds(pool_kind):
+    """``Future.cancel()`` asks the engine: a task a worker holds runs on
+    (cancel is False, running() True), one still queued is cancelled."""
+    cls = shoal.Pool if pool_kind == "process" else shoal.ThreadPool
+    with cls(1) as pool:
+        running = pool.submit(h.sleep_seconds, 1.0)
+        queued = pool.submit(h.sleep_seconds, 1.0)
+        assert h.wait_until(running.running, 10)
+        assert not running.cancel()
+        assert queued.cancel() and queued.cancelled()
+        assert not queued.running()
+        assert running.result(timeout=20) == 1.0
+        with pytest.raises(concurrent.futures.CancelledError):
+            queued.result(timeout=20)
+        # pool.cancel() stops even a running task; its future ends cancelled.
+        hard = pool.submit(h.sleep_seconds, 30.0)
+        assert h.wait_until(hard.running, 10)
+        pool.cancel(hard)
+        with pytest.raises(concurrent.futures.CancelledError):
+            hard.result(timeout=20)
+
+
+@pytest.mark.parametrize("pool_kind", ["process", "thread"])
+def test_the_function_cache_keeps_no_object_alive(pool_kind):
+    """``submit(obj.method)``: the function is sent once per object, and
+    the object is freed once its tasks are done."""
+    import weakref
+
+    cls = shoal.Pool if pool_kind == "process" else shoal.ThreadPool
+    with cls(1) as pool:
+        obj = Holder()
+        alive = weakref.ref(obj)
+        assert [pool.submit(obj.method).result(timeout=20) for _ in range(3)] == [1, 1, 1]
+        assert pool.apply(obj.method) == 1
+        del obj
+        gc.collect()
+        assert h.wait_until(lambda: alive() is None, 10), "the pool kept the object alive"
+        assert pool.submit(abs, -1).result(timeout=20) == 1
+
+
+def test_a_call_may_name_its_task_for_traces_and_messages(make_pool):
+    pool = make_pool(1, trace=True)
+    pipeline = pool._pipeline
+    future = pipeline.submit(h.raise_value_error, ("boom",), {}, pipeline.defaults, name="my-key")
+    with pytest.raises(ValueError):
+        future.result(timeout=20)
+    assert [c.label for c in pool.trace().calls] == ["submit(my-key)"]
+
+
+class ExitsWhenRebuilt:
+    def __reduce__(self):
+        return (sys.exit, (3,))
+
+
+def returns_an_exit_when_rebuilt(_=None):
+    return ExitsWhenRebuilt()
+
+
+def test_a_result_whose_rebuilding_calls_sys_exit_fails_its_task(make_pool):
+    pool = make_pool(1)
+    with pytest.raises(shoal.SerializationError, match="sys.exit"):
+        pool.apply(returns_an_exit_when_rebuilt)
+    assert pool.apply(abs, (-2,)) == 2

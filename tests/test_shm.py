@@ -89,6 +89,62 @@ def test_an_array_in_many_payloads_of_a_call_is_copied_once_and_read_only():
     assert sh.segment_of(got[0])[1] == _shoal.ACCESS_READ_ONLY
 
 
+def test_a_copy_cache_copies_an_array_once_for_several_packs_while_it_lives():
+    """``CopyCache``: the batches of one joblib call share their copies."""
+    import gc
+
+    cache = _transfer.CopyCache()
+    a = np.arange(BIG, dtype=np.float64)
+    packed = [_transfer.pack(([a, i], {}), False, cache) for i in range(3)]
+    assert len({id(p[1][0]) for p in packed}) == 1, "one segment for the three"
+    got = [unpack_here(p)[0][0] for p in packed]
+    assert all(not g.flags.writeable for g in got), "shared copies arrive read-only"
+    np.testing.assert_array_equal(got[2], a)
+    assert cache.count() == 1
+    # The array dies: its copy goes, and a new array (perhaps at the same
+    # address) is copied afresh.
+    del a, got, packed
+    gc.collect()
+    assert cache.count() == 0
+    b = np.full(BIG, 7.0)
+    np.testing.assert_array_equal(unpack_here(_transfer.pack(b, False, cache)), b)
+    cache.clear()
+    assert cache.count() == 0
+
+
+def test_a_copy_cache_reuses_a_copy_in_a_later_call_only_if_the_array_is_unchanged():
+    cache = _transfer.CopyCache()
+    a = np.arange(BIG, dtype=np.float64)
+    first = _transfer.pack(a, False, cache)
+    cache.end_call()
+    again = _transfer.pack(a, False, cache)
+    assert again[1][0] is first[1][0], "unchanged: the same segment"
+    cache.end_call()
+    a[7] = -1.0  # changed after the call that copied it
+    changed = _transfer.pack(a, False, cache)
+    assert changed[1][0] is not first[1][0]
+    assert unpack_here(changed)[7] == -1.0
+    assert unpack_here(first)[7] == 7.0, "a sealed copy never changes"
+    # Within a call, a copy is reused without looking (as joblib's memmaps).
+    a[8] = -2.0
+    assert _transfer.pack(a, False, cache)[1][0] is changed[1][0]
+    # A call that does not use a copy drops it.
+    cache.end_call()
+    cache.end_call()
+    assert cache.count() == 0
+
+
+def test_a_copy_cache_does_not_keep_what_it_copied_alive():
+    import weakref
+
+    cache = _transfer.CopyCache()
+    a = np.arange(BIG, dtype=np.float64)
+    alive = weakref.ref(a)
+    _transfer.pack(a, False, cache)
+    del a
+    assert alive() is None
+
+
 def test_buffers_just_below_the_threshold_stay_in_band():
     below = np.zeros(THRESHOLD - 1, dtype=np.uint8)
     at = np.zeros(THRESHOLD, dtype=np.uint8)

@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Pool": "pool.pool",
     "ThreadPool": "pool.threadpool",
+    "ProcessPoolExecutor": "pool.executor",
+    "ThreadPoolExecutor": "pool.executor",
     "worker_id": "worker.identity",
     "num_workers": "worker.identity",
     "parallel_for": "parallel.loops",
@@ -99,6 +101,7 @@ __all__ = [
     "Pipe",
     "Pool",
     "Process",
+    "ProcessPoolExecutor",
     "Queue",
     "RLock",
     "RankLostError",
@@ -111,6 +114,7 @@ __all__ = [
     "SimpleQueue",
     "TaskTimeoutError",
     "ThreadPool",
+    "ThreadPoolExecutor",
     "TimeoutError",
     "Trace",
     "TraceFormatError",
@@ -156,6 +160,73 @@ def __dir__() -> list[str]:
     return sorted(dunders | set(_EXPORTS) | {"shared", "io", "MPI"})
 
 
+# ------------------------------------------------------------------- joblib
+# joblib's backend "shoal" is registered once joblib is imported: now if it
+# already is, else when it is (without importing it: a worker, and a program
+# that never uses joblib, must not pay for it).
+
+
+def _joblib_backend(**kwargs):
+    """joblib's factory for the backend "shoal" (imported on first use, as
+    ``__getattr__`` imports the public names)."""
+    module = __import__(f"{__name__}.integrations.joblib", fromlist=["ShoalBackend"])
+    return module.ShoalBackend(**kwargs)
+
+
+def _register_with_joblib() -> None:
+    try:
+        from joblib import register_parallel_backend
+
+        register_parallel_backend("shoal", _joblib_backend)
+    except Exception as exc:  # noqa: BLE001 - an odd joblib must not break an import
+        import warnings
+
+        warnings.warn(f"shoal could not register its joblib backend: {exc!r}", stacklevel=2)
+
+
+class _JoblibWatcher:
+    """An import hook that finds nothing itself: when joblib is imported, it
+    lets the other finders find it and registers the backend once joblib's
+    module has run. It removes itself on first use."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "joblib":
+            return None
+        import sys
+
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        loader = getattr(spec, "loader", None)
+        run = getattr(loader, "exec_module", None)
+        if run is None:
+            return spec
+
+        def run_then_register(module) -> None:
+            run(module)
+            _register_with_joblib()
+
+        try:
+            loader.exec_module = run_then_register
+        except AttributeError:  # a loader that can't be wrapped: register() by hand
+            pass
+        return spec
+
+
+def _watch_for_joblib() -> None:
+    import sys
+
+    if getattr(sys.modules.get("joblib"), "register_parallel_backend", None) is not None:
+        _register_with_joblib()
+    elif not any(type(f).__name__ == "_JoblibWatcher" for f in sys.meta_path):
+        sys.meta_path.insert(0, _JoblibWatcher())
+
+
+_watch_for_joblib()
+
+
 if TYPE_CHECKING:
     from . import io as io  # shoal.io, not in __all__
     from . import shared
@@ -180,6 +251,7 @@ if TYPE_CHECKING:
     from .parallel.auto import BackendChoice, last_choice
     from .parallel.auto import map as map  # noqa: A004 - re-exported, not in __all__
     from .parallel.loops import LoopResult, parallel_for, parallel_reduce
+    from .pool.executor import ProcessPoolExecutor, ThreadPoolExecutor
     from .pool.outcome import RemoteTraceback
     from .pool.pool import Pool
     from .pool.results import AsyncResult, IMapIterator, MapResult, TimeoutError  # noqa: A004

@@ -1,8 +1,16 @@
 """shoal's exception hierarchy, in one place: every error shoal raises for its
 own reasons is a ``ShoalError``. The engine's binding raises these classes
-too (it looks them up here)."""
+too (it looks them up here).
+
+The executors' errors (``ExecutorWorkerLostError``, ``ExecutorInitError``,
+``ExecutorStartError``) are also ``concurrent.futures``' own classes, so
+code written for the standard executors catches them. They are defined on
+first use: ``concurrent.futures`` would cost every worker 25 ms to import.
+"""
 
 from __future__ import annotations
+
+import _thread  # threading's builtin core: free to import, unlike threading
 
 
 class ShoalError(Exception):
@@ -78,6 +86,58 @@ class ManagerError(ShoalError):
     """A ``shoal.Manager``'s process is gone (shut down, killed, or its
     parent ended), so the objects it held are gone too; or it refused a
     request."""
+
+
+def _executor_errors() -> dict[str, type]:
+    """The executors' error classes, each a shoal error that is also the
+    standard library's class for the same event."""
+    from concurrent.futures.process import BrokenProcessPool
+    from concurrent.futures.thread import BrokenThreadPool
+
+    class ExecutorWorkerLostError(WorkerLostError, BrokenProcessPool):
+        """A ``shoal.ProcessPoolExecutor``'s worker died while running the
+        task: a ``WorkerLostError`` that is also ``BrokenProcessPool``, so
+        code written for the standard executor catches it. Unlike there,
+        only this task failed: the executor replaced the worker and goes on."""
+
+        def __reduce__(self):
+            return (_rebuild_executor_lost, (str(self), self.pid, self.exitcode, self.signal,
+                                             self.reason))  # fmt: skip
+
+    class ExecutorInitError(WorkerInitError, BrokenProcessPool, BrokenThreadPool):
+        """An executor's ``initializer`` raised: the executor is broken (every
+        pending task fails, and ``submit`` raises this), as the standard
+        executors' ``BrokenProcessPool``/``BrokenThreadPool`` say."""
+
+    class ExecutorStartError(WorkerStartError, BrokenProcessPool, BrokenThreadPool):
+        """An executor's workers exit before they are ready: it is broken."""
+
+    classes = {
+        cls.__name__: cls
+        for cls in (ExecutorWorkerLostError, ExecutorInitError, ExecutorStartError)
+    }
+    for cls in classes.values():
+        cls.__module__ = __name__
+        cls.__qualname__ = cls.__name__
+    return classes
+
+
+_LAZY = ("ExecutorWorkerLostError", "ExecutorInitError", "ExecutorStartError")
+_lazy_lock = _thread.allocate_lock()
+
+
+def __getattr__(name: str) -> type:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _lazy_lock:  # defined once: two threads must not make two classes
+        if name not in globals():
+            globals().update(_executor_errors())
+    return globals()[name]
+
+
+def _rebuild_executor_lost(message, pid, exitcode, signal, reason):
+    cls = __getattr__("ExecutorWorkerLostError")
+    return cls(message, pid=pid, exitcode=exitcode, signal=signal, reason=reason)
 
 
 def describe_exit(exitcode: int | None, signum: int | None) -> str:

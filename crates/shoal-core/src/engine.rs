@@ -201,6 +201,30 @@ impl Engine {
         }
     }
 
+    /// Cancels those of `tasks` that no worker holds yet (they complete as
+    /// cancelled, never having run) and returns them; the others are left
+    /// alone. A future's `cancel()`: it succeeds only for a task not yet
+    /// handed to a worker. Empty once the scheduler has stopped.
+    pub fn withdraw(&self, tasks: Vec<u64>) -> Vec<u64> {
+        self.ask(|reply| Event::Withdraw(tasks, reply))
+    }
+
+    /// Those of `tasks` that a worker holds now: running, or queued at it
+    /// behind the task it runs. Empty once the scheduler has stopped.
+    pub fn held(&self, tasks: Vec<u64>) -> Vec<u64> {
+        self.ask(|reply| Event::Held(tasks, reply))
+    }
+
+    /// Sends the scheduler a question and waits for its answer (it answers
+    /// every event it takes; if it has stopped, the reply channel closes).
+    fn ask(&self, event: impl FnOnce(Sender<Vec<u64>>) -> Event) -> Vec<u64> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.send(event(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.recv().unwrap_or_default()
+    }
+
     /// Waits up to `timeout` (forever if `None`) for completed tasks. In a
     /// forked child: `Finished` at once.
     pub fn next_completions(&self, timeout: Option<Duration>) -> Next {

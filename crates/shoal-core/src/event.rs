@@ -18,6 +18,12 @@ pub(crate) enum Event {
     ReleaseFn(u64),
     /// Tasks to cancel; `true` also stops those already at a worker.
     Cancel(Vec<u64>, bool),
+    /// Tasks to cancel if no worker holds them yet; the reply lists those
+    /// cancelled.
+    Withdraw(Vec<u64>, Sender<Vec<u64>>),
+    /// The reply lists which of these tasks a worker holds (running, or
+    /// queued at it).
+    Held(Vec<u64>, Sender<Vec<u64>>),
     /// Finish every task, then stop the workers and the scheduler.
     Close,
     /// Kill the workers now; unfinished tasks end as cancelled.

@@ -271,6 +271,23 @@ impl Scheduler {
                 self.maybe_forget(id);
             }
             Event::Cancel(ids, stop_running) => self.cancel(ids, stop_running),
+            Event::Withdraw(ids, reply) => {
+                let withdrawn: Vec<u64> = ids
+                    .into_iter()
+                    .filter(|id| self.tasks.get(id).is_some_and(|t| t.worker.is_none()))
+                    .collect();
+                for &id in &withdrawn {
+                    self.finish(id, Outcome::Cancelled);
+                }
+                let _ = reply.send(withdrawn);
+            }
+            Event::Held(ids, reply) => {
+                let held = ids
+                    .into_iter()
+                    .filter(|id| self.tasks.get(id).is_some_and(|t| t.worker.is_some()))
+                    .collect();
+                let _ = reply.send(held);
+            }
             Event::Close => {
                 if self.phase == Phase::Running {
                     self.phase = Phase::Closing;

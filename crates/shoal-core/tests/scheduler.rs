@@ -1093,6 +1093,43 @@ fn cancel_queued_tasks() {
 }
 
 #[test]
+fn withdraw_cancels_only_tasks_no_worker_holds_and_held_says_which_it_holds() {
+    let pool = Pool::with_workers(1);
+    let tasks: Vec<(u64, &str)> = (1..=6).map(|i| (i, "300")).collect();
+    pool.submit(submission(SLEEP, &tasks, TaskOptions::default()))
+        .unwrap();
+    // Nothing measured yet: the worker holds one task at a time.
+    assert!(eventually(LONG, || pool.held(ids(1..7)) == vec![1]));
+    let withdrawn = pool.withdraw(vec![1, 4, 5, 999]);
+    assert_eq!(
+        withdrawn,
+        vec![4, 5],
+        "the held task and an unknown id stay"
+    );
+    let got = collect(&pool, &ids(1..7), LONG);
+    for id in [1, 2, 3, 6] {
+        assert_eq!(done_body(&got[&id]), b"300", "task {id} ran");
+    }
+    for id in [4, 5] {
+        assert_eq!(got[&id].outcome, Outcome::Cancelled, "task {id}");
+        assert!(got[&id].run.is_none(), "task {id} never reached a worker");
+    }
+    // Finished tasks are neither held nor withdrawn.
+    assert!(pool.held(ids(1..7)).is_empty());
+    assert!(pool.withdraw(ids(1..7)).is_empty());
+    expect_quiet(&pool, Duration::from_millis(100));
+}
+
+#[test]
+fn withdraw_and_held_answer_empty_once_the_engine_has_stopped() {
+    let pool = Pool::with_workers(1);
+    pool.terminate();
+    assert!(pool.join(Some(LONG)));
+    assert!(pool.withdraw(vec![1, 2]).is_empty());
+    assert!(pool.held(vec![1, 2]).is_empty());
+}
+
+#[test]
 fn retryable_failures_use_the_retries_then_fail() {
     let dir = scratch_dir("retryable");
     let pool = Pool::with_workers(1);

@@ -146,6 +146,17 @@ impl PyEngine {
         self.inner.cancel(task_ids, stop_running);
     }
 
+    /// Cancels those tasks that no worker holds yet (they complete as
+    /// cancelled) and returns their ids: what `Future.cancel()` may cancel.
+    fn withdraw(&self, py: Python<'_>, task_ids: Vec<u64>) -> Vec<u64> {
+        py.detach(|| self.inner.withdraw(task_ids))
+    }
+
+    /// Those tasks a worker holds now (running, or queued at it).
+    fn held(&self, py: Python<'_>, task_ids: Vec<u64>) -> Vec<u64> {
+        py.detach(|| self.inner.held(task_ids))
+    }
+
     /// The next `Batch` of workers' output and completed tasks (empty if
     /// `timeout` passed first); `None` once the engine has stopped and
     /// everything was taken.

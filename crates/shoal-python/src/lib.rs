@@ -36,6 +36,7 @@ fn _shoal(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<process::PyChild>()?;
     m.add_function(wrap_pyfunction!(shm::copy_to_segment, m)?)?;
     m.add_function(wrap_pyfunction!(shm::locate, m)?)?;
+    m.add_function(wrap_pyfunction!(shm::same_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(shm::find_segment_at, m)?)?;
     m.add_function(wrap_pyfunction!(shm::scan_pickle, m)?)?;
     m.add_function(wrap_pyfunction!(shm::all_plain, m)?)?;

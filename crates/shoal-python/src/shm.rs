@@ -268,6 +268,41 @@ pub(crate) fn copy_to_segment(
     })
 }
 
+/// Whether two contiguous buffers hold the same bytes: a `memcmp` with the
+/// GIL released (a `CopyCache` checks that an array still matches the copy
+/// an earlier call made of it).
+#[pyfunction]
+pub(crate) fn same_bytes(
+    py: Python<'_>,
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let (a, b) = (RawBuffer::get(a)?, RawBuffer::get(b)?);
+    if a.len() != b.len() {
+        return Ok(false);
+    }
+    let (a_addr, b_addr, len) = (a.addr(), b.addr(), a.len());
+    let same = py.detach(move || {
+        if len == 0 {
+            return true; // an empty buffer's pointer may be null
+        }
+        // SAFETY: `a` and `b` hold their exporters' buffers (and references
+        // to them) until after this closure returns, so `len` bytes at each
+        // address stay valid; they are only read. Another Python thread may
+        // write them meanwhile (the GIL is released): the answer is then
+        // that of some interleaving, never an out-of-bounds read.
+        let (x, y) = unsafe {
+            (
+                std::slice::from_raw_parts(a_addr as *const u8, len),
+                std::slice::from_raw_parts(b_addr as *const u8, len),
+            )
+        };
+        x == y
+    });
+    drop((a, b));
+    Ok(same)
+}
+
 /// `(address, nbytes, segment, offset)` of a contiguous buffer: `segment`
 /// (with the bytes at `offset`) if they lie in a shareable segment mapped
 /// in this process (a shared array, or what a task received), else None.

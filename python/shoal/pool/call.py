@@ -31,7 +31,7 @@ def _decode(c, what: str, pickled: bool) -> tuple[bool, object]:
     if c.outcome is _DONE and pickled and type(payload) is bytes:
         try:
             return True, loads(payload)
-        except Exception:  # noqa: BLE001 - decode says what failed
+        except (Exception, SystemExit):  # noqa: BLE001 - decode says what failed
             pass
     return decode(c, what, pickled)
 
@@ -116,6 +116,7 @@ class Call:
         self._end_lock = threading.Lock()
         self._sent: list[range] = []  # task ids, for cancel
         self.cancelled = False
+        self._stop_running = False  # once cancelled: stop what workers hold too
         collector._call = self
 
     # --- sending (the caller's thread, or the feeder's)
@@ -149,7 +150,7 @@ class Call:
         sent = range(first, first + len(chunks))
         self._sent.append(sent)
         if self.cancelled:  # cancel() ran while these were being sent
-            pipeline.workers.cancel(list(sent), True)
+            pipeline.workers.cancel(list(sent), self._stop_running)
 
     def answered(self, position: int, n: int, ok: bool, value: Any) -> None:
         """Outcomes known without running anything (stored in a checkpoint,
@@ -204,17 +205,16 @@ class Call:
         self._end_once(error)
 
     # --- stopping
-    def cancel(self) -> None:
-        """Stops the tasks sent so far, those sent from now on, and reading
-        the input."""
+    def cancel(self, stop_running: bool = True) -> None:
+        """Stops reading the input and cancels the tasks sent so far and
+        those sent from now on; ``stop_running=False`` leaves those a worker
+        already holds to finish (what an executor's ``map`` does when its
+        iterator is closed or times out)."""
+        self._stop_running = self._stop_running or stop_running
         self.cancelled = True
         ids = [task_id for sent in list(self._sent) for task_id in sent]
         if ids:
-            self.pipeline.workers.cancel(ids, True)
-
-    def withdraw(self) -> None:
-        """``Future.cancel()``: withdraws tasks not yet started."""
-        self.pipeline.workers.cancel([t for sent in list(self._sent) for t in sent], False)
+            self.pipeline.workers.cancel(ids, stop_running)
 
 
 class OneTask:
@@ -251,11 +251,17 @@ class OneTask:
         self.collector.end(error)
         self._end()
 
-    def cancel(self) -> None:
-        self.pipeline.workers.cancel([self.task_id], True)
+    def cancel(self, stop_running: bool = True) -> None:
+        self.pipeline.workers.cancel([self.task_id], stop_running)
 
-    def withdraw(self) -> None:
-        self.pipeline.workers.cancel([self.task_id], False)
+    def withdraw(self) -> bool:
+        """``Future.cancel()``: cancels the task if no worker holds it yet;
+        says whether it did."""
+        return bool(self.pipeline.workers.withdraw([self.task_id]))
+
+    def held(self) -> bool:
+        """Whether a worker holds the task (runs it, or has it queued)."""
+        return bool(self.pipeline.workers.held([self.task_id]))
 
 
 class Feeder:

@@ -49,14 +49,16 @@ def decode(c, what: str, pickled: bool = True) -> tuple[bool, object]:
             return True, c.payload
         try:
             return True, loads_payload(c.payload)
-        except Exception as exc:  # noqa: BLE001 - this task fails, the pool goes on
+        # SystemExit too: a result whose rebuilding calls sys.exit must not
+        # end the program that asks for it.
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - this task fails, the pool goes on
             return False, _unreadable_result(c.payload, what, exc)
     if outcome is _FAILED:
         if not pickled:
             return False, c.payload
         try:
             return False, remote_exception(c.payload)
-        except Exception as exc:  # noqa: BLE001 - the exception itself did not unpickle
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the exception did not unpickle
             return False, _unreadable_result(c.payload, f"the exception raised by {what}", exc)
     if outcome == Outcome.Lost:
         if c.pid is None:
@@ -153,7 +155,7 @@ def _unreadable_result(payload, what: str, exc: Exception) -> SerializationError
     recorder = _Recorder(body)
     try:
         recorder.load()
-    except Exception:  # noqa: BLE001 - the failure is already known; only the names matter
+    except (Exception, SystemExit):  # noqa: BLE001 - the failure is known; only names matter
         pass
     if recorder.named:
         culprit = f" while calling {recorder.named[-1]}"

@@ -9,7 +9,9 @@ the ranks of an MPI job or an executor front end can be others):
 - ``register(fn_id, func, mode, retry_on)``, ``release(fn_id)``;
 - ``pack_batches(chunks)`` -> ``(start, payloads, ns)`` ..., ``pack_many``,
   ``pack``; ``submit(fn_id, first_id, chunks, payloads, options)``;
-- ``cancel(task_ids, stop_running)``;
+- ``cancel(task_ids, stop_running)``; ``withdraw(task_ids)`` -> the ids it
+  cancelled (those no worker held yet); ``held(task_ids)`` -> those a
+  worker holds;
 - ``wait_completions(timeout)`` -> a batch with ``.output`` and ``.done``
   (``Completion``s), or None once stopped; ``settle(completion)`` (or None)
   turns a completion into what ``decode`` reads; ``pickled``: whether
@@ -30,6 +32,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import CancelledError
+from types import MethodType
 
 from .._shoal import chunk_size
 from ..checkpoint.stage import ChunkStage, ItemStage
@@ -64,6 +68,7 @@ class Pipeline:
         self._feeders: list[threading.Thread] = []
         self._iterators: weakref.WeakSet = weakref.WeakSet()
         self._broken: list[BaseException] = []
+        self._follow_logging = getattr(workers, "follow_logging", None)
         #: Checkpoint stages with rows kept in the result thread's current
         #: batch, which it hands to their store when the batch is done.
         self.dirty: list = []
@@ -91,27 +96,38 @@ class Pipeline:
     def cached_function(self, func: Callable, mode: int, options: Options) -> tuple[int, bool]:
         """A function id for ``apply_async``/``submit``, reused across calls
         so a function is pickled and sent once, not per task; and whether
-        the call owns it (an unhashable callable is registered per call)."""
-        key = (func, mode, options.retry_on)
-        try:
-            fn_id = self._functions.get(key)
-        except TypeError:  # an unhashable callable
+        the call owns it (it is registered for this call alone).
+
+        The cache holds no user object alive: a callable is known by its
+        identity and a weak reference, a bound method by its function and
+        a weak reference to its object (``obj.method`` is a new object each
+        time), so dropping ``obj`` after its task frees it. Thread workers
+        take the function itself, not a pickle: nothing to save, so nothing
+        is cached for them."""
+        if not self.workers.pickled:
             return self.register(func, mode, options), True
-        if fn_id is not None:
+        holder = func.__self__ if type(func) is MethodType else func
+        key = (id(holder), getattr(func, "__func__", None), mode, options.retry_on)
+        entry = self._functions.get(key)
+        if entry is not None and entry[1]() is holder:
             with contextlib.suppress(KeyError):  # evicted meanwhile: still registered
                 self._functions.move_to_end(key)
-            return fn_id, False
+            return entry[0], False
+        try:
+            ref = weakref.ref(holder)
+        except TypeError:  # builtins: held, but they hold nothing of the user's
+            ref = functools.partial(_same, holder)
         with self._functions_lock:
-            fn_id = self._functions.get(key)
-            if fn_id is not None:
-                return fn_id, False
+            entry = self._functions.get(key)
+            if entry is not None and entry[1]() is holder:
+                return entry[0], False
             fn_id = self.register(func, mode, options)
-            self._functions[key] = fn_id
-            old = None
-            if len(self._functions) > FUNCTION_CACHE_SIZE:
+            old = self._functions.pop(key, None)  # a dead object's: its id was reused
+            self._functions[key] = (fn_id, ref)
+            if old is None and len(self._functions) > FUNCTION_CACHE_SIZE:
                 _, old = self._functions.popitem(last=False)
         if old is not None:
-            self.workers.release(old)
+            self.workers.release(old[0])
         return fn_id, False
 
     def send(self, sent: Sent, chunks: list, payloads=None, ser_ns: int = 0) -> None:
@@ -138,9 +154,16 @@ class Pipeline:
         if self._broken:  # the result thread stopped; nothing will answer these
             call.fail(_broken_error(self._broken[0]))
 
-    def _call(self, collector, func: Callable, mode: int, options: Options, what: str, **kw):
+    def _starting(self) -> None:
+        """Every call starts here: refused if results can no longer arrive;
+        the workers' logging level follows the parent's, as it is now."""
         if self._broken:
             raise _broken_error(self._broken[0])
+        if self._follow_logging is not None:
+            self._follow_logging()
+
+    def _call(self, collector, func: Callable, mode: int, options: Options, what: str, **kw):
+        self._starting()
         fn_id = self.register(func, mode, options)
         return Call(self, collector, fn_id=fn_id, owns_function=True, options=options, what=what,
                     **kw)  # fmt: skip
@@ -173,9 +196,12 @@ class Pipeline:
         options: CallOptions,
         callback=None,
         error_callback=None,
+        *,
+        collector: IMapIterator | None = None,
     ) -> MapResult:
         """``map``/``starmap``: the whole input is cut into chunks and sent
-        now; the result is a list in input order."""
+        now; the result is a list in input order, or the results go to
+        ``collector`` (an iterator of the caller's making) as they come."""
         path, key, star = options.checkpoint, options.checkpoint_key, method == "starmap"
         items = iterable if isinstance(iterable, list) else list(iterable)
         n = len(items)
@@ -188,7 +214,7 @@ class Pipeline:
         stage = runner = None
         if path:
             stage, runner = _checkpoint_stage(func, star, path, key, chunks=key is None)
-        result = MapResult(what, n, callback, error_callback)
+        result = MapResult(what, n, callback, error_callback) if collector is None else collector
         if stage is None:
             batches = self.workers.pack_batches(chunks)
             # Pickling errors surface before anything is sent.
@@ -227,20 +253,25 @@ class Pipeline:
         iterable: Iterable,
         chunksize: int | None,
         options: CallOptions,
+        *,
+        star: bool = False,
+        collector: IMapIterator | None = None,
     ) -> IMapIterator:
         """``imap``/``imap_unordered``: a feeder thread reads the input as
-        results are consumed."""
+        results are consumed. ``star``: the items are argument tuples
+        (``func(*item)``). ``collector``: the iterator to fill (one of the
+        caller's making), instead of a new ``IMapIterator``."""
         path, key = options.checkpoint, options.checkpoint_key
         total = len(iterable) if hasattr(iterable, "__len__") else None
         what = f"{method}({name_of(func)})"
         stage = runner = None
         if path:
-            stage, runner = _checkpoint_stage(func, False, path, key, chunks=False)
-        it = IMapIterator(what, method == "imap")
+            stage, runner = _checkpoint_stage(func, star, path, key, chunks=False)
+        it = IMapIterator(what, method == "imap") if collector is None else collector
         call = self._call(
             it,
             runner or func,
-            MODE_MAP,
+            MODE_STARMAP if star and runner is None else MODE_MAP,
             options.task,
             what,
             progress=self._progress(what, total, options),
@@ -263,22 +294,39 @@ class Pipeline:
         self._send_one(result, func, (tuple(args), dict(kwargs)), options.task, what, "apply")
         return result
 
-    def submit(self, func: Callable, args: tuple, kwargs: dict, options: CallOptions) -> PoolFuture:
-        future = PoolFuture(self.future_condition)
-        what = f"submit({name_of(func)})"
-        self._send_one(future, func, (args, kwargs), options.task, what, "submit")
+    def submit(
+        self,
+        func: Callable,
+        args: tuple,
+        kwargs: dict,
+        options: CallOptions,
+        *,
+        collector: PoolFuture | None = None,
+        name: str | None = None,
+        copies=None,
+    ) -> PoolFuture:
+        """``func(*args, **kwargs)`` as one task. ``collector``: the future to
+        fill (one of the caller's making, made with ``future_condition``);
+        ``name``: what traces and messages call the task, instead of the
+        function's name; ``copies``: a ``wire.transfer.CopyCache`` that large
+        arguments are copied into once for several calls."""
+        future = PoolFuture(self.future_condition) if collector is None else collector
+        what = f"submit({name or name_of(func)})"
+        self._send_one(future, func, (args, kwargs), options.task, what, "submit", name, copies)
         return future
 
-    def _send_one(self, collector, func, args, options, what, method) -> None:
-        if self._broken:
-            raise _broken_error(self._broken[0])
+    def _send_one(
+        self, collector, func, args, options, what, method, name=None, copies=None
+    ) -> None:
+        self._starting()
         workers, recorder = self.workers, self.recorder
         started = time.perf_counter_ns() if recorder is not None else 0
-        payload = workers.pack(args)  # pickling errors surface first
+        # Pickling errors surface first.
+        payload = workers.pack(args) if copies is None else workers.pack(args, False, copies)
         fn_id, owns = self.cached_function(func, MODE_CALL, options)
         task_id = self.new_ids(1)
         if recorder is not None:
-            call = recorder.call(method, qualified_name(func), None)
+            call = recorder.call(method, name or qualified_name(func), None)
             ser_ns = time.perf_counter_ns() - started
             recorder.sent(call, task_id, (1,), workers.sizes([payload]), ser_ns)
         self._pending[task_id] = OneTask(self, collector, task_id, fn_id, owns, what)
@@ -308,10 +356,35 @@ class Pipeline:
         for call in calls:
             call.cancel()
 
+    def withdraw_all(self) -> None:
+        """Cancels every task no worker holds yet, and stops reading every
+        lazy input (``shutdown(cancel_futures=True)``); what workers hold
+        runs on."""
+        calls, single = set(), []
+        for entry in list(self._pending.values()):
+            if type(entry) is OneTask:
+                single.append(entry.task_id)
+            else:
+                calls.add(entry.call)
+        for call in list(self._iterators):
+            if call._call is not None:
+                calls.add(call._call)
+        for call in calls:
+            call.cancel(stop_running=False)
+        # Withdrawn at once, so their results say so when this returns.
+        for task_id in self.workers.withdraw(single) if single else ():
+            entry = self._pending.get(task_id)
+            if entry is not None:
+                entry.collector.put(0, 1, False, CancelledError(f"{entry.what} was cancelled"))
+
     def close(self) -> None:
         # join() waits for all input to be read: lift imap's read-ahead bound.
         for it in list(self._iterators):
             it.unbound()
+
+    def reading(self) -> bool:
+        """Whether a call is still reading its lazy input."""
+        return any(feeder.is_alive() for feeder in self._feeders)
 
     def join_feeders(self) -> None:
         for feeder in self._feeders:
@@ -375,6 +448,11 @@ def _checkpoint_stage(func, star: bool, path, key, chunks: bool):
         return ChunkStage(func, star, path), None
     stage = ItemStage(func, star, path, key)
     return stage, stage.runner
+
+
+def _same(obj):
+    """A strong reference that answers as a weak one does."""
+    return obj
 
 
 def name_of(func: Callable) -> str:

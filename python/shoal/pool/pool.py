@@ -5,9 +5,11 @@ methods check their arguments and hand the call to the pool's pipeline
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
-import sys
+import signal
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
@@ -17,7 +19,6 @@ from ..cpus import cpu_count
 from ..sync.context import check_context
 from ..trace.recorder import TraceRecorder
 from ..trace.trace import Trace
-from ..worker.output import ParentLogLevel
 from .memory import parse_memory
 from .options import (
     TASK_KEYS,
@@ -29,7 +30,6 @@ from .options import (
     check_progress,
     check_workers,
 )
-from .output import parent_log_level
 from .pipeline import Pipeline
 from .results import AsyncResult, IMapIterator, MapResult
 from .workers import ProcessWorkers
@@ -55,6 +55,24 @@ class WorkerProcess:
         except PermissionError:
             return True
         return True
+
+    def terminate(self) -> None:
+        """SIGTERM, as ``Process.terminate``: the pool replaces the worker
+        (the task it ran fails with ``WorkerLostError``)."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Waits until the process has ended (the pool reaps it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.01)
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.name} pid={self.pid}>"
@@ -94,9 +112,6 @@ class Pool:
     are fresh interpreters whatever its start method.
     """
 
-    #: The parent's logging level as workers see it (processes only).
-    _log_level: ParentLogLevel | None = None
-
     def __init__(
         self,
         processes: int | None = None,
@@ -131,12 +146,11 @@ class Pool:
             raise ValueError(
                 f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}"
             )
-        # Workers follow the parent's logging level as it is when each call starts.
-        log_level = ParentLogLevel(parent_log_level())
-        setup = (list(sys.path), initializer, tuple(initargs), max_memory, log_level)
         # The trace's clock starts before the workers do.
         recorder = TraceRecorder("process", processes) if trace else None
-        workers = ProcessWorkers.start(processes, setup, maxtasksperchild, max_memory, trace)
+        workers = ProcessWorkers.start(
+            processes, initializer, initargs, maxtasksperchild, max_memory, trace
+        )
         self._start(
             workers,
             processes,
@@ -147,7 +161,6 @@ class Pool:
                 recorder=recorder,
             ),
         )
-        self._log_level = log_level
 
     def _start(self, workers, n: int, pipeline: Pipeline) -> None:
         """Every pool's state around its started workers and pipeline."""
@@ -163,8 +176,6 @@ class Pool:
         """The pipeline, for a call that starts now."""
         if self._state != _RUN:
             raise ValueError("Pool not running")
-        if self._log_level is not None:  # every call starts here
-            self._log_level.follow(parent_log_level())
         return self._pipeline
 
     # ------------------------------------------------------- apply/submit

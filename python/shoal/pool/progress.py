@@ -62,6 +62,13 @@ class Progress:
         if show:
             self._bar = _bar(what, total, show)
 
+    def grow(self, items: int) -> None:
+        """``items`` more to do: a total that grows as tasks are submitted."""
+        with self._lock:
+            self._total = (self._total or 0) + items
+            if self._bar is not None:
+                self._bar.total = self._total  # shown at the next update
+
     def advance(self, items: int) -> None:
         with self._lock:
             self._done += items

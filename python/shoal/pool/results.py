@@ -155,6 +155,7 @@ class IMapIterator:
         self._ended = False
         self._error: BaseException | None = None  # raised once at the end
         self._stopped = False
+        self._input_closed = False  # read no more input; deliver what was read
 
     # --- the feeder's side
     def wait_for_room(self, chunk: int, most: int) -> int:
@@ -163,7 +164,7 @@ class IMapIterator:
         be read now (0: read no more)."""
         with self._cond:
             while True:
-                if self._stopped or self._ended:
+                if self._stopped or self._ended or self._input_closed:
                     return 0
                 room = min(
                     (self._read_ahead - self._ahead) // chunk,
@@ -194,6 +195,13 @@ class IMapIterator:
         """No read-ahead bound any more (``close()``: all input is read)."""
         with self._cond:
             self._read_ahead = self._read_ahead_chunks = sys.maxsize
+            self._cond.notify_all()
+
+    def close_input(self) -> None:
+        """Read no more of the input; the results of what was read still
+        come (an executor's ``map`` with ``buffersize``, at shutdown)."""
+        with self._cond:
+            self._input_closed = True
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -271,6 +279,8 @@ class IMapIterator:
         return self._arrived.popleft() if self._arrived else None
 
 
+_PENDING, _RUNNING = "PENDING", "RUNNING"
+_CANCELLED, _FINISHED = "CANCELLED", "FINISHED"
 _FINAL_STATES = ("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED")
 
 
@@ -278,18 +288,24 @@ class PoolFuture(concurrent.futures.Future):
     """A real ``concurrent.futures.Future`` (``as_completed``, ``wait`` and
     ``asyncio.wrap_future`` work), tuned for many small tasks:
 
-    - ``cancel`` also withdraws the task from the engine's queue;
     - the stdlib builds a ``threading.Condition`` per future, which costs
       more than shoal's whole dispatch of a task; here the futures of one
       pool share one condition. A notification may then be meant for another
       future, so ``result`` and ``exception`` wait in a loop until their own
-      future is done (the stdlib's wait once).
+      future is done (the stdlib's wait once);
+    - the engine does not report each task's start (that would cost a
+      message per task), so the state is asked for when it matters:
+      ``cancel()`` withdraws the task from the engine's queue and succeeds
+      only if no worker held it yet, and ``running()`` asks whether a worker
+      holds it. As in the standard ``ProcessPoolExecutor``, whose call queue
+      holds tasks ahead of the workers, a task a worker holds counts as
+      running, even while it waits behind the worker's current task.
     """
 
     def __init__(self, condition: threading.Condition) -> None:  # noqa: D107
         # Future.__init__ is not called: it would build a condition of its own.
         self._condition = condition
-        self._state = "PENDING"
+        self._state = _PENDING
         self._result = None
         self._exception = None
         self._waiters = []
@@ -314,27 +330,64 @@ class PoolFuture(concurrent.futures.Future):
         return super().exception(0)
 
     def cancel(self) -> bool:
-        if super().cancel():
-            if self._call is not None:
-                self._call.withdraw()
-            return True
-        return False
+        if self._state == _PENDING:
+            call = self._call
+            if call is not None and not call.withdraw():
+                # A worker holds it: it runs, as a running future does.
+                self._mark_running()
+                return False
+        return super().cancel()
+
+    def running(self) -> bool:
+        if self._state == _PENDING:
+            call = self._call
+            if call is not None and call.held():
+                self._mark_running()
+        return super().running()
+
+    def _mark_running(self) -> None:
+        with self._condition:
+            if self._state == _PENDING:
+                self._state = _RUNNING
 
     # --- collector
     def input_done(self, total: int) -> None:
         pass
 
     def put(self, position: int, n: int, ok: bool, value: Any) -> None:
-        if type(value) is concurrent.futures.CancelledError:  # pool.cancel() or terminate()
-            concurrent.futures.Future.cancel(self)
-            self.set_running_or_notify_cancel()
+        if (
+            type(value) is concurrent.futures.CancelledError
+        ):  # withdrawn, pool.cancel(), terminate()
+            self._cancelled_by_pool()
             return
-        if not self.set_running_or_notify_cancel():
-            return  # cancelled by the user; the result is dropped
+        with self._condition:
+            state = self._state
+            if state == _PENDING:
+                self._state = _RUNNING
+            elif state == _CANCELLED:  # cancel() won: the result is dropped
+                self.set_running_or_notify_cancel()
+                return
+            elif state != _RUNNING:
+                return
         if ok:
             self.set_result(value)
         else:
             self.set_exception(value)
+
+    def _cancelled_by_pool(self) -> None:
+        """The task ended cancelled: by ``cancel()`` (then this notifies
+        waiters, as an executor does when it drops a cancelled task), or by
+        ``pool.cancel()``/``terminate()``, even while it ran."""
+        with self._condition:
+            state = self._state
+            if state == _PENDING or state == _RUNNING:
+                self._state = _CANCELLED
+                self._condition.notify_all()
+            elif state != _CANCELLED:
+                return  # finished, or cancelled and notified already
+        if state != _CANCELLED:
+            self._invoke_callbacks()
+        self.set_running_or_notify_cancel()  # CANCELLED -> CANCELLED_AND_NOTIFIED
 
     def end(self, error: BaseException | None) -> None:
         if error is not None and not self.done():

@@ -35,7 +35,7 @@ class Handoff:
         self.threads: dict[int, threading.Thread] = {}
 
 
-def _no_bytes(_obj) -> bytes:
+def _no_bytes(_obj, *_) -> bytes:
     return b""
 
 
@@ -47,9 +47,12 @@ class ThreadWorkers(EngineWorkers):
     kind = "thread"
     pickled = False
 
-    def __init__(self, workers: int, initializer, initargs: tuple, trace: bool) -> None:
+    def __init__(
+        self, workers: int, initializer, initargs: tuple, trace: bool, name: str = "shoal-thread-"
+    ) -> None:
+        """``name``: the worker threads' names, before their slot number."""
         self.handoff = handoff = Handoff()
-        start = functools.partial(thread.start, handoff, workers, initializer, initargs)
+        start = functools.partial(thread.start, handoff, workers, initializer, initargs, name)
         super().__init__(_shoal.Engine.with_threads(workers, start, trace=trace))
 
     def register(self, fn_id: int, func, mode: int, retry_on: tuple) -> None:

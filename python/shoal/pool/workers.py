@@ -11,6 +11,8 @@ import time
 from .. import _shoal, interpreter
 from ..cpus import cpu_count
 from ..wire.transfer import dumps_function, pack, pack_batches, pack_many, payload_nbytes
+from ..worker.output import ParentLogLevel
+from .output import parent_log_level
 
 #: Thread-count variables of numeric libraries, capped per worker so N
 #: workers do not each start a thread per core.
@@ -48,6 +50,8 @@ class EngineWorkers:
     def __init__(self, engine: _shoal.Engine) -> None:
         self.engine = engine
         self.cancel = engine.cancel
+        self.withdraw = engine.withdraw
+        self.held = engine.held
         self.wait_completions = engine.wait_completions
         self.worker_pids = engine.worker_pids
         self.records = engine.workers
@@ -63,21 +67,32 @@ class ProcessWorkers(EngineWorkers):
     pickled = True
     settle = None  # completions are decoded as they come
 
-    def __init__(self, engine: _shoal.Engine) -> None:
+    def __init__(self, engine: _shoal.Engine, log_level: ParentLogLevel) -> None:
         super().__init__(engine)
         self.release = engine.release_function
+        self._log_level = log_level
+
+    def follow_logging(self) -> None:
+        """At the start of a call: the workers' logging level becomes the
+        parent's, as it is now."""
+        self._log_level.follow(parent_log_level())
 
     @classmethod
     def start(
         cls,
         processes: int,
-        setup: tuple,
+        initializer,
+        initargs: tuple,
         maxtasksperchild: int | None,
         max_memory: int | None,
         trace: bool,
     ) -> ProcessWorkers:
-        """Starts ``processes`` workers; ``setup`` is what each one's Init
-        frame carries (see ``worker.process.ProcessSide.initialise``)."""
+        """Starts ``processes`` workers, each running ``initializer(*initargs)``
+        first. Their logging level follows the parent's (``follow_logging``)."""
+        log_level = ParentLogLevel(parent_log_level())
+        # What each worker's Init frame carries (see
+        # ``worker.process.ProcessSide.initialise``).
+        setup = (list(sys.path), initializer, tuple(initargs), max_memory, log_level)
         engine = _shoal.Engine(
             processes,
             sys.executable,
@@ -88,7 +103,7 @@ class ProcessWorkers(EngineWorkers):
             max_memory,
             trace,
         )
-        return cls(engine)
+        return cls(engine, log_level)
 
     def register(self, fn_id: int, func, mode: int, retry_on: tuple) -> None:
         self.engine.register_function(fn_id, dumps_function(func, mode, retry_on))

@@ -121,8 +121,14 @@ def _small_tasks(stats: CallStats, workers: int) -> Advice | None:
     )
 
 
+#: Calls that are one task by design: other calls keep the workers busy.
+SINGLE_TASK_METHODS = ("apply", "submit")
+
+
 def _few_tasks(stats: CallStats, workers: int) -> Advice | None:
     if stats.call.tasks >= workers or stats.window < MIN_CALL:
+        return None
+    if stats.call.method in SINGLE_TASK_METHODS:
         return None
     idle = workers - stats.call.tasks
     wanted = workers * TASKS_PER_WORKER

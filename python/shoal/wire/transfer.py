@@ -26,6 +26,7 @@ from __future__ import annotations
 
 # The C accelerator that `pickle` re-exports (see `_serialize`).
 import _pickle as pickle
+import functools
 import io
 import os
 import sys
@@ -58,18 +59,23 @@ _OWNED = _shoal.ACCESS_OWNED
 class _Copy:
     """A buffer to copy into a new segment once the whole call is pickled:
     by then it is known how many payloads use it. One user gets it
-    writable (``OWNED``); several get it sealed and read-only."""
+    writable (``OWNED``); several get it sealed and read-only, as does
+    every user of a copy kept for later calls (``shared``)."""
 
-    __slots__ = ("buffer", "users", "fd")
+    __slots__ = ("buffer", "users", "fd", "shared", "__weakref__")
 
-    def __init__(self, buffer) -> None:
+    def __init__(self, buffer, shared: bool = False) -> None:
         self.buffer = buffer  # keeps its address its own until copied
         self.users = 0
         self.fd = None
+        self.shared = shared
+
+    def read_only(self) -> bool:
+        return self.shared or self.users > 1
 
     def materialize(self):
         if self.fd is None:
-            self.fd = _shoal.copy_to_segment(self.buffer, self.users > 1)
+            self.fd = _shoal.copy_to_segment(self.buffer, self.read_only())
             self.buffer = None
         return self.fd
 
@@ -89,6 +95,100 @@ class _Call:
         if copy is None:
             copy = self._copies[key] = _Copy(buffer)
         return copy
+
+
+class CopyCache(_Call):
+    """Copies kept across calls that belong together (the batches of a
+    joblib ``Parallel`` call, and the calls after it): a large buffer given
+    to several is copied to shared memory once, and every receiver maps
+    that copy read-only.
+
+    Within a call (until ``end_call``) a copy is reused while the object
+    that owns the buffer (a numpy array) is alive -- its memory can't then
+    be another object's -- as joblib reuses its memmaps: what is written
+    into the array after its first copy is not seen by later tasks of the
+    call. A later call reuses the copy only if the array still holds the
+    same bytes (compared in place, at memory speed), else copies it again.
+    ``end_call`` drops the copies the call did not use; a copy also goes
+    when its array dies."""
+
+    __slots__ = ("_owners", "_used", "_views", "_ref", "__weakref__")
+
+    def __init__(self) -> None:
+        import weakref  # here: a worker never makes one, and need not import it
+
+        super().__init__()
+        self._ref = weakref.ref
+        self._owners: dict = {}  # key -> weakref to the owner of the copied buffer
+        self._used: set = set()  # keys used since the last end_call
+        self._views: dict = {}  # key -> the copy, mapped here to compare with
+
+    def copy_of(self, buffer, address: int, nbytes: int) -> _Copy:
+        key = (address, nbytes)
+        copy, ref = self._copies.get(key), self._owners.get(key)
+        owner = _owner(buffer)
+        if copy is not None and ref is not None and ref() is owner is not None:
+            if key in self._used or self._unchanged(key, copy, buffer):
+                self._used.add(key)
+                return copy
+        copy = _Copy(buffer, shared=True)
+        try:
+            ref = self._ref(owner, functools.partial(_forget, self._ref(self), key))
+        except TypeError:  # an owner that can't be followed (bytes): not kept
+            return copy
+        self._drop(key)
+        self._copies[key], self._owners[key] = copy, ref
+        self._used.add(key)
+        return copy
+
+    def _unchanged(self, key, copy: _Copy, buffer) -> bool:
+        """Whether ``buffer`` still holds what ``copy`` (made by an earlier
+        call) holds."""
+        if copy.fd is None:
+            return False
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = _Segment.map(copy.fd, _READ_ONLY)
+        return _shoal.same_bytes(buffer.raw(), view)
+
+    def end_call(self) -> None:
+        """A call is over: the copies it did not use go; those it used stay
+        for the next call, which checks them before it reuses them."""
+        for key in [k for k in self._copies if k not in self._used]:
+            self._drop(key)
+        self._used.clear()
+
+    def clear(self) -> None:
+        """Drops every copy (those still on their way stay alive until sent)."""
+        self._copies.clear()
+        self._owners.clear()
+        self._views.clear()
+        self._used.clear()
+
+    def count(self) -> int:
+        """How many copies are kept."""
+        return len(self._copies)
+
+    def _drop(self, key) -> None:
+        self._copies.pop(key, None)
+        self._owners.pop(key, None)
+        self._views.pop(key, None)
+        self._used.discard(key)
+
+
+def _owner(buffer):
+    """The object whose memory ``buffer`` (a ``PickleBuffer``) shows."""
+    try:
+        return buffer.raw().obj
+    except (AttributeError, BufferError, ValueError):
+        return None
+
+
+def _forget(cache_ref, key, dead_ref) -> None:
+    """A cached copy's owner died: its memory may go to another object."""
+    cache = cache_ref()
+    if cache is not None and cache._owners.get(key) is dead_ref:
+        cache._drop(key)
 
 
 class _Envelope:
@@ -136,7 +236,7 @@ class _Envelope:
         attachments, accesses = self.attachments, self.accesses
         for i, item in enumerate(attachments):
             if type(item) is _Copy:
-                accesses[i] = _READ_ONLY if item.users > 1 else _OWNED
+                accesses[i] = _READ_ONLY if item.read_only() else _OWNED
                 attachments[i] = item.materialize()
         header = _pickle_dumps((accesses, self.entries), PROTOCOL)
         return header + main, attachments
@@ -319,12 +419,13 @@ def _pickle_in_band(obj, by_value: bool) -> bytes:
     return out.getvalue()
 
 
-def pack(obj, by_value: bool = False, main_by_value: bool = True):
+def pack(obj, by_value: bool = False, cache: CopyCache | None = None, main_by_value: bool = True):
     """``obj`` pickled: ``bytes``, or ``(body, attachments)`` when parts of
     it travel in shared memory. ``by_value`` pickles functions and classes
-    by value (cloudpickle); ``main_by_value`` False keeps ``__main__``'s by
+    by value (cloudpickle); ``cache`` reuses copies made for earlier packs
+    (see ``CopyCache``); ``main_by_value`` False keeps ``__main__``'s by
     reference."""
-    packed = _pack_one(obj, None, by_value, main_by_value)
+    packed = _pack_one(obj, cache, by_value, main_by_value)
     if type(packed) is bytes:
         return packed
     envelope, data = packed

@@ -66,9 +66,11 @@ def _serve(link, side) -> int:
                     frame = None  # arguments in shared memory live as long as `args`
                     t1 = perf_counter_ns()
                     result = [fn(x) for x in args] if mode == MODE_MAP else run(mode, fn, args)
-                    args = None
+                    # A thread worker shares the caller's objects: hold none
+                    # of them (a bound method's object) past the task.
+                    args = fn = None
                 except BaseException as raised:  # noqa: BLE001 - answered to the parent
-                    args = None
+                    args = fn = None
                     failed(task_id, raised, isinstance(raised, retry_on), t1 - t0)
                 else:
                     done(task_id, result, mode, t1 - t0)

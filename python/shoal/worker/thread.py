@@ -77,14 +77,13 @@ class _Withdrawn(Exception):  # noqa: N818 - not an error: the task was cancelle
     """The task was withdrawn (cancelled) after it was sent."""
 
 
-def start(handoff, workers: int, initializer, initargs: tuple, link, slot: int) -> None:
+def start(handoff, workers: int, initializer, initargs: tuple, name: str, link, slot: int) -> None:
     """The engine's launcher for one worker (``Engine.with_threads``, with
-    the first four arguments bound). A daemon thread: one abandoned by a
-    timeout or ``terminate()`` never holds up the interpreter's exit."""
+    the first five arguments bound); the thread is called ``{name}{slot}``.
+    A daemon thread: one abandoned by a timeout or ``terminate()`` never
+    holds up the interpreter's exit."""
     side = ThreadSide(link, handoff, workers, initializer, initargs)
-    threading.Thread(
-        target=_serve, args=(link, side), name=f"shoal-thread-{slot}", daemon=True
-    ).start()
+    threading.Thread(target=_serve, args=(link, side), name=f"{name}{slot}", daemon=True).start()
 
 
 def _serve(link, side: ThreadSide) -> None:

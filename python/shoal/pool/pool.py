@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..cluster.world import current_world
 from ..cpus import cpu_count
 from ..trace.recorder import TraceRecorder
 from ..trace.trace import Trace
@@ -109,7 +110,11 @@ class Pool:
         max_memory = parse_memory(max_memory, "max_memory")
         check_progress(progress, on_progress)
         check_checkpoint_key(checkpoint_key)
-        processes = check_workers(cpu_count() if processes is None else processes, "processes")
+        # Under `shoal run --pool`, the other ranks of the MPI launch serve it.
+        world = current_world()
+        if processes is None:
+            processes = cpu_count() if world is None else world.worker_count
+        processes = check_workers(processes, "processes")
         if initializer is not None:
             check_callable(initializer, "initializer")
         if maxtasksperchild is not None and (
@@ -123,7 +128,8 @@ class Pool:
         setup = (list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level())
         # The trace's clock starts before the workers do.
         recorder = TraceRecorder("process", processes) if trace else None
-        workers = ProcessWorkers.start(processes, setup, maxtasksperchild, max_memory, trace)
+        start = ProcessWorkers.start if world is None else world.start_workers
+        workers = start(processes, setup, maxtasksperchild, max_memory, trace)
         self._start(
             workers,
             processes,

@@ -127,8 +127,14 @@ def api() -> None:
             slow.result(timeout=30)
         except concurrent.futures.CancelledError:
             say("cancelled", True)
+        from shoal.cluster.world import current_world
+
+        sent = dict(current_world().blob_bytes)
         x = np.arange(8_000_000, dtype=np.float64)  # 64 MB
         say("array", pool.map(total, [x] * 16, chunksize=1) == [float(x.sum())] * 16)
+        # Bytes of large buffers sent to each serving rank for that call.
+        now = current_world().blob_bytes
+        say("array_sent", sorted(now[rank] - sent.get(rank, 0) for rank in now))
         back = pool.map(doubled, [x[:1_000_000], x[1_000_000:2_000_000]])
         say("array_back", [bool((b == 2 * x[k * 1_000_000 : (k + 1) * 1_000_000]).all())
                            for k, b in enumerate(back)] + [back[0].flags.writeable])  # fmt: skip

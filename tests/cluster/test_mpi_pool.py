@@ -76,6 +76,7 @@ def test_under_mpiexec_the_ranks_serve_the_whole_pool_api(mpi_env, tmp_path):
     assert got["progress"] == [40, 10]
     assert got["cancelled"] is True
     assert got["array"] is True
+    assert got["array_sent"] == [64_000_000, 64_000_000]  # once per serving rank, not per task
     assert got["array_back"] == [True, True, True]  # large results come back, writable
     assert got["trace"] == [4, [0, 1, 2, 3], True]  # workers numbered across the ranks
     assert got["pids"] == 4

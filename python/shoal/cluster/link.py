@@ -16,8 +16,8 @@ a rank dies.
 
 Blobs (see ``cluster.messages``) are counted here: each task, function or
 pool set-up that uses one holds it; each serving rank gets it at most once,
-when the first task that needs it is sent there; when nothing holds it, the
-ranks that have it are told to drop it. The blob's segment is held until
+when the first task that needs it is sent there; when nothing has held it
+for a second, the ranks that have it are told to drop it. The blob's segment is held until
 then, so its identity (device and inode) cannot be reused meanwhile.
 """
 
@@ -34,11 +34,13 @@ import time
 from .. import _shoal
 from ..errors import ShoalError
 from . import messages as m
+from .poll import MIN_PAUSE, Pause, wait_for
 
-#: Longest sleep between two polls for messages (seconds).
-MAX_POLL = 0.001
 #: How often silences and ended processes are checked (seconds).
 CHECK_EVERY = 0.25
+#: How long the ranks keep a blob nothing holds (seconds): the tasks of one
+#: call are sent in batches, and one batch may finish before the next comes.
+KEEP_IDLE = 1.0
 
 
 class ClusterError(ShoalError):
@@ -70,7 +72,7 @@ class Peer:
 
 
 class Blob:
-    __slots__ = ("id", "key", "source", "nbytes", "holds", "ranks")
+    __slots__ = ("id", "key", "source", "nbytes", "holds", "ranks", "idle_since")
 
     def __init__(self, blob_id: int, key, source) -> None:
         self.id = blob_id
@@ -79,6 +81,7 @@ class Blob:
         self.nbytes = m.nbytes(source)
         self.holds = 0
         self.ranks: set[int] = set()
+        self.idle_since = 0.0
 
 
 def _identity(attachment) -> tuple[int, int]:
@@ -110,6 +113,8 @@ class Link:
         self._sending: list = []
         self._stopping = False
         self.lost: list[str] = []
+        #: Bytes of blobs sent to each rank, so far.
+        self.blob_bytes: collections.Counter = collections.Counter()
         self.thread = threading.Thread(target=self._run, name="shoal-mpi", daemon=True)
 
     # ------------------------------------------------------------ start, stop
@@ -208,22 +213,27 @@ class Link:
         return held
 
     def release(self, blobs: list[Blob]) -> None:
-        """Holds ``blobs`` once less; the ranks that have one nothing holds
-        drop it."""
+        """Holds ``blobs`` once less (see ``_drop_idle``)."""
         if not blobs:
             return
-        drops = collections.defaultdict(list)
+        now = time.monotonic()
         with self._lock:
             for blob in blobs:
                 blob.holds -= 1
                 if blob.holds == 0:
-                    del self._blobs[blob.key]
+                    blob.idle_since = now
+
+    def _drop_idle(self, now: float) -> None:
+        """Tells the ranks to drop the blobs nothing has held for a while."""
+        drops = collections.defaultdict(list)
+        with self._lock:
+            for key, blob in list(self._blobs.items()):
+                if blob.holds == 0 and now - blob.idle_since > KEEP_IDLE:
+                    del self._blobs[key]
                     for rank in blob.ranks:
                         drops[rank].append(blob.id)
             for rank, ids in drops.items():
                 self._outbox.append((rank, (m.DROP, ids), ()))
-        if drops:
-            self._wake.set()
 
     def blob_ids(self, peer: Peer, blobs: list[Blob]) -> list[int]:
         """The ids of ``blobs`` for a message to ``peer``, which gets each
@@ -232,6 +242,7 @@ class Link:
             for blob in blobs:
                 if peer.rank not in blob.ranks:
                     blob.ranks.add(peer.rank)
+                    self.blob_bytes[peer.rank] += blob.nbytes
                     announce = (m.BLOB, blob.id, blob.nbytes)
                     self._outbox.append((peer.rank, announce, (m.readable(blob.source),)))
         return [blob.id for blob in blobs]
@@ -247,7 +258,7 @@ class Link:
     def _loop(self) -> None:
         MPI, comm = self.MPI, self.comm
         status = MPI.Status()
-        pause, next_check = 0.0, 0.0
+        pause, next_check = Pause(), 0.0
         while True:
             busy = False
             while True:
@@ -274,6 +285,7 @@ class Link:
             now = time.monotonic()
             if now >= next_check:
                 self._check(now)
+                self._drop_idle(now)
                 next_check = now + CHECK_EVERY
             if (
                 self._stopping
@@ -282,12 +294,11 @@ class Link:
             ):
                 return
             if busy:
-                pause = 0.0
+                pause.news()
                 continue
-            self._wake.wait(pause)
-            self._wake.clear()
             # While buffers are on their way, keep MPI's progress going.
-            pause = 2e-5 if self._sending else min(MAX_POLL, max(2e-5, pause * 2))
+            self._wake.wait(MIN_PAUSE if self._sending else pause.next())
+            self._wake.clear()
 
     def _send(self, peer: Peer, message: tuple, data) -> None:
         MPI, comm = self.MPI, self.comm
@@ -307,13 +318,8 @@ class Link:
         """A buffer ``peer`` announced, into a segment of its own."""
         segment = _shoal.Segment.create(nbytes)
         request = self.comm.Irecv([memoryview(segment), self.MPI.BYTE], peer.rank, m.DATA)
-        limit = time.monotonic() + self.timeout + nbytes / 1e7
-        pause = 0.0
-        while not request.Test():
-            if time.monotonic() > limit:
-                raise ClusterError(f"a result of {nbytes} bytes from it did not arrive in time")
-            time.sleep(pause)
-            pause = min(MAX_POLL, max(2e-5, pause * 2))
+        if not wait_for(request, time.monotonic() + self.timeout + nbytes / 1e7):
+            raise ClusterError(f"a result of {nbytes} bytes from it did not arrive in time")
         return segment.fd()
 
     def _handle(self, peer: Peer, message: tuple) -> None:

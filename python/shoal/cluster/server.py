@@ -29,10 +29,7 @@ from .. import _shoal
 from ..cpus import cpu_count
 from ..pool.workers import worker_command, worker_env
 from . import messages as m
-
-#: Longest sleep between two polls for messages (seconds).
-MAX_POLL = 0.001
-
+from .poll import MAX_PAUSE, Pause, wait_for
 
 #: What a message about one pool does to that pool's engine.
 _ABOUT_A_POOL = {
@@ -102,7 +99,7 @@ class Server:
         MPI, comm = self.MPI, self.comm
         self.send((m.HELLO, socket.gethostname(), os.getpid(), cpu_count()))
         status = MPI.Status()
-        pause = 0.0
+        pause = Pause()
         while True:
             busy = False
             while comm.iprobe(0, m.CONTROL, status):
@@ -126,11 +123,10 @@ class Server:
                     "or gone"
                 )
             if busy:
-                pause = 0.0
+                pause.news()
                 continue
-            self.wake.wait(pause)
+            self.wake.wait(pause.next())
             self.wake.clear()
-            pause = min(MAX_POLL, max(2e-5, pause * 2))
 
     def send(self, message: tuple, data: list = ()) -> None:
         MPI, comm = self.MPI, self.comm
@@ -146,13 +142,8 @@ class Server:
     def wait(self, request, nbytes: int, what: str) -> None:
         """Waits for ``request`` (polling: MPI's own wait spins), at most
         the time limit plus what ``nbytes`` take at 10 MB/s."""
-        limit = time.monotonic() + self.timeout + nbytes / 1e7
-        pause = 0.0
-        while not request.Test():
-            if time.monotonic() > limit:
-                raise ServerLost(f"{what} did not arrive from rank 0 in time")
-            time.sleep(pause)
-            pause = min(MAX_POLL, max(2e-5, pause * 2))
+        if not wait_for(request, time.monotonic() + self.timeout + nbytes / 1e7):
+            raise ServerLost(f"{what} did not arrive from rank 0 in time")
 
     # -------------------------------------------------------- rank 0 says
     def handle(self, message: tuple) -> None:
@@ -263,7 +254,7 @@ class Server:
         limit = time.monotonic() + self.timeout
         while self.sending and time.monotonic() < limit:
             self.test_sends()
-            time.sleep(MAX_POLL)
+            time.sleep(MAX_PAUSE)
 
 
 def serve(comm, timeout: float) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import socket
 import sys
 import threading
 import time
@@ -55,6 +54,7 @@ class Peer:
         self.host: str | None = None
         self.pid: int | None = None
         self.cpus = 0
+        self.here = False  # on this machine, in this pid namespace
         self.offset_ns = 0  # its monotonic clock + offset = ours
         self.synced = False
         self.last_heard = self.last_sent = time.monotonic()
@@ -100,7 +100,7 @@ class Link:
         self.MPI = MPI
         self.comm = comm
         self.timeout = timeout
-        self.host = socket.gethostname()
+        self.machine = m.machine()
         self.peers = {rank: Peer(rank) for rank in range(1, comm.Get_size())}
         self._lock = threading.Lock()
         self.state = threading.Condition(threading.Lock())  # peers' news
@@ -353,9 +353,10 @@ class Link:
             for pool in list(self._pools.values()):
                 pool.on_records(peer, message[1], message[2])
         elif kind == m.HELLO:
-            _, host, pid, cpus = message
+            _, host, pid, cpus, machine = message
             with self.state:
                 peer.host, peer.pid, peer.cpus = host, pid, cpus
+                peer.here = tuple(machine) == self.machine
                 self.state.notify_all()
         elif kind == m.SYNC:
             _, sent, theirs = message
@@ -363,7 +364,7 @@ class Link:
             with self.state:
                 # One machine has one monotonic clock; across machines,
                 # assume the answer came half way through the round trip.
-                peer.offset_ns = 0 if peer.host == self.host else (sent + now) // 2 - theirs
+                peer.offset_ns = 0 if peer.here else (sent + now) // 2 - theirs
                 peer.synced = True
                 self.state.notify_all()
         elif kind == m.BYE:
@@ -381,7 +382,7 @@ class Link:
                 continue
             if now - peer.last_heard > self.timeout:
                 self.lose(peer, f"it has said nothing for {self.timeout:g} s")
-            elif peer.host == self.host and peer.pid is not None and not _alive(peer.pid):
+            elif peer.here and not _alive(peer.pid):
                 self.lose(peer, "its process has ended")
             elif now - peer.last_sent > m.HEARTBEAT:
                 with self._lock:

@@ -20,6 +20,7 @@ shared memory as they would locally.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 
 from .. import _shoal
@@ -42,7 +43,7 @@ SYNC = 11  # (SYNC, rank 0's clock): answered with (SYNC, that clock, this rank'
 STOP = 12  # (STOP,): the program ended; end every pool and leave
 
 # a serving rank -> rank 0
-HELLO = 20  # (HELLO, host, pid, cpus)
+HELLO = 20  # (HELLO, host, pid, cpus, machine())
 OPENED = 21  # (OPENED, pool, error text or None, [worker pid, ...])
 DONE = 22  # (DONE, pool, [completion, ...], [output, ...]), then result buffers on DATA
 ENDED = 23  # (ENDED, pool, [worker record, ...])
@@ -79,6 +80,19 @@ def check_portable(payload, what: str) -> None:
         "live in the memory of one machine. Send plain data (a numpy array: np.array(a)) and "
         "return what the tasks compute, or use a local Pool"
     )
+
+
+def machine() -> tuple:
+    """What tells this machine and process namespace from others: its boot
+    id and its pid namespace. Two ranks that share it share one monotonic
+    clock, and one's pid is the other's to check (a host name says neither:
+    containers on two machines may share one)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return boot, os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return (None, os.getpid())  # unknown: never equal to another rank's
 
 
 def nbytes(attachment) -> int:

@@ -97,7 +97,7 @@ class Server:
     # ----------------------------------------------------------- the loop
     def run(self) -> None:
         MPI, comm = self.MPI, self.comm
-        self.send((m.HELLO, socket.gethostname(), os.getpid(), cpu_count()))
+        self.send((m.HELLO, socket.gethostname(), os.getpid(), cpu_count(), m.machine()))
         status = MPI.Status()
         pause = Pause()
         while True:

@@ -269,3 +269,38 @@ def test_a_missing_program_is_named(tmp_path):
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert "nope.py: no such file" in done.stderr
+
+
+# --------------------------------------------------------- the pieces
+def test_workers_are_spread_over_the_ranks_by_their_cores():
+    from shoal.cluster.link import split
+
+    assert split(64, [32, 32]) == [32, 32]
+    assert split(4, [32, 32]) == [2, 2]
+    assert split(3, [32, 32]) == [2, 1]
+    assert split(5, [8, 2]) == [4, 1]
+    assert split(1, [1, 1, 1]) == [1, 0, 0]
+    assert split(7, [16, 16, 32]) == [2, 2, 3]
+    assert split(2, [0, 0]) == [2, 0]
+
+
+def test_launches_are_told_by_their_environment():
+    from shoal.cluster.launch import launched_tasks
+
+    assert launched_tasks({}) is None
+    assert launched_tasks({"OMPI_COMM_WORLD_SIZE": "4", "PMIX_RANK": "0"}) == 4
+    assert launched_tasks({"SLURM_STEP_NUM_TASKS": "3", "SLURM_PROCID": "1"}) == 3
+    assert launched_tasks({"PMI_SIZE": "2"}) == 2
+    # A batch script is not a launch of tasks, even with SLURM_NTASKS.
+    assert launched_tasks({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "3", "SLURM_PROCID": "0"}) is None
+    assert launched_tasks({"PMIX_RANK": "0"}) == 0  # a launcher that does not say how many
+
+
+def test_the_time_limit_setting_is_checked():
+    from shoal.cluster.launch import DEFAULT_TIMEOUT, timeout_setting
+
+    assert timeout_setting({}) == DEFAULT_TIMEOUT
+    assert timeout_setting({"SHOAL_MPI_TIMEOUT": "2.5"}) == 2.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(SystemExit, match="SHOAL_MPI_TIMEOUT must be a positive number"):
+            timeout_setting({"SHOAL_MPI_TIMEOUT": bad})

@@ -3,9 +3,10 @@ launch, for the call pipeline (``pool.pipeline`` lists the calls).
 
 Each serving rank runs this Pool's tasks on an engine of its own, with
 ``workers`` processes. Tasks wait here until a rank has room: each keeps
-about two tasks per worker, more when tasks are short (enough to cover a
-few milliseconds of round trip), so a rank never idles while this one
-decides, and work still goes to whichever rank frees up first. Payloads are
+two tasks per worker, more when tasks are short (enough to cover a few
+milliseconds of round trip), so a rank never idles while this one decides,
+but only the running one when tasks are long, so the last tasks of a call
+go to whichever rank frees up first. Payloads are
 packed here exactly as for local workers (large buffers in shared memory);
 ``cluster.link`` sends each buffer once to each rank that needs it.
 
@@ -46,11 +47,13 @@ _OUTCOMES = {
 }
 _STREAMS = {int(s): s for s in (Stream.Stdout, Stream.Stderr, Stream.Log)}
 
-#: Tasks kept at a rank per worker: at least this many...
-MIN_DEPTH = 2
-#: ... and enough to cover this much of their run time ...
+#: Tasks kept at a rank per worker: the one running, and enough waiting
+#: to cover this long a round trip to rank 0 and back (MPI's, and the
+#: polls'), at most MAX_DEPTH in all. Tasks longer than LONG_NS wait here
+#: instead: a round trip is a small part of them, and the last ones of a
+#: call must not queue behind each other at one rank while another idles.
 COVER_NS = 3_000_000
-#: ... but no more than this many.
+LONG_NS = 20_000_000
 MAX_DEPTH = 256
 
 
@@ -286,8 +289,10 @@ class MpiWorkers:
         """Tasks to keep at a rank per worker (see the module's docstring)."""
         item_ns = self._item_ns
         if not item_ns:
-            return MIN_DEPTH
-        return min(MAX_DEPTH, MIN_DEPTH + math.ceil(COVER_NS / item_ns))
+            return 2  # not known yet
+        if item_ns > LONG_NS:
+            return 1
+        return min(MAX_DEPTH, 1 + math.ceil(COVER_NS / item_ns))
 
     def _dispatch(self) -> None:
         """Sends waiting tasks to ranks with room (the lock is held)."""

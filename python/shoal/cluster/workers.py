@@ -4,9 +4,9 @@ launch, for the call pipeline (``pool.pipeline`` lists the calls).
 Each serving rank runs this Pool's tasks on an engine of its own, with
 ``workers`` processes. Tasks wait here until a rank has room: each keeps
 two tasks per worker, more when tasks are short (enough to cover a few
-milliseconds of round trip), so a rank never idles while this one decides,
-but only the running one when tasks are long, so the last tasks of a call
-go to whichever rank frees up first. Payloads are
+milliseconds of round trip), so a rank never idles while this one decides;
+but the last tasks of a call (as many as there are workers) wait here for
+whichever worker frees up first. Payloads are
 packed here exactly as for local workers (large buffers in shared memory);
 ``cluster.link`` sends each buffer once to each rank that needs it.
 
@@ -49,11 +49,8 @@ _STREAMS = {int(s): s for s in (Stream.Stdout, Stream.Stderr, Stream.Log)}
 
 #: Tasks kept at a rank per worker: the one running, and enough waiting
 #: to cover this long a round trip to rank 0 and back (MPI's, and the
-#: polls'), at most MAX_DEPTH in all. Tasks longer than LONG_NS wait here
-#: instead: a round trip is a small part of them, and the last ones of a
-#: call must not queue behind each other at one rank while another idles.
+#: polls'), at most MAX_DEPTH in all.
 COVER_NS = 3_000_000
-LONG_NS = 20_000_000
 MAX_DEPTH = 256
 
 
@@ -290,29 +287,34 @@ class MpiWorkers:
         item_ns = self._item_ns
         if not item_ns:
             return 2  # not known yet
-        if item_ns > LONG_NS:
-            return 1
         return min(MAX_DEPTH, 1 + math.ceil(COVER_NS / item_ns))
 
     def _dispatch(self) -> None:
-        """Sends waiting tasks to ranks with room (the lock is held)."""
+        """Sends waiting tasks to ranks with room (the lock is held): first
+        to idle workers, then, while more tasks wait than there are
+        workers, to wait behind running ones (up to ``_depth`` per worker).
+        The last tasks of a call thus go to whichever worker frees up first,
+        instead of queueing behind each other at one rank while another
+        idles."""
         queue = self._queue
         if not queue:
             return
-        depth = self._depth()
         ranks = [s for s in self._serving.values() if s.active and s.opened is True]
+        if not ranks:
+            return
+        depth = self._depth()
+        workers = sum(s.workers for s in ranks)
         while queue:
-            # The least busy rank for its size goes first, and takes its
-            # share of what waits (a few tasks are spread, not piled on one).
-            best, room = None, 0
-            for s in ranks:
-                free = s.workers * depth - s.in_flight
-                if free > 0 and (
-                    best is None or s.in_flight / s.workers < best.in_flight / best.workers
-                ):
-                    best, room = s, free
-            if best is None:
-                return
+            # The least busy rank for its size first; it takes its share of
+            # what waits (a few tasks are spread, not piled on one).
+            best = min(ranks, key=lambda s: s.in_flight / s.workers)
+            idle = best.workers - best.in_flight
+            if idle > 0:
+                room = idle
+            else:
+                room = min(best.workers * depth - best.in_flight, len(queue) - workers)
+                if room <= 0:
+                    return
             share = max(best.workers, -(-len(queue) // len(ranks)))
             self._send(best, [queue.popleft() for _ in range(min(room, share, len(queue)))])
         self._maybe_close()

@@ -248,17 +248,11 @@ class MpiWorkers:
     def submit(self, fn_id: int, first_id: int, chunks: list, payloads: list, options) -> None:
         for payload in payloads:  # before anything is held or sent
             m.check_portable(payload, "a task's arguments")
-        hold = self._link.hold
+        hold, timeout, retries = self._link.hold, options.timeout, options.retries
+        blobs = [None if type(p) is bytes else hold(p[1]) for p in payloads]
         tasks = [
-            Task(
-                fn_id,
-                task_id,
-                payload,
-                options.timeout,
-                options.retries,
-                hold(payload[1]) if type(payload) is not bytes else None,
-            )  # fmt: skip
-            for task_id, payload in enumerate(payloads, first_id)
+            Task(fn_id, first_id + k, payload, timeout, retries, blobs[k])
+            for k, payload in enumerate(payloads)
         ]
         with self._lock:
             self._queue.extend(tasks)

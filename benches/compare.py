@@ -64,7 +64,8 @@ pickle them by reference):
                 each), the local ``shoal.Pool(2)``, and ``python -m
                 mpi4py.futures`` under the same srun (2 workers), on
                 100,000 trivial tasks (map, default chunks; mpi4py also with
-                shoal's chunk size), pi in 64 chunks (speed-up over serial)
+                shoal's chunk size), pi in 64 chunks (64 tasks; speed-up
+                over serial)
                 and 16 tasks on one 64 MB array. Each is measured inside its
                 own launch by ``benches/mpi_probe.py``, launches alternating
                 round by round. Skipped, saying why, without SLURM (a node

@@ -56,8 +56,8 @@ def measure(lib: str, calls: int, pi_steps: int, array_mb: int, rounds: int) -> 
         def trivial():
             return pool.map(inc, range(calls))
 
-        def pi():
-            return sum(pool.starmap(pi_chunk, chunks))
+        def pi():  # 64 tasks, as mpi4py's starmap makes
+            return sum(pool.starmap(pi_chunk, chunks, chunksize=1))
 
         def arrays():
             return pool.map(array_sum, [array] * 16, chunksize=1)

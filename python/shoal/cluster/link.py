@@ -33,7 +33,7 @@ import time
 from .. import _shoal
 from ..errors import ShoalError
 from . import messages as m
-from .poll import MIN_PAUSE, Pause, wait_for
+from .poll import MIN_PAUSE, Pause, Wakeup, wait_for
 
 #: How often silences and ended processes are checked (seconds).
 CHECK_EVERY = 0.25
@@ -105,7 +105,7 @@ class Link:
         self._lock = threading.Lock()
         self.state = threading.Condition(threading.Lock())  # peers' news
         self._outbox: collections.deque = collections.deque()
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._pools: dict[int, object] = {}
         self._pool_ids = itertools.count(1)
         self._blob_ids = itertools.count(1)
@@ -151,7 +151,7 @@ class Link:
             for peer in self.peers.values():
                 if peer.live:
                     self._outbox.append((peer.rank, (m.STOP,), ()))
-        self._wake.set()
+        self._wake.wake()
         limit = time.monotonic() + self.timeout
         with self.state:
             while any(p.live for p in self.peers.values()) and time.monotonic() < limit:
@@ -197,7 +197,7 @@ class Link:
         """Sends ``message`` to ``peer`` from the thread, in order."""
         with self._lock:
             self._outbox.append((peer.rank, message, ()))
-        self._wake.set()
+        self._wake.wake()
 
     def hold(self, attachments: list) -> list[Blob]:
         """The blobs of a payload's attachments, each held once more."""
@@ -297,8 +297,7 @@ class Link:
                 pause.news()
                 continue
             # While buffers are on their way, keep MPI's progress going.
-            self._wake.wait(MIN_PAUSE if self._sending else pause.next())
-            self._wake.clear()
+            self._wake.sleep(MIN_PAUSE if self._sending else pause.next())
 
     def _send(self, peer: Peer, message: tuple, data) -> None:
         MPI, comm = self.MPI, self.comm

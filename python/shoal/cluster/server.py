@@ -29,7 +29,7 @@ from .. import _shoal
 from ..cpus import cpu_count
 from ..pool.workers import worker_command, worker_env
 from . import messages as m
-from .poll import MAX_PAUSE, Pause, wait_for
+from .poll import MAX_PAUSE, Pause, Wakeup, wait_for
 
 #: What a message about one pool does to that pool's engine.
 _ABOUT_A_POOL = {
@@ -66,10 +66,10 @@ class Served:
                 batch = engine.wait_completions(None)
             except BaseException as exc:  # noqa: BLE001 - reported by the loop
                 ready.append((self.pool_id, exc))
-                wake.set()
+                wake.wake()
                 return
             ready.append((self.pool_id, batch))
-            wake.set()
+            wake.wake()
             if batch is None:
                 return
 
@@ -89,7 +89,7 @@ class Server:
         self.pools: dict[int, Served] = {}
         self.blobs: dict[int, _shoal.Segment] = {}
         self.ready: collections.deque = collections.deque()
-        self.wake = threading.Event()
+        self.wake = Wakeup()
         self.sending: list = []  # (request, what it sends), until done
         self.last_heard = self.last_sent = time.monotonic()
         self.stopping = False
@@ -125,8 +125,7 @@ class Server:
             if busy:
                 pause.news()
                 continue
-            self.wake.wait(pause.next())
-            self.wake.clear()
+            self.wake.sleep(pause.next())
 
     def send(self, message: tuple, data: list = ()) -> None:
         MPI, comm = self.MPI, self.comm

@@ -55,6 +55,10 @@ def exits_once(path):
     return "second try"
 
 
+def os_pid(_):
+    return os.getpid()
+
+
 def prints(x):
     print("line from task", x)
     return x
@@ -147,6 +151,14 @@ def api() -> None:
         say("initializer", sorted(set(pool.map(plus_base, [0] * 8, chunksize=1))))
     with shoal.Pool(2) as pool:
         say("two", [pool.worker_count, pool.map(square, range(5))])
+    with shoal.Pool(maxtasksperchild=1) as pool:
+        say("maxtasksperchild", len(set(pool.map(os_pid, range(6), chunksize=1))))
+    with shoal.Pool() as pool:
+        stored = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"shoal-imap-{os.getpid()}.sqlite")
+        first = list(pool.imap(square, range(20), checkpoint=stored))
+        again = list(pool.imap(square, range(20), checkpoint=stored))
+        say("imap_checkpoint", [first == again == [x * x for x in range(20)]])
+        os.unlink(stored)
     pool = shoal.Pool()
     pool.close()
     pool.join()

@@ -82,6 +82,8 @@ def test_under_mpiexec_the_ranks_serve_the_whole_pool_api(mpi_env, tmp_path):
     assert got["pids"] == 4
     assert got["initializer"] == [100]
     assert got["two"] == [2, [0, 1, 4, 9, 16]]
+    assert got["maxtasksperchild"] == 6  # a fresh worker for every task
+    assert got["imap_checkpoint"] == [True]
     assert got["closed"] is True
     assert "shoal.shared array" in got["shared"]
     assert got["end"] is True

@@ -27,7 +27,7 @@ import time
 
 from .. import _shoal
 from ..cpus import cpu_count
-from ..pool.workers import worker_command, worker_env
+from ..pool.workers import ProcessWorkers
 from . import messages as m
 from .poll import MAX_PAUSE, Pause, Wakeup, wait_for
 
@@ -197,17 +197,8 @@ class Server:
 
     def open(self, pool_id, workers, init, maxtasksperchild, max_memory, trace) -> None:
         try:
-            args, env = worker_command()
-            engine = _shoal.Engine(
-                workers,
-                sys.executable,
-                args,
-                env + worker_env(workers),
-                self.local(init),
-                maxtasksperchild,
-                max_memory,
-                trace,
-            )
+            start = ProcessWorkers.start_packed
+            engine = start(workers, self.local(init), maxtasksperchild, max_memory, trace).engine
         except Exception as exc:  # noqa: BLE001 - rank 0 raises it in the program
             self.send((m.OPENED, pool_id, f"{type(exc).__name__}: {exc}"))
             return

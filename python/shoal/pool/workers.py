@@ -91,13 +91,22 @@ class ProcessWorkers(EngineWorkers):
     ) -> ProcessWorkers:
         """Starts ``processes`` workers; ``setup`` is what each one's Init
         frame carries (see ``worker.process.ProcessSide.initialise``)."""
+        init = pack(setup + (processes,))
+        return cls.start_packed(processes, init, maxtasksperchild, max_memory, trace)
+
+    @classmethod
+    def start_packed(
+        cls, processes: int, init, maxtasksperchild: int | None, max_memory: int | None, trace: bool
+    ) -> ProcessWorkers:
+        """``start``, with the Init frame's body packed already (a serving
+        rank of an MPI launch gets it so from rank 0)."""
         args, env = worker_command()
         engine = _shoal.Engine(
             processes,
             sys.executable,
             args,
             env + worker_env(processes),
-            pack(setup + (processes,)),
+            init,
             maxtasksperchild,
             max_memory,
             trace,

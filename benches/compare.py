@@ -98,6 +98,18 @@ pickle them by reference):
                 on 2 and 4 ranks, bcast of a 64 MB array to 4 ranks, start-up
                 of 4 ranks (see benches/mpi_group.py). Needs the mpi extra.
 
+16. mpi-pool    one Pool across an MPI launch: the Pool served by ``srun -n 3``
+                (rank 0 runs the program, two serving ranks with one worker
+                each), the local ``shoal.Pool(2)``, and ``python -m
+                mpi4py.futures`` under the same srun (2 workers), on
+                100,000 trivial tasks (map, default chunks; mpi4py also with
+                shoal's chunk size), pi in 64 chunks (64 tasks; speed-up
+                over serial)
+                and 16 tasks on one 64 MB array. Each is measured inside its
+                own launch by ``benches/mpi_probe.py``, launches alternating
+                round by round. Skipped, saying why, without SLURM (a node
+                up: ``tests/cluster/start.sh``) or mpi4py.
+
 For workloads 1-4, 6-8 and 11-12 every pool is created and warmed with a tiny map before the
 clock starts, so start-up cost is excluded; each (library, variant) gets a
 fresh pool per round and all workloads interleave their rounds.
@@ -207,6 +219,7 @@ WORKLOADS = (
     "joblib-tiny",
     "sklearn",
     "dask-array",
+    "mpi-pool",
 )
 LIB_ALIASES = {
     "shoal": "shoal",
@@ -1445,6 +1458,111 @@ def print_memory_table(rows, mb):
     print("that maps it.")
 
 
+MPI_POOL_LABELS = {
+    "shoal": "shoal, srun -n 3",
+    "shoal-local": "shoal.Pool(2), local",
+    "mpi4py": "mpi4py.futures, srun -n 3",
+}
+
+
+def mpi_pool_missing():
+    """Why the mpi-pool workload cannot run here, or None."""
+    import shutil
+    import subprocess
+
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed (pip install 'shoal[mpi]')"
+    if shutil.which("srun") is None:
+        return "srun not found (tests/cluster/install.sh and start.sh set SLURM up)"
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                              timeout=15)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"sinfo failed ({exc})"
+    if not any(s in ("idle", "mixed") for s in done.stdout.split()):
+        return f"no SLURM node is free (sinfo: {done.stdout.split() or done.stderr.strip()})"
+    return None
+
+
+def mpi_pool(calls, pi_steps, array_mb, rounds, timeout):
+    """mpi-pool: each library's medians over ``rounds`` launches of
+    ``mpi_probe.py`` (one round each, alternating)."""
+    import subprocess
+
+    probe = os.path.join(HERE, "mpi_probe.py")
+    srun = ["srun", "-n", "3", "-O", "-c", "1", "--time", "30:00"]
+    commands = {
+        "shoal": [*srun, sys.executable, "-m", "shoal.cluster", probe, "shoal"],
+        "shoal-local": [sys.executable, probe, "shoal-local"],
+        "mpi4py": [*srun, sys.executable, "-m", "mpi4py.futures", probe, "mpi4py"],
+    }
+    env = dict(os.environ, PMIX_MCA_psec=os.environ.get("PMIX_MCA_psec", "native"))
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    runs = {key: [] for key in commands}
+    for r in range(rounds):
+        for key, command in commands.items():
+            args = [str(calls), str(pi_steps), str(array_mb), "1"]
+            done = subprocess.run([*command, *args], capture_output=True, text=True, env=env,
+                                  timeout=timeout or None)  # fmt: skip
+            if done.returncode != 0:
+                print(f"  !! mpi-pool / {MPI_POOL_LABELS[key]}: {done.stderr.strip()[-800:]}")
+                continue
+            got = json.loads(done.stdout.strip().splitlines()[-1])["median"]
+            runs[key].append(got)
+            shown = ", ".join(f"{k} {v:.3f} s" for k, v in got.items())
+            print(f"  round {r + 1}/{rounds}  {MPI_POOL_LABELS[key]:<26} {shown}", flush=True)
+    medians = {}
+    for key, got in runs.items():
+        if got:
+            medians[key] = {name: median([g[name] for g in got]) for name in got[0]}
+            # Speed-up per launch (its own serial run), then the median.
+            medians[key]["speedup"] = median([g["serial_pi"] / g["pi"] for g in got])
+    return medians
+
+
+def print_mpi_pool_table(medians, calls, pi_steps, array_mb):
+    keys = [k for k in ("shoal", "shoal-local", "mpi4py") if k in medians]
+    print(
+        "\n== mpi-pool: the Pool served by srun -n 3 (2 serving ranks, 1 worker each), the local "
+        "shoal.Pool(2),\n   and mpi4py.futures under srun -n 3 (2 workers); medians\n"
+    )
+    width = 28
+    print(f"{'workload':<44}" + "".join(f" | {MPI_POOL_LABELS[k]:>{width}}" for k in keys))
+    print("-" * (44 + (width + 3) * len(keys)))
+
+    def row(label, cells):
+        print(f"{label:<44}" + "".join(f" | {c:>{width}}" for c in cells))
+
+    per_task = {k: medians[k]["trivial"] / calls for k in keys}
+    row(f"{calls:,} x inc, map: per task", [fmt_time(per_task[k]) for k in keys])
+    if "mpi4py" in medians and "trivial_chunked" in medians["mpi4py"]:
+        chunked = medians["mpi4py"]["trivial_chunked"] / calls
+        row(f"  same, mpi4py chunksize {-(-calls // 8):,}",
+            ["" for k in keys[:-1]] + [fmt_time(chunked)])  # fmt: skip
+    row(f"pi, {pi_steps / 1e6:g} M steps in 64 chunks: speed-up",
+        [f"{medians[k]['speedup']:.2f}x" for k in keys])  # fmt: skip
+    row(f"16 tasks on one {array_mb} MB array", [fmt_time(medians[k]["array"]) for k in keys])
+    if "shoal" not in medians:
+        return
+    shoal_ = medians["shoal"]
+    print("\ngoals for the Pool served by srun -n 3:")
+    if "mpi4py" in medians:
+        ratio = per_task["mpi4py"] / per_task["shoal"]
+        verdict = "yes" if ratio >= 5 else "NO"
+        print(f"  per-task cost at most 1/5 of mpi4py.futures' (default chunks): "
+              f"1/{ratio:,.0f}: {verdict}")  # fmt: skip
+        if "trivial_chunked" in medians["mpi4py"]:
+            ratio = medians["mpi4py"]["trivial_chunked"] / shoal_["trivial"]
+            print(f"    (against mpi4py with shoal's chunk size: 1/{ratio:.1f})")
+    verdict = "yes" if shoal_["speedup"] >= 1.85 else "NO"
+    print(f"  pi speed-up over serial >= 1.85: {shoal_['speedup']:.2f}x: {verdict}")
+    if "shoal-local" in medians:
+        ratio = shoal_["array"] / medians["shoal-local"]["array"]
+        verdict = "yes" if ratio <= 2 else "NO"
+        print(f"  the {array_mb} MB array workload within 2x of the local Pool: {ratio:.2f}x: "
+              f"{verdict}")  # fmt: skip
+
+
 # --------------------------------------------------------------------------
 # Data bigger than memory and compiled kernels (benches/data_bench.py)
 # --------------------------------------------------------------------------
@@ -2019,6 +2137,7 @@ def main(argv=None):
     memory_mb = 512 // scale
     memory_rows = None
     mpi_rows = []
+    mpi_pool_rows = None
 
     libs = {k: v for k, v in available_libs().items() if k in args.lib_keys}
     info = versions()
@@ -2067,6 +2186,13 @@ def main(argv=None):
         elif w == "mpi":
             print(f"\n== {w}", flush=True)
             mpi_rows = mpi_group.run(args.rounds, args.quick, args.timeout)
+        elif w == "mpi-pool":
+            print(f"\n== {w}", flush=True)
+            why = mpi_pool_missing()
+            if why is not None:
+                print(f"  skipped: {why}")
+                continue
+            mpi_pool_rows = mpi_pool(n_calls, pi_steps, array_mb, args.rounds, args.timeout)
             continue
         elif w == "startup":
             cases = startup_cases()
@@ -2113,6 +2239,8 @@ def main(argv=None):
         print_memory_table(memory_rows, memory_mb)
     print_data_table(data_table)
     mpi_group.print_table(mpi_rows)
+    if mpi_pool_rows:
+        print_mpi_pool_table(mpi_pool_rows, n_calls, pi_steps, array_mb)
 
     if args.json:
         with open(args.json, "w") as f:

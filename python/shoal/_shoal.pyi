@@ -27,6 +27,9 @@ class Stream:
 
 @final
 class RunInfo:
+    def __new__(
+        cls, slot: int, pid: int, start_ns: int, deser_ns: int, result_ser_ns: int
+    ) -> RunInfo: ...
     @property
     def slot(self) -> int: ...
     @property
@@ -54,6 +57,7 @@ class Completion:
         started: bool | None = None,
         rss: int | None = None,
         limit: int | None = None,
+        run: RunInfo | None = None,
     ) -> Completion: ...
     @property
     def task_id(self) -> int: ...

@@ -153,10 +153,11 @@ def test_submit_dry_run_prints_the_batch_script(shoal, tmp_path):
         "#SBATCH --partition=big",
         f"#SBATCH --chdir={tmp_path}",
         "#SBATCH --output=shoal-prog-%j.out",
-        "#SBATCH --signal=B:TERM@60",
+        "#SBATCH --signal=B:USR1@60",  # srun passes USR1 on; it ends the job on TERM
         "#SBATCH --requeue",
         "#SBATCH --open-mode=append",
         'export PMIX_MCA_psec="${PMIX_MCA_psec:-native}"',
+        "export SHOAL_REQUEUE=1",
         f"exec srun {sys.executable} -m shoal run --pool {tmp_path}/prog.py --in 'data file.csv'",
     ):
         assert line in script, line
@@ -164,3 +165,4 @@ def test_submit_dry_run_prints_the_batch_script(shoal, tmp_path):
     assert f"exec python3 {tmp_path}/prog.py" in one
     assert "module load python/3.11" in one
     assert "--requeue" not in one and "--cpus-per-task" not in one
+    assert "#SBATCH --signal=B:TERM@60" in one and "SHOAL_REQUEUE" not in one

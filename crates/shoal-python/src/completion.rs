@@ -45,6 +45,21 @@ pub(crate) struct RunInfo {
     result_ser_ns: u64,
 }
 
+#[pymethods]
+impl RunInfo {
+    /// A run as a set of workers written in Python reports it.
+    #[new]
+    fn new(slot: usize, pid: u32, start_ns: u64, deser_ns: u64, result_ser_ns: u64) -> Self {
+        RunInfo {
+            slot,
+            pid,
+            start_ns,
+            deser_ns,
+            result_ser_ns,
+        }
+    }
+}
+
 impl From<CoreRunInfo> for RunInfo {
     fn from(run: CoreRunInfo) -> Self {
         RunInfo {
@@ -90,7 +105,8 @@ impl Completion {
     #[new]
     #[pyo3(signature = (
         task_id, outcome, payload=None, duration_ns=0, *,
-        pid=None, exitcode=None, signal=None, timeout=None, started=None, rss=None, limit=None
+        pid=None, exitcode=None, signal=None, timeout=None, started=None, rss=None, limit=None,
+        run=None
     ))]
     #[allow(clippy::too_many_arguments)] // keyword arguments, each optional
     fn new(
@@ -106,6 +122,7 @@ impl Completion {
         started: Option<bool>,
         rss: Option<u64>,
         limit: Option<u64>,
+        run: Option<Py<RunInfo>>,
     ) -> Self {
         Completion {
             task_id,
@@ -119,7 +136,7 @@ impl Completion {
             started,
             rss,
             limit,
-            run: None,
+            run,
         }
     }
 

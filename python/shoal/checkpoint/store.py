@@ -10,6 +10,7 @@ import threading
 
 from .. import _shoal
 from ..errors import CheckpointError
+from . import signals
 
 _stores: dict[str, _shoal.Store] = {}
 _stores_lock = threading.Lock()
@@ -29,12 +30,30 @@ def store_path(checkpoint: object) -> str:
 
 
 def open_store(path: str) -> _shoal.Store:
-    """This process's one open store for ``path`` (absolute)."""
+    """This process's one open store for ``path`` (absolute). The first one
+    opened in the main thread installs the time-limit handler
+    (``checkpoint.signals``)."""
     with _stores_lock:
         store = _stores.get(path)
         if store is None:
             store = _stores[path] = _shoal.Store(path)
-        return store
+    signals.install(flush_all)
+    return store
+
+
+def flush_all() -> list[str]:
+    """Commits what every open store has buffered; returns their paths.
+    A store that cannot commit is reported on stderr, not raised."""
+    with _stores_lock:
+        stores = list(_stores.items())
+    for _, store in stores:
+        try:
+            store.flush()
+        except CheckpointError as exc:
+            import sys
+
+            print(f"shoal: {exc}", file=sys.stderr)
+    return [path for path, _ in stores]
 
 
 def _after_fork_in_child() -> None:

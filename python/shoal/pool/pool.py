@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -15,6 +16,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..cluster.world import current_world
 from ..cpus import cpu_count
 from ..sync.context import check_context
 from ..trace.recorder import TraceRecorder
@@ -30,6 +32,7 @@ from .options import (
     check_progress,
     check_workers,
 )
+from .output import parent_log_level
 from .pipeline import Pipeline
 from .results import AsyncResult, IMapIterator, MapResult
 from .workers import ProcessWorkers
@@ -135,7 +138,11 @@ class Pool:
         check_progress(progress, on_progress)
         check_checkpoint_key(checkpoint_key)
         check_context(context)  # accepted as multiprocessing's; shoal starts its own way
-        processes = check_workers(cpu_count() if processes is None else processes, "processes")
+        # Under `shoal run --pool`, the other ranks of the MPI launch serve it.
+        world = current_world()
+        if processes is None:
+            processes = cpu_count() if world is None else world.worker_count
+        processes = check_workers(processes, "processes")
         if initializer is not None:
             check_callable(initializer, "initializer")
         if maxtasksperchild is not None and (
@@ -148,9 +155,13 @@ class Pool:
             )
         # The trace's clock starts before the workers do.
         recorder = TraceRecorder("process", processes) if trace else None
-        workers = ProcessWorkers.start(
-            processes, initializer, initargs, maxtasksperchild, max_memory, trace
-        )
+        if world is None:
+            workers = ProcessWorkers.start(
+                processes, initializer, initargs, maxtasksperchild, max_memory, trace
+            )
+        else:  # the serving ranks' workers follow the level the program starts with
+            setup = (list(sys.path), initializer, tuple(initargs), max_memory, parent_log_level())
+            workers = world.start_workers(processes, setup, maxtasksperchild, max_memory, trace)
         self._start(
             workers,
             processes,

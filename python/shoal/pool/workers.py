@@ -67,7 +67,7 @@ class ProcessWorkers(EngineWorkers):
     pickled = True
     settle = None  # completions are decoded as they come
 
-    def __init__(self, engine: _shoal.Engine, log_level: ParentLogLevel) -> None:
+    def __init__(self, engine: _shoal.Engine, log_level: ParentLogLevel | None = None) -> None:
         super().__init__(engine)
         self.release = engine.release_function
         self._log_level = log_level
@@ -75,7 +75,8 @@ class ProcessWorkers(EngineWorkers):
     def follow_logging(self) -> None:
         """At the start of a call: the workers' logging level becomes the
         parent's, as it is now."""
-        self._log_level.follow(parent_log_level())
+        if self._log_level is not None:
+            self._log_level.follow(parent_log_level())
 
     @classmethod
     def start(
@@ -93,12 +94,28 @@ class ProcessWorkers(EngineWorkers):
         # What each worker's Init frame carries (see
         # ``worker.process.ProcessSide.initialise``).
         setup = (list(sys.path), initializer, tuple(initargs), max_memory, log_level)
+        init = pack(setup + (processes,))
+        return cls.start_packed(processes, init, maxtasksperchild, max_memory, trace, log_level)
+
+    @classmethod
+    def start_packed(
+        cls,
+        processes: int,
+        init,
+        maxtasksperchild: int | None,
+        max_memory: int | None,
+        trace: bool,
+        log_level: ParentLogLevel | None = None,
+    ) -> ProcessWorkers:
+        """``start``, with the Init frame's body packed already (a serving
+        rank of an MPI launch gets it so from rank 0, with a fixed logging
+        level)."""
         engine = _shoal.Engine(
             processes,
             sys.executable,
             interpreter.command("shoal.worker.process"),
             worker_env(processes),
-            pack(setup + (processes,)),
+            init,
             maxtasksperchild,
             max_memory,
             trace,

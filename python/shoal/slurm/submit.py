@@ -18,8 +18,9 @@ from pathlib import Path
 from . import batch, jobs
 from .jobs import OK, SlurmError
 
-#: Seconds before the time limit at which SLURM sends SIGTERM to the program,
-#: so a Pool with checkpoint= can store what it has and exit cleanly.
+#: Seconds before the time limit at which SLURM warns the program (SIGTERM;
+#: SIGUSR1 through srun), so a Pool with checkpoint= can store what it has and
+#: exit cleanly (``shoal.checkpoint.signals``).
 TERM_BEFORE_END = 60
 
 
@@ -114,9 +115,17 @@ def script(opts: argparse.Namespace, program: Path, program_args: list[str]) -> 
     if opts.nodes == 1:
         # The program is the batch script's process, so --signal reaches it.
         body = f"exec {python} {line}"
+        warning = "TERM"
     else:
         # One task per node; each serves the program's Pool on that node's CPUs.
         body = f"exec srun {python} -m shoal run --pool {line}"
+        # srun answers SIGTERM by ending the job at once, and passes SIGUSR1
+        # on to the tasks (the program's rank stores its checkpoint).
+        warning = "USR1"
+    if opts.requeue:
+        # The program asks SLURM to requeue the job when it is warned
+        # (shoal.checkpoint.signals): the requeued job resumes.
+        body = "export SHOAL_REQUEUE=1\n" + body
     directives = {
         "job-name": f"shoal-{program.stem}",
         "nodes": opts.nodes,
@@ -128,7 +137,7 @@ def script(opts: argparse.Namespace, program: Path, program_args: list[str]) -> 
         "mem": opts.mem,
         "chdir": Path.cwd(),
         "output": opts.output or f"shoal-{program.stem}-%j.out",
-        "signal": f"B:TERM@{TERM_BEFORE_END}",
+        "signal": f"B:{warning}@{TERM_BEFORE_END}",
         "requeue": opts.requeue,
         "open-mode": "append" if opts.requeue else None,  # a requeued run adds to the output
     }

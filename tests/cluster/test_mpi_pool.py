@@ -230,6 +230,16 @@ def test_under_mpiexec_n_1_the_program_runs_with_a_local_pool(mpi_env):
     assert said(done.stdout) == {"local": [True, [0, 1, 4, 9, 16]], "argv": ["local", "x"]}
 
 
+@pytest.mark.mpi
+def test_shoal_run_pool_is_the_same_launcher(mpi_env):
+    # What `shoal submit` writes into batch scripts: python -m shoal run --pool.
+    command = [sys.executable, "-m", "shoal", "run", "--pool", PROGRAM, "map1000"]
+    done = subprocess.run(["mpiexec", "-n", "3", "--oversubscribe", *command], env=mpi_env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert said(done.stdout)["ranks"] == 2  # tasks ran on both serving ranks
+
+
 @pytest.mark.slurm
 @pytest.mark.mpi
 def test_srun_without_an_mpi_plugin_is_refused_with_the_reason(mpi_env):

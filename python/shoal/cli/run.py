@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 
+from ..cluster.launch import add_pool_flag, main_pool
+from ..cpus import cpu_count
+from ..mpi.launcher import run as launch
+
 
 def _ranks(text: str) -> int:
     try:
@@ -46,17 +50,17 @@ def add_command(sub) -> None:
         metavar="SECONDS",
         help="stop every rank after this long, show where each one was, and exit 124",
     )
+    add_pool_flag(p)
     p.add_argument("program", help="the Python program to run")
     p.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cpus import cpu_count
-    from ..mpi.launcher import run as launch
-
     if not os.path.isfile(args.program):
         print(f"shoal run: {args.program}: no such file", file=sys.stderr)
         return 2
+    if args.pool:  # one Pool served by the ranks of an MPI launch (or a local one)
+        return main_pool(args)
     n = args.n if args.n is not None else cpu_count()
     return launch(args.program, args.args, n, args.timeout)

@@ -12,7 +12,8 @@ Usage::
     python benches/compare.py [--quick] [--only NAME,...] [--rounds N] [--json out.json]
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
-startup, sleep, numpy, mandelbrot, auto, checkpoint, primitives, array-same, array-trip,
+startup, replace, sleep, numpy, mandelbrot, auto, checkpoint, primitives, array-same,
+array-trip,
 array-memory, zarr-stats, parquet-groupby, numba-mandelbrot, mpi, executor, joblib-array,
 joblib-tiny, sklearn, dask-array) and/or library names (shoal, mp, ppe, joblib, mpire, tpe,
 mp-threads, dask); shoal is always
@@ -34,6 +35,9 @@ pickle them by reference):
                 (serial, shoal, mp, ..., serial, shoal, mp, ...) because CPU
                 speed drifts; medians are reported.
 5. startup      Pool construction to the first result of apply(inc, (1,)).
+   replace      worker replacement: 20 tasks, chunksize=1, on a warm pool
+                with maxtasksperchild=1, so each task runs in a new worker
+                (shoal; multiprocessing with fork and with spawn); per task.
 6. sleep        8 tasks that each time.sleep(0.5) on 8 threads: shoal.ThreadPool,
                 ThreadPoolExecutor, multiprocessing's ThreadPool, serial.
 7. numpy        16 x np.sort of 2 million floats (releases the GIL) on 2
@@ -203,6 +207,7 @@ WORKLOADS = (
     "submit",
     "pi",
     "startup",
+    "replace",
     "sleep",
     "numpy",
     "mandelbrot",
@@ -948,6 +953,38 @@ def startup_cases():
             note="joblib: loky executor killed before each start-up sample",
         ),
         Case(w, "mpire", "WorkerPool()+apply", 1, mpire_run, check, ref=""),
+    ]
+
+
+def replace_cases(ntasks):
+    """Worker replacement: every task of a maxtasksperchild=1 pool runs in a
+    worker started for it. Each case's ``warm`` makes its own warm pool."""
+
+    def pool_of(make):
+        def warm(lib):
+            pool = make()
+            pool.map(inc, range(WORKERS), chunksize=1)  # the first workers served and replaced
+            return pool
+
+        return warm
+
+    def run(pool):
+        return pool.map(inc, range(ntasks), chunksize=1)
+
+    w = "replace"
+    cases = [
+        ("shoal", "maxtasksperchild=1", lambda: shoal.Pool(WORKERS, maxtasksperchild=1), ""),
+        ("mp", "maxtasksperchild=1", lambda: multiprocessing.Pool(WORKERS, maxtasksperchild=1), ""),
+        (
+            "mp",
+            "maxtasksperchild=1 (spawn)",
+            lambda: multiprocessing.get_context("spawn").Pool(WORKERS, maxtasksperchild=1),
+            "spawn",
+        ),
+    ]
+    return [
+        Case(w, lib, variant, ntasks, run, check_inc(ntasks, True), ref=ref, warm=pool_of(make))
+        for lib, variant, make, ref in cases
     ]
 
 
@@ -1849,6 +1886,24 @@ def time_startup(case, lib, timeout):
     return elapsed
 
 
+def time_own_pool(case, lib, timeout):
+    """One timed run on a pool the case makes and warms itself
+    (``case.warm(lib)``, untimed)."""
+    guard(timeout)
+    pool = case.warm(lib)
+    try:
+        gc.collect()
+        t0 = time.perf_counter()
+        res = case.run(pool)
+        elapsed = time.perf_counter() - t0
+    finally:
+        pool.terminate()
+        pool.join()
+        faulthandler.cancel_dump_traceback_later()
+    case.check(res)
+    return elapsed
+
+
 def run_rounds(cases, libs, rounds, timeout, timer):
     """Interleave rounds: every case once per round, in a fixed order."""
     for r in range(rounds):
@@ -2154,6 +2209,7 @@ def main(argv=None):
     pi_steps = 20_000_000 // scale
     pi_nchunks = 64
     startup_repeats = 3 if args.quick else 7
+    replace_tasks = 6 if args.quick else 20
     sleep_seconds = 0.05 if args.quick else 0.5
     sort_tasks = 4 if args.quick else 16
     mandelbrot_size = (100, 80, 200) if args.quick else (500, 400, 1000)
@@ -2220,6 +2276,8 @@ def main(argv=None):
             continue
         elif w == "startup":
             cases = startup_cases()
+        elif w == "replace":
+            cases = replace_cases(replace_tasks)
         elif w == "sleep":
             cases = sleep_cases(sleep_seconds)
         elif w == "numpy":
@@ -2249,6 +2307,8 @@ def main(argv=None):
         print(f"\n== {w}", flush=True)
         if w == "startup":
             run_rounds(cases, libs, startup_repeats, args.timeout, time_startup)
+        elif w == "replace":
+            run_rounds(cases, libs, args.rounds, args.timeout, time_own_pool)
         else:
             run_rounds(cases, libs, args.rounds, args.timeout, time_case)
         all_cases.extend(cases)

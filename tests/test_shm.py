@@ -257,6 +257,51 @@ def test_an_array_for_one_task_is_its_own_writable_copy(make_pool):
     np.testing.assert_array_equal(a, before)  # the parent's array is untouched
 
 
+def test_an_array_passed_again_unchanged_is_not_copied_again(make_pool):
+    pool = make_pool(2)
+    a = sample(np.float64, 8 << 17)  # 8 MB
+    first = pool.map(sh.describe, [a] * 4, chunksize=1)
+    again = pool.map(sh.describe, [a] * 4, chunksize=1)
+    assert again[0]["segment"] == first[0]["segment"], "the same sealed copy"
+    inode = first[0]["segment"][0]
+    # One task of a later call gets the same copy, as its own writable pages.
+    alone = pool.apply(sh.describe, (a,))
+    assert alone["segment"] == (inode, _shoal.ACCESS_OWNED) and alone["writeable"]
+    assert pool.apply(sh.try_write, (a,)) is None
+    assert pool.apply(sh.describe, (a,))["sum"] == pytest.approx(float(a.sum())), (
+        "a task's writes stay in its own pages"
+    )
+    # Changed in the parent: copied afresh, and the tasks see the change.
+    a[3] = 1e6
+    changed = pool.map(sh.describe, [a] * 2, chunksize=1)
+    assert changed[0]["segment"][0] != inode
+    assert changed[0]["sum"] == pytest.approx(float(a.sum()))
+
+
+def test_a_pool_keeps_copies_only_while_they_are_used_and_their_array_lives(make_pool):
+    import gc
+    import weakref
+
+    pool = make_pool(1)
+    before = sh.shoal_fds()
+    a, b = sample(np.float64, seed=1), sample(np.float64, seed=2)
+    pool.apply(sh.describe, (a,))
+    assert sh.shoal_fds() == before + 1, "a's copy is kept for the next call"
+    pool.apply(h.square, (3,))  # a call without large buffers changes nothing
+    assert sh.shoal_fds() == before + 1
+    pool.apply(sh.describe, (b,))  # a call with other large buffers: a's copy goes
+    assert sh.shoal_fds() == before + 1
+    alive = weakref.ref(b)
+    del b
+    gc.collect()
+    assert alive() is None, "a kept copy does not keep its array alive"
+    assert sh.shoal_fds() == before, "and goes with it"
+    pool.apply(sh.describe, (a,))
+    pool.close()
+    pool.join()
+    assert sh.shoal_fds() == before, "a closed pool keeps nothing"
+
+
 def test_results_come_back_in_shared_memory(make_pool):
     pool = make_pool(1)
     a = sample(np.float64)

@@ -25,7 +25,10 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.isolated]
 def test_killing_a_worker_that_holds_segments_leaks_nothing(tmp_path):
     big = np.random.default_rng(0).standard_normal(1 << 20)  # 8 MB
     with shoal.Pool(2) as pool:
-        pool.map(sh.total, [big] * 2)  # warm: workers and their descriptors exist
+        # Warm: the workers and their descriptors exist, and so do the
+        # pool's kept copy of `big` and the mapping it compares `big` with.
+        pool.map(sh.total, [big] * 2)
+        pool.map(sh.total, [big] * 2)
         gc.collect()
         fds_before = len(os.listdir("/proc/self/fd"))
         maps_before = sh.shoal_mappings()

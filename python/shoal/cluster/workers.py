@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from .._shoal import Completion, Outcome, RunInfo, Stream
 from ..errors import ShoalError, WorkerLostError, WorkerStartError
-from ..pool.workers import ProcessWorkers
+from ..pool.workers import timed_batches
 from ..wire.serialize import dumps
 from ..wire.transfer import dumps_function, pack, pack_many, payload_nbytes
 from . import messages as m
@@ -115,7 +115,7 @@ class MpiWorkers:
     # Packed as for local workers: the ranks' engines take the same payloads.
     pack = staticmethod(pack)
     pack_many = staticmethod(pack_many)
-    pack_batches = staticmethod(ProcessWorkers.pack_batches)
+    pack_batches = staticmethod(timed_batches)
 
     @staticmethod
     def sizes(payloads: list) -> list[int]:

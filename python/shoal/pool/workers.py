@@ -10,7 +10,13 @@ import time
 
 from .. import _shoal, interpreter
 from ..cpus import cpu_count
-from ..wire.transfer import dumps_function, pack, pack_batches, pack_many, payload_nbytes
+from ..wire.transfer import (
+    KeptCopies,
+    dumps_function,
+    pack,
+    pack_batches,
+    payload_nbytes,
+)
 from ..worker.output import ParentLogLevel
 from .output import parent_log_level
 
@@ -31,15 +37,21 @@ def worker_env(processes: int) -> list[tuple[str, str]]:
     return [(var, per_worker) for var in THREAD_VARS if var not in os.environ]
 
 
-def _timed_batches(chunks: list[list]):
-    """``pack_batches(chunks)`` as ``(start, payloads, ns spent packing them)``."""
-    batches = pack_batches(chunks)
+def timed_batches(chunks: list[list], kept: KeptCopies | None = None):
+    """``pack_batches(chunks, kept)`` as ``(start, payloads, ns spent packing
+    them)``; a call that copied large buffers ends for ``kept`` (see
+    ``ProcessWorkers.pack``) once the last batch is packed."""
+    batches = pack_batches(chunks, kept)
+    copied = False
     while True:
         started = time.perf_counter_ns()
         try:
             start, payloads = next(batches)
         except StopIteration:
+            if copied:
+                kept.end_call()
             return
+        copied = copied or (kept is not None and bool(payloads) and type(payloads[-1]) is not bytes)
         yield start, payloads, time.perf_counter_ns() - started
 
 
@@ -55,9 +67,13 @@ class EngineWorkers:
         self.wait_completions = engine.wait_completions
         self.worker_pids = engine.worker_pids
         self.records = engine.workers
-        self.close = engine.close
-        self.terminate = engine.terminate
         self.join = engine.join
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def terminate(self) -> None:
+        self.engine.terminate()
 
 
 class ProcessWorkers(EngineWorkers):
@@ -71,6 +87,15 @@ class ProcessWorkers(EngineWorkers):
         super().__init__(engine)
         self.release = engine.release_function
         self._log_level = log_level
+        self.kept = KeptCopies()  # large arguments' copies, for the calls after
+
+    def close(self) -> None:
+        self.kept.clear()
+        super().close()
+
+    def terminate(self) -> None:
+        self.kept.clear()
+        super().terminate()
 
     def follow_logging(self) -> None:
         """At the start of a call: the workers' logging level becomes the
@@ -125,9 +150,27 @@ class ProcessWorkers(EngineWorkers):
     def register(self, fn_id: int, func, mode: int, retry_on: tuple) -> None:
         self.engine.register_function(fn_id, dumps_function(func, mode, retry_on))
 
-    pack = staticmethod(pack)
-    pack_many = staticmethod(pack_many)
-    pack_batches = staticmethod(_timed_batches)
+    def pack(self, obj, by_value: bool = False, kept: KeptCopies | None = None):
+        """``obj`` packed for the workers. A large buffer (an array) is
+        copied to shared memory once, and the copy kept while the array
+        lives: a later call that passes it again, unchanged, sends the same
+        copy. Copies that a call with large buffers did not use go at its
+        end. ``kept``: a front end's own copies instead (the joblib
+        backend's, which ends its calls itself)."""
+        if kept is not None:
+            return pack(obj, by_value, kept)
+        packed = pack(obj, by_value, self.kept)
+        if type(packed) is not bytes:
+            self.kept.end_call()
+        return packed
+
+    def pack_many(self, chunks: list) -> list:
+        """``pack_many``, with copies kept as ``pack`` keeps them."""
+        return [p for _, batch, _ in self.pack_batches(chunks) for p in batch]
+
+    def pack_batches(self, chunks: list):
+        """``timed_batches``, with copies kept as ``pack`` keeps them."""
+        return timed_batches(chunks, self.kept)
 
     @staticmethod
     def sizes(payloads: list) -> list[int]:

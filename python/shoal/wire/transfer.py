@@ -7,7 +7,7 @@ that already lives in a shoal segment (a shared array, what a task
 received), travels as a segment: a memfd passed as a file descriptor with
 the message. A buffer already in a segment goes as a handle (segment,
 offset, length), with no copy; any other large one is copied once into a
-new sealed segment. Large ``bytes``, ``bytearray``, ``memoryview`` and
+new sealed segment, which a pool keeps for its next calls (``KeptCopies``). Large ``bytes``, ``bytearray``, ``memoryview`` and
 non-contiguous arrays are pickled in-band by pickle itself; a quick scan
 spots them and a second pickling moves them out too. Small buffers stay in
 the pickle, and a pickle without large buffers is plain bytes: the common
@@ -30,6 +30,8 @@ import functools
 import io
 import os
 import sys
+import threading
+import weakref
 
 from .. import _shoal
 from ..errors import SerializationError
@@ -59,121 +61,155 @@ _OWNED = _shoal.ACCESS_OWNED
 class _Copy:
     """A buffer to copy into a new segment once the whole call is pickled:
     by then it is known how many payloads use it. One user gets it
-    writable (``OWNED``); several get it sealed and read-only, as does
-    every user of a copy kept for later calls (``shared``)."""
+    writable (``OWNED``: a private mapping); several get it read-only, as
+    does every user when ``kept`` says so. A copy ``kept`` for later calls
+    is sealed, and may come from an earlier call (``fd`` set already)."""
 
-    __slots__ = ("buffer", "users", "fd", "shared", "__weakref__")
+    __slots__ = ("buffer", "users", "fd", "kept", "key", "__weakref__")
 
-    def __init__(self, buffer, shared: bool = False) -> None:
+    def __init__(self, buffer, kept: KeptCopies | None = None, key=None) -> None:
         self.buffer = buffer  # keeps its address its own until copied
         self.users = 0
-        self.fd = None
-        self.shared = shared
+        self.fd = None if kept is None else kept.find(buffer, key)
+        self.kept = kept
+        self.key = key
 
     def read_only(self) -> bool:
-        return self.shared or self.users > 1
+        return self.users > 1 or (self.kept is not None and self.kept.read_only)
 
     def materialize(self):
         if self.fd is None:
-            self.fd = _shoal.copy_to_segment(self.buffer, self.read_only())
-            self.buffer = None
+            kept = self.kept
+            self.fd = _shoal.copy_to_segment(self.buffer, kept is not None or self.read_only())
+            if kept is not None:
+                kept.keep(self.key, self.buffer, self.fd)
+        self.buffer = None
         return self.fd
 
 
 class _Call:
-    """What the payloads of one call share: the copies, by the buffer they
-    copy, so an array given to many tasks of a call is copied once."""
+    """What the payloads of one pack share: the copies, by the buffer they
+    copy, so an array given to many tasks is copied once; and the copies
+    ``kept`` from earlier calls."""
 
-    __slots__ = ("_copies",)
+    __slots__ = ("_copies", "_kept")
 
-    def __init__(self) -> None:
+    def __init__(self, kept: KeptCopies | None = None) -> None:
         self._copies: dict[tuple[int, int], _Copy] = {}
+        self._kept = kept
 
     def copy_of(self, buffer, address: int, nbytes: int) -> _Copy:
         key = (address, nbytes)
         copy = self._copies.get(key)
         if copy is None:
-            copy = self._copies[key] = _Copy(buffer)
+            copy = self._copies[key] = _Copy(buffer, self._kept, key)
         return copy
 
 
-class CopyCache(_Call):
-    """Copies kept across calls that belong together (the batches of a
-    joblib ``Parallel`` call, and the calls after it): a large buffer given
-    to several is copied to shared memory once, and every receiver maps
-    that copy read-only.
+class KeptCopies:
+    """Copies of large buffers kept after the call that made them, so an
+    array passed again is not copied again (a pool keeps one for its calls).
 
-    Within a call (until ``end_call``) a copy is reused while the object
-    that owns the buffer (a numpy array) is alive -- its memory can't then
-    be another object's -- as joblib reuses its memmaps: what is written
-    into the array after its first copy is not seen by later tasks of the
-    call. A later call reuses the copy only if the array still holds the
-    same bytes (compared in place, at memory speed), else copies it again.
-    ``end_call`` drops the copies the call did not use; a copy also goes
-    when its array dies."""
+    A copy is reused only while the object that owns the buffer (a numpy
+    array) is alive -- its memory can't then be another object's -- and
+    only if the array still holds the same bytes: compared in place, at
+    memory speed, which costs less than a copy (it writes nothing and
+    faults in no new pages). ``end_call`` drops the copies the calls since
+    the last one did not use; a copy also goes when its array dies. So the
+    memory kept is that of arrays still alive and used by the latest call.
 
-    __slots__ = ("_owners", "_used", "_views", "_ref", "__weakref__")
+    ``trusted_within_call``: until ``end_call``, a copy is reused without
+    comparing (as joblib reuses its memmaps: what is written into the array
+    after its first copy is not seen by later tasks of the call).
+    ``read_only``: every receiver maps the copies read-only, even a single
+    one. Safe to share between threads."""
 
-    def __init__(self) -> None:
-        import weakref  # here: a worker never makes one, and need not import it
+    __slots__ = ("read_only", "_trusted", "_fds", "_owners", "_used", "_views", "_lock",
+                 "__weakref__")  # fmt: skip
 
-        super().__init__()
-        self._ref = weakref.ref
+    def __init__(self, *, trusted_within_call: bool = False, read_only: bool = False) -> None:
+        self.read_only = read_only
+        self._trusted = trusted_within_call
+        self._fds: dict = {}  # key -> the copy's Fd
         self._owners: dict = {}  # key -> weakref to the owner of the copied buffer
         self._used: set = set()  # keys used since the last end_call
         self._views: dict = {}  # key -> the copy, mapped here to compare with
+        self._lock = threading.RLock()  # a dying owner's callback may come mid-call
 
-    def copy_of(self, buffer, address: int, nbytes: int) -> _Copy:
-        key = (address, nbytes)
-        copy, ref = self._copies.get(key), self._owners.get(key)
+    def find(self, buffer, key):
+        """The kept copy of ``buffer`` (at ``key``: address and size), or
+        None if there is none that may be reused."""
+        with self._lock:
+            fd, ref = self._fds.get(key), self._owners.get(key)
+            if fd is None or ref is None or ref() is not _owner(buffer):
+                return None
+            if not (self._trusted and key in self._used) and not self._unchanged(key, fd, buffer):
+                return None
+            self._used.add(key)
+            return fd
+
+    def keep(self, key, buffer, fd) -> None:
+        """Keeps ``fd``, the sealed copy just made of ``buffer``."""
         owner = _owner(buffer)
-        if copy is not None and ref is not None and ref() is owner is not None:
-            if key in self._used or self._unchanged(key, copy, buffer):
-                self._used.add(key)
-                return copy
-        copy = _Copy(buffer, shared=True)
-        try:
-            ref = self._ref(owner, functools.partial(_forget, self._ref(self), key))
-        except TypeError:  # an owner that can't be followed (bytes): not kept
-            return copy
-        self._drop(key)
-        self._copies[key], self._owners[key] = copy, ref
-        self._used.add(key)
-        return copy
+        with self._lock:
+            try:
+                ref = weakref.ref(owner, functools.partial(_forget, weakref.ref(self), key))
+            except TypeError:  # an owner that can't be followed (bytes): not kept
+                return
+            self._drop(key)
+            self._fds[key], self._owners[key] = fd, ref
+            self._used.add(key)
 
-    def _unchanged(self, key, copy: _Copy, buffer) -> bool:
-        """Whether ``buffer`` still holds what ``copy`` (made by an earlier
-        call) holds."""
-        if copy.fd is None:
-            return False
+    def _unchanged(self, key, fd, buffer) -> bool:
+        """Whether ``buffer`` still holds what the copy ``fd`` holds."""
         view = self._views.get(key)
         if view is None:
-            view = self._views[key] = _Segment.map(copy.fd, _READ_ONLY)
+            view = self._views[key] = _Segment.map(fd, _READ_ONLY)
         return _shoal.same_bytes(buffer.raw(), view)
 
     def end_call(self) -> None:
-        """A call is over: the copies it did not use go; those it used stay
-        for the next call, which checks them before it reuses them."""
-        for key in [k for k in self._copies if k not in self._used]:
-            self._drop(key)
-        self._used.clear()
+        """A call is over: the copies no call used since the last
+        ``end_call`` go; the others stay for the next call."""
+        with self._lock:
+            for key in [k for k in self._fds if k not in self._used]:
+                self._drop(key)
+            self._used.clear()
 
     def clear(self) -> None:
         """Drops every copy (those still on their way stay alive until sent)."""
-        self._copies.clear()
-        self._owners.clear()
-        self._views.clear()
-        self._used.clear()
+        with self._lock:
+            self._fds.clear()
+            self._owners.clear()
+            self._views.clear()
+            self._used.clear()
 
     def count(self) -> int:
         """How many copies are kept."""
-        return len(self._copies)
+        return len(self._fds)
+
+    def forget(self, key, dead_ref) -> None:
+        """``key``'s owner died (``dead_ref`` followed it): its memory may go
+        to another object."""
+        with self._lock:
+            if self._owners.get(key) is dead_ref:
+                self._drop(key)
 
     def _drop(self, key) -> None:
-        self._copies.pop(key, None)
+        self._fds.pop(key, None)
         self._owners.pop(key, None)
         self._views.pop(key, None)
         self._used.discard(key)
+
+
+class CopyCache(KeptCopies):
+    """The copies of the batches of joblib ``Parallel`` calls: read-only
+    for every receiver (as joblib's memmaps are), and trusted within a
+    call (see ``KeptCopies``)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(trusted_within_call=True, read_only=True)
 
 
 def _owner(buffer):
@@ -184,11 +220,11 @@ def _owner(buffer):
         return None
 
 
-def _forget(cache_ref, key, dead_ref) -> None:
-    """A cached copy's owner died: its memory may go to another object."""
-    cache = cache_ref()
-    if cache is not None and cache._owners.get(key) is dead_ref:
-        cache._drop(key)
+def _forget(kept_ref, key, dead_ref) -> None:
+    """A kept copy's owner died (see ``KeptCopies.forget``)."""
+    kept = kept_ref()
+    if kept is not None:
+        kept.forget(key, dead_ref)
 
 
 class _Envelope:
@@ -419,29 +455,30 @@ def _pickle_in_band(obj, by_value: bool) -> bytes:
     return out.getvalue()
 
 
-def pack(obj, by_value: bool = False, cache: CopyCache | None = None, main_by_value: bool = True):
+def pack(obj, by_value: bool = False, kept: KeptCopies | None = None, main_by_value: bool = True):
     """``obj`` pickled: ``bytes``, or ``(body, attachments)`` when parts of
     it travel in shared memory. ``by_value`` pickles functions and classes
-    by value (cloudpickle); ``cache`` reuses copies made for earlier packs
-    (see ``CopyCache``); ``main_by_value`` False keeps ``__main__``'s by
-    reference."""
-    packed = _pack_one(obj, cache, by_value, main_by_value)
+    by value (cloudpickle); ``kept`` reuses copies made for earlier packs
+    (the caller says when a call ends: ``KeptCopies.end_call``);
+    ``main_by_value`` False keeps ``__main__``'s by reference."""
+    packed = _pack_one(obj, None if kept is None else _Call(kept), by_value, main_by_value)
     if type(packed) is bytes:
         return packed
     envelope, data = packed
     return envelope.seal(data)
 
 
-def pack_many(objs: list) -> list:
+def pack_many(objs: list, kept: KeptCopies | None = None) -> list:
     """``[pack(o) for o in objs]``, with a buffer given to several of them
-    copied to shared memory once (and mapped read-only by receivers)."""
-    batches = list(pack_batches(objs))
+    copied to shared memory once (and mapped read-only by receivers);
+    ``kept``: as for ``pack``."""
+    batches = list(pack_batches(objs, kept))
     if len(batches) == 1:
         return batches[0][1]
     return [p for _, batch in batches for p in batch]
 
 
-def pack_batches(objs: list):
+def pack_batches(objs: list, kept: KeptCopies | None = None):
     """Packs ``objs`` as ``pack_many`` does, yielding ``(start, payloads)``
     as soon as a run of them is ready: a caller that sends each batch at
     once lets workers start on the first arrays while later ones are still
@@ -456,7 +493,7 @@ def pack_batches(objs: list):
         if not buffers and _all_plain(plain, THRESHOLD):
             yield 0, plain
             return
-    call = _Call()
+    call = _Call(kept)
     packed = [_pack_one(o, call) for o in objs]
     start = 0
     for i, item in enumerate(packed):

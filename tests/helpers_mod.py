@@ -552,13 +552,50 @@ class SlowToLoad:
         return (_sleep_then_load, (self.seconds,))
 
 
-def ahead_of_other_programs() -> bool:
-    """Runs this thread, and the threads it starts (they inherit it), at a
-    real-time priority, which programs of ordinary priority never preempt:
-    what they run then cannot change what a measurement sees. False where
-    that is not allowed. For tests that run in a process of their own."""
+def cores_two_threads_get(func, arg) -> float:
+    """Cores two plain threads running ``func(arg)`` over and over keep
+    busy between them, over a tenth of a second: what this machine gives
+    two threads just now."""
+    from shoal.parallel import auto
+
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            func(arg)
+
+    threads = [threading.Thread(target=spin) for _ in range(2)]
+    for t in threads:
+        t.start()
     try:
-        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(1))
-    except (OSError, AttributeError):
-        return False
-    return True
+        time.sleep(0.02)
+        before = [auto._ran_and_queued(t)[0] for t in threads]
+        started = time.perf_counter()
+        time.sleep(0.1)
+        after = [auto._ran_and_queued(t)[0] for t in threads]
+        return (sum(after) - sum(before)) / (time.perf_counter() - started)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+def auto_picks_threads(run, func, arg) -> None:
+    """Asserts that ``run()``, a call with ``backend="auto"`` of a function
+    that releases the GIL, runs on threads because they ran in parallel.
+    How many cores two threads get depends on what else the machine runs:
+    it tries three times, and should auto never pick threads, checks that
+    two plain threads running ``func(arg)`` could not keep 1.5 cores busy
+    either (then the test is skipped: the machine was too busy to tell)."""
+    import pytest
+    import shoal
+
+    for _ in range(3):
+        run()
+        choice = shoal.last_choice()
+        if choice.backend == "threads":
+            assert "parallel" in choice.reason, choice
+            return
+    used = cores_two_threads_get(func, arg)
+    assert used < 1.5, f"two threads kept {used:.2f} cores busy, yet auto said {choice}"
+    pytest.skip(f"this machine gave two threads only {used:.2f} cores just now")

@@ -3,8 +3,9 @@ and ``parallel_reduce``, and the measured choice behind ``backend="auto"``.
 
 Threads win when the function waits (I/O, sleeps) or releases the GIL
 (numpy, compiled kernels); processes win for pure-Python CPU work. ``auto``
-runs the first items on threads -- every thread kept busy, chunks growing
-until each runs about a millisecond -- and measures, over 30 ms, on how
+runs the first items on threads -- each thread taking its own chunks,
+growing until one runs about a millisecond, so nothing but the function
+runs between them -- and then measures, over 30 ms, on how
 many cores the threads ran (their CPU time, summed), and on how many they
 ran or were ready to run (adding the time they waited for a core that
 other programs held; a thread waiting for the GIL or for I/O is not ready
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -138,82 +138,102 @@ def _sample(workers: dict) -> dict:
     return {t: s for t, s in samples.items() if s is not None}
 
 
-def _timed(task: Callable, start: int, stop: int):
-    began = perf_counter()
-    return task(start, stop), perf_counter() - began
-
-
 class _Probe:
     """Runs ``task(start, stop)`` over the first items on a ThreadPool's
-    threads and measures them. Two calls per thread are kept sent (so that
-    a thread never waits for its next one), with chunks doubling until each
-    runs :data:`PROBE_TASK_SECONDS`, for :data:`PROBE_SECONDS` from the
-    moment every thread has started. Then ``stop`` is the first item not
-    sent, and ``used`` and ``wanted`` the cores the threads ran on, and ran
-    or were ready to run on, in that time. The calls still running finish
-    on the threads; :meth:`finish` collects every call's ``(start, stop,
-    value)``, in order."""
+    threads and measures them. Each thread runs one loop that takes the
+    next chunk of items for itself, its chunks doubling until one runs
+    :data:`PROBE_TASK_SECONDS`, so that nothing but the function and a lock
+    stands between two chunks: no call goes through the engine while the
+    probe measures, for :data:`PROBE_SECONDS` from the moment every thread
+    has run a chunk that long. The window is closed by whichever thread
+    sees it has passed first: a loop about to take its next chunk, or the
+    caller's (which a function holding the GIL may keep waiting). Then
+    ``stop`` is the first item not taken, and ``used`` and ``wanted`` the
+    cores the threads ran on, and ran or were ready to run on, in that
+    time. The chunks still running finish on the threads; :meth:`finish`
+    collects every chunk's ``(start, stop, value)``, in order."""
 
     def __init__(self, pool, threads: int, n: int, task: Callable[[int, int], object]) -> None:
-        self._answers: queue.SimpleQueue = queue.SimpleQueue()
-        self._head: list[tuple[int, int, object]] = []
-        self._in_flight = 0
-        self.stop = 0
-        workers = pool.worker_threads()
-        size = 1
+        self._n, self._threads, self._task = n, threads, task
+        self.stop = 0  # the next item to take; final once `_stopping` is set
+        self._stopping = False
+        self._changed = threading.Condition()
+        self._grown: dict[int, threading.Thread] = {}
+        self._window: list[tuple[float, dict]] = []  # (time, sample) at its start and end
         began = perf_counter()
-        t0, sample0 = began, {}
-        while self._in_flight or self.stop < n:
-            while self._in_flight < 2 * threads and self.stop < n:
-                self._send(pool, task, size, n)
-            if not sample0 and len(workers) == threads:
-                t0, sample0 = perf_counter(), _sample(workers)
-            if sample0 and perf_counter() - t0 >= PROBE_SECONDS:
-                break
-            try:
-                items, wall = self._take(timeout=PROBE_SECONDS / 10)
-            except queue.Empty:
-                continue
-            if items == size and wall < PROBE_TASK_SECONDS:
-                size *= 2
+        self._loops = [pool.apply_async(self._loop) for _ in range(threads)]
+        with self._changed:
+            while not (self._stopping or self.stop >= n):
+                if self._window and perf_counter() - self._window[0][0] >= PROBE_SECONDS:
+                    self._close_window()
+                    break
+                self._changed.wait(PROBE_SECONDS / 3 if self._window else None)
+            self._stopping = True
+            window = list(self._window)
+        for loop in self._loops:  # the function raised: no point going on
+            if loop.ready() and not loop.successful():
+                loop.get()
         self.seconds = perf_counter() - began
-        spanned = perf_counter() - t0
-        sample1 = _sample(workers)
-        ran = queued = 0.0
-        for thread, (ran0, queued0) in sample0.items():
-            ran1, queued1 = sample1.get(thread, (ran0, queued0))
-            ran, queued = ran + ran1 - ran0, queued + queued1 - queued0
-        self.used = ran / spanned if sample0 else 0.0
-        self.wanted = (ran + queued) / spanned if sample0 else 0.0
+        self.used = self.wanted = 0.0
+        if len(window) == 2:
+            (t0, sample0), (t1, sample1) = window
+            ran = queued = 0.0
+            for thread, (ran0, queued0) in sample0.items():
+                ran1, queued1 = sample1.get(thread, (ran0, queued0))
+                ran, queued = ran + ran1 - ran0, queued + queued1 - queued0
+            self.used, self.wanted = ran / (t1 - t0), (ran + queued) / (t1 - t0)
 
-    def _send(self, pool, task: Callable, size: int, n: int) -> None:
-        start, self.stop = self.stop, min(self.stop + size, n)
-        put, stop = self._answers.put, self.stop
-        pool.apply_async(
-            _timed,
-            (task, start, stop),
-            callback=lambda value: put((start, stop, True, value)),
-            error_callback=lambda exc: put((start, stop, False, exc)),
-        )
-        self._in_flight += 1
+    def _close_window(self) -> None:
+        """Ends the measure (with ``_changed`` held)."""
+        self._window.append((perf_counter(), _sample(self._grown)))
+        self._stopping = True
+        self._changed.notify_all()
 
-    def _take(self, timeout: float | None = None) -> tuple[int, float]:
-        """Takes one answer; returns how many items the call ran, and for
-        how long."""
-        start, stop, ok, value = self._answers.get(timeout=timeout)
-        self._in_flight -= 1
-        if not ok:
-            raise value
-        value, wall = value
-        self._head.append((start, stop, value))
-        return stop - start, wall
+    def _loop(self) -> list[tuple[int, int, object]]:
+        """One thread's part: chunks of items taken in turn, until the items
+        run out or the measure has ended."""
+        chunks = []
+        size, grown = 1, False
+        try:
+            while True:
+                with self._changed:
+                    if self._stopping or self.stop >= self._n:
+                        return chunks
+                    if len(self._window) == 1 and perf_counter() - self._window[0][0] >= (
+                        PROBE_SECONDS
+                    ):
+                        self._close_window()
+                        return chunks
+                    start = self.stop
+                    self.stop = stop = min(start + size, self._n)
+                began = perf_counter()
+                chunks.append((start, stop, self._task(start, stop)))
+                if perf_counter() - began >= PROBE_TASK_SECONDS:
+                    if not grown:
+                        grown = True
+                        self._grew()
+                elif stop - start == size:
+                    size *= 2
+        finally:
+            with self._changed:
+                self._stopping = True  # items ran out, or one loop's error ends the probe
+                self._changed.notify_all()
+
+    def _grew(self) -> None:
+        """This thread has run a chunk of full length; once every thread
+        has, the measure starts."""
+        with self._changed:
+            self._grown[len(self._grown)] = threading.current_thread()
+            if len(self._grown) == self._threads and not self._stopping:
+                self._window.append((perf_counter(), _sample(self._grown)))
+                self._changed.notify_all()
 
     def finish(self) -> list[tuple[int, int, object]]:
-        """Every probe call's ``(start, stop, value)``, in order, once all
-        have answered."""
-        while self._in_flight:
-            self._take()
-        return sorted(self._head, key=lambda chunk: chunk[0])
+        """Every chunk's ``(start, stop, value)``, in order, once every
+        loop has ended; raises what the function raised, if it did."""
+        return sorted(
+            (chunk for loop in self._loops for chunk in loop.get()), key=lambda chunk: chunk[0]
+        )
 
 
 @contextlib.contextmanager

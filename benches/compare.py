@@ -12,7 +12,7 @@ Usage::
     python benches/compare.py [--quick] [--only NAME,...] [--rounds N] [--json out.json]
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
-startup, replace, sleep, numpy, mandelbrot, auto, checkpoint, primitives, array-same,
+ms-tasks, startup, replace, sleep, numpy, mandelbrot, auto, checkpoint, primitives, array-same,
 array-trip,
 array-memory, zarr-stats, parquet-groupby, numba-mandelbrot, mpi, executor, joblib-array,
 joblib-tiny, sklearn, dask-array) and/or library names (shoal, mp, ppe, joblib, mpire, tpe,
@@ -34,6 +34,9 @@ pickle them by reference):
                 the same chunks run serially. Rounds are interleaved
                 (serial, shoal, mp, ..., serial, shoal, mp, ...) because CPU
                 speed drifts; medians are reported.
+   ms-tasks     the same pi as 200 tasks of about 4 ms each, one per call
+                (chunksize=1; 60 with --quick): the engine's dispatch while
+                every core is busy.
 5. startup      Pool construction to the first result of apply(inc, (1,)).
    replace      worker replacement: 20 tasks, chunksize=1, on a warm pool
                 with maxtasksperchild=1, so each task runs in a new worker
@@ -206,6 +209,7 @@ WORKLOADS = (
     "chunksize-1",
     "submit",
     "pi",
+    "ms-tasks",
     "startup",
     "replace",
     "sleep",
@@ -708,6 +712,26 @@ def pi_cases(steps, nchunks):
             check_pi,
             ref="starmap",
         ),
+    ]
+
+
+def ms_tasks_cases(ntasks, steps_per_task):
+    """Tasks of a few milliseconds each, one per call (chunksize=1): what
+    the engine's dispatch costs when every core is busy and each task's
+    answer must reach the parent before the next task goes out."""
+    chunks = pi_chunks(ntasks * steps_per_task, ntasks)
+    starts, stops, ns = (list(c) for c in zip(*chunks, strict=True))
+    w = "ms-tasks"
+
+    def case(lib, variant, run, ref="starmap cs=1", goal=None):
+        return Case(w, lib, variant, ntasks, run, check_pi, ref=ref, goal=goal)
+
+    return [
+        case("serial", "loop", lambda _: [pi_chunk(*c) for c in chunks], ref=None),
+        case("shoal", "starmap cs=1", lambda p: p.starmap(pi_chunk, chunks, chunksize=1)),
+        case("mp", "starmap cs=1", lambda p: p.starmap(pi_chunk, chunks, chunksize=1)),
+        case("ppe", "map", lambda ex: list(ex.map(pi_chunk, starts, stops, ns))),
+        case("joblib", "Parallel", lambda par: par(delayed(pi_chunk)(*c) for c in chunks)),
     ]
 
 
@@ -2255,6 +2279,8 @@ def main(argv=None):
             cases = submit_cases(n_calls, n_ppe_submit)
         elif w == "pi":
             cases = pi_cases(pi_steps, pi_nchunks)
+        elif w == "ms-tasks":
+            cases = ms_tasks_cases(60 if args.quick else 200, 40_000)
         elif w == "checkpoint":
             cases = checkpoint_cases(n_calls, store_dir.name)
         elif w in ("array-same", "array-trip"):

@@ -50,6 +50,9 @@ struct Sending {
     /// them not yet met.
     revoked_seen: u64,
     revoked: HashSet<u64>,
+    /// Tasks the scheduler took back (to give to an idle worker) that have
+    /// not come up yet.
+    taken_back: HashSet<u64>,
 }
 
 pub struct WorkerLink {
@@ -117,6 +120,7 @@ impl WorkerLink {
                 cpu_read_at_ns: 0,
                 revoked_seen: 0,
                 revoked: HashSet::new(),
+                taken_back: HashSet::new(),
             }),
             status,
         })
@@ -194,12 +198,19 @@ impl WorkerLink {
     }
 
     /// Marks `task` as running from now, and returns true; or, if the
-    /// engine withdrew it after sending it (it was cancelled), marks the
-    /// worker idle again and returns false: skip it, and send no answer.
+    /// engine withdrew it after sending it (it was cancelled, or taken back
+    /// for another worker), returns false with the worker idle: skip it,
+    /// and send no answer.
     pub fn begin(&self, task: u64) -> bool {
+        let mut s = lock(&self.sending);
+        if let Some(taken) = self.status.note_begun(task) {
+            s.taken_back.insert(taken);
+        }
+        if !s.taken_back.is_empty() && s.taken_back.remove(&task) {
+            return false; // never marked running: it runs at another worker
+        }
         self.status.mark_start(task);
         let count = self.status.revoked_count();
-        let mut s = lock(&self.sending);
         if count != s.revoked_seen {
             if s.revoked.len() > MAX_REVOKED_KEPT {
                 s.revoked.clear();
@@ -328,6 +339,14 @@ mod tests {
         assert!(!link.begin(6), "a withdrawn task is skipped");
         assert_eq!(page.running(), None);
         assert!(link.begin(7));
+        assert!(page.take_back(7, 9), "9 is queued behind 7");
+        assert!(link.begin(8), "8 was not taken back");
+        assert!(!link.begin(9), "a task taken back is skipped");
+        assert_eq!(
+            page.running().map(|r| r.0),
+            Some(8),
+            "and never shown running"
+        );
 
         link.queue(Kind::Done, 5, 10, b"result").unwrap();
         link.flush().unwrap();

@@ -4,8 +4,15 @@
 //!
 //! Dispatch keeps a small window of tasks in flight per worker, sized from
 //! measured task durations: about [`WINDOW_TARGET_NS`] of work, so tiny
-//! tasks stream through without a round trip each, while long tasks go one
-//! at a time and no worker hoards work another could start.
+//! tasks stream through without a round trip each, and at least one task
+//! queued behind the running one, so a worker never waits for its answer to
+//! reach this thread and the next task to come back (on a machine whose
+//! cores the workers keep busy, that trip waits for a core, for up to a few
+//! milliseconds). No worker hoards work another could start: once nothing
+//! is left to send, a worker with nothing to do takes back a task queued
+//! at another, before it starts ([`StatusPage::take_back`]).
+//!
+//! [`StatusPage::take_back`]: crate::status::StatusPage::take_back
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
@@ -801,17 +808,69 @@ impl Scheduler {
         spawned
     }
 
+    /// Tasks to keep at each worker: one until durations are known (the
+    /// first tasks may be long), then about [`WINDOW_TARGET_NS`] of work and
+    /// never less than two.
     fn window(&self) -> usize {
         match self.mean_task_ns {
             None => 1,
             Some(mean) => {
                 let w = (WINDOW_TARGET_NS as f64 / mean.max(1.0)).ceil() as usize;
-                w.clamp(1, MAX_WINDOW)
+                w.clamp(2, MAX_WINDOW)
             }
         }
     }
 
     fn dispatch(&mut self) {
+        loop {
+            self.send_queued();
+            if !self.queue.is_empty() || !self.take_back_for_an_idle_worker() {
+                break;
+            }
+        }
+        for w in self.workers.values_mut() {
+            w.flush();
+        }
+    }
+
+    /// Nothing is left to send and a ready worker holds nothing: takes back
+    /// the last task queued at the worker holding the most, and requeues
+    /// it (for [`Scheduler::send_queued`] to give to the idle worker).
+    /// Returns whether it did; it cannot once that worker has begun the
+    /// task, or any task after the one it is running.
+    fn take_back_for_an_idle_worker(&mut self) -> bool {
+        let idle = self
+            .workers
+            .values()
+            .any(|w| w.ready && w.accepts_work() && w.inflight.is_empty());
+        if !idle {
+            return false;
+        }
+        let Some(holder) = self
+            .workers
+            .values_mut()
+            .filter(|w| w.inflight.len() >= 2 && w.alive())
+            .max_by_key(|w| (w.inflight.len(), std::cmp::Reverse(w.id)))
+        else {
+            return false;
+        };
+        let (Some(&running), Some(&last)) = (holder.inflight.front(), holder.inflight.back())
+        else {
+            return false;
+        };
+        if !holder.status.take_back(running, last) {
+            return false;
+        }
+        holder.inflight.pop_back();
+        if let Some(t) = self.tasks.get_mut(&last) {
+            t.worker = None;
+            self.queue.push_front(last);
+        }
+        true
+    }
+
+    /// Sends queued tasks to the workers with room in their window.
+    fn send_queued(&mut self) {
         let window = self.window();
         // A worker whose current task has run well past the expected time is
         // not given more work to queue behind it: it may be a long task in a
@@ -873,9 +932,6 @@ impl Scheduler {
                 source: e,
             };
             self.finish(task, Outcome::Error(why.to_string()));
-        }
-        for w in self.workers.values_mut() {
-            w.flush();
         }
         if retired_any {
             self.publish_pids();

@@ -36,9 +36,17 @@ struct Slot {
     /// Task ids written to `revoked` so far (the ring's next slot is this
     /// modulo its length).
     revoked_count: AtomicU64,
-    _pad: [u64; 5],
+    /// The task the worker began last, or [`TAKEN_BACK`] with the id of a
+    /// task the scheduler took back since: one word both sides change
+    /// atomically, so a take-back is decided exactly (see
+    /// [`StatusPage::take_back`]).
+    claim: AtomicU64,
+    _pad: [u64; 4],
     revoked: [AtomicU64; REVOKED_RING],
 }
+
+/// Marks [`Slot::claim`] as a task taken back (task ids stay far below).
+const TAKEN_BACK: u64 = 1 << 63;
 
 const PAGE: usize = 8192;
 const _: () = assert!(std::mem::size_of::<Slot>() <= PAGE);
@@ -142,6 +150,32 @@ impl StatusPage {
         );
     }
 
+    /// Worker side, before `task` starts: records it as the task begun
+    /// last, and returns a task the scheduler took back since the previous
+    /// one began (the worker must skip it when it comes), if any.
+    pub fn note_begun(&self, task: u64) -> Option<u64> {
+        let old = self.slot().claim.swap(task, Ordering::SeqCst);
+        (old & TAKEN_BACK != 0).then_some(old & !TAKEN_BACK)
+    }
+
+    /// Scheduler side: takes back `task`, queued at this worker behind
+    /// `running` (the oldest task the worker has not answered), if the
+    /// worker has begun nothing since `running`; returns whether it did.
+    /// True means the worker will skip `task` and send no answer for it;
+    /// false that it may have begun it, and will answer as usual. Only one
+    /// task can be taken back per task the worker begins.
+    pub fn take_back(&self, running: u64, task: u64) -> bool {
+        self.slot()
+            .claim
+            .compare_exchange(
+                running,
+                TAKEN_BACK | task,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+    }
+
     /// Worker side: no task running.
     pub fn mark_idle(&self) {
         self.slot().task.store(0, Ordering::Release);
@@ -188,6 +222,19 @@ mod tests {
         assert!(started <= monotonic_ns());
         worker.mark_idle();
         assert_eq!(parent.running(), None);
+    }
+
+    #[test]
+    fn a_task_is_taken_back_only_before_the_worker_begins_another() {
+        let (parent, fd) = StatusPage::create().unwrap();
+        let worker = StatusPage::map(&fd).unwrap();
+        assert!(!parent.take_back(3, 4), "nothing begun yet");
+        assert_eq!(worker.note_begun(3), None);
+        assert!(parent.take_back(3, 5), "the worker is still on 3");
+        assert!(!parent.take_back(3, 4), "one take-back per task begun");
+        assert_eq!(worker.note_begun(4), Some(5), "the worker learns of it");
+        assert!(!parent.take_back(3, 6), "the worker has moved on to 4");
+        assert_eq!(worker.note_begun(6), None);
     }
 
     #[test]

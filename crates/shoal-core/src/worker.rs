@@ -322,7 +322,12 @@ impl WorkerHandle {
 
     /// Can take new tasks: not retiring, not killed, not gone.
     pub(crate) fn accepts_work(&self) -> bool {
-        !self.retiring && self.kill_reason.is_none() && !self.gone
+        !self.retiring && self.alive()
+    }
+
+    /// Neither killed nor gone: it will run what it holds.
+    pub(crate) fn alive(&self) -> bool {
+        self.kill_reason.is_none() && !self.gone
     }
 
     /// Called once the reader has seen the end of the stream: waits for the

@@ -277,6 +277,14 @@ fn run_cmd(link: &WorkerLink, args: &[u8]) -> Result<Vec<u8>, Raised> {
             }
             Ok(b"slept".to_vec())
         }
+        // Appends this process's pid to the file, then sleeps `ms`
+        // (`log-sleep:ms:path`): shows how many times the task ran, where.
+        "log-sleep" => {
+            let (ms, path) = rest.split_once(':').unwrap_or((rest, ""));
+            append_pid(path);
+            std::thread::sleep(Duration::from_millis(parse_u64(ms.as_bytes())));
+            Ok(b"slept".to_vec())
+        }
         // Creates the file at `path`: shows that the task ran.
         "touch" => {
             std::fs::write(rest, b"ran").expect("touch");
@@ -2058,5 +2066,30 @@ fn cancel_withdraws_tasks_a_worker_holds_but_has_not_started() {
             !dir.join(id.to_string()).exists(),
             "task {id} ran after its cancel"
         );
+    }
+}
+
+#[test]
+fn an_idle_worker_takes_back_a_task_queued_behind_a_long_one() {
+    let dir = scratch_dir("take-back");
+    let pool = Pool::with_workers(2);
+    // Short tasks first: once durations are known, each worker keeps one
+    // task queued behind the one it runs.
+    let warm: Vec<(u64, &str)> = (1..=20).map(|i| (i, "sleep:5")).collect();
+    pool.submit(submission(CMD, &warm, TaskOptions::default()))
+        .unwrap();
+    collect(&pool, &ids(1..21), LONG);
+    let log = |id: u64| dir.join(id.to_string());
+    let mut tasks = vec![(21, format!("log-sleep:1500:{}", log(21).display()))];
+    tasks.extend((22..=27).map(|i| (i, format!("log-sleep:20:{}", log(i).display()))));
+    pool.submit(submission(CMD, &tasks, TaskOptions::default()))
+        .unwrap();
+    // One short task was queued behind the long one; the other worker,
+    // done with its share, takes it back: no short task waits 1.5 s.
+    collect(&pool, &ids(22..28), Duration::from_millis(1200));
+    collect(&pool, &[21], LONG);
+    for id in 21..=27 {
+        let runs = std::fs::read_to_string(log(id)).unwrap();
+        assert_eq!(runs.lines().count(), 1, "task {id} ran {runs:?}");
     }
 }

@@ -217,21 +217,31 @@ class Call:
             self.pipeline.workers.cancel(ids, stop_running)
 
 
+def name_of(func) -> str:
+    return getattr(func, "__qualname__", None) or type(func).__name__
+
+
 class OneTask:
     """A call of one task (``apply_async``, ``submit``): the same role as a
     ``Call``, with nothing to count. It is its own entry in the pipeline's
     table of tasks out."""
 
-    __slots__ = ("pipeline", "collector", "task_id", "fn_id", "owns_function", "what")
+    __slots__ = ("pipeline", "collector", "task_id", "fn_id", "owns_function", "_named")
 
-    def __init__(self, pipeline, collector, task_id: int, fn_id: int, owns: bool, what: str):
+    def __init__(self, pipeline, collector, task_id, fn_id, owns, method, func, name=None):
         self.pipeline = pipeline
         self.collector = collector
         self.task_id = task_id
         self.fn_id = fn_id
         self.owns_function = owns
-        self.what = what
+        self._named = (method, func, name)
         collector._call = self
+
+    @property
+    def what(self) -> str:
+        """``method(name)``, for messages: made only when one needs it."""
+        method, func, name = self._named
+        return f"{method}({name or name_of(func)})"
 
     def complete(self, c) -> None:
         collector = self.collector

@@ -41,9 +41,10 @@ from ..errors import WorkerInitError, WorkerLostError, WorkerStartError
 from ..integrations.dask import task_name
 from ..trace.recorder import TraceRecorder
 from ..trace.trace import Trace
+from .call import name_of
 from .memory import parse_memory
 from .options import CallOptions, check_callable, check_chunksize, check_options, check_progress
-from .pipeline import Pipeline, name_of
+from .pipeline import Pipeline
 from .pool import WorkerProcess
 from .progress import Progress
 from .results import IMapIterator, PoolFuture

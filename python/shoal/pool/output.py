@@ -17,7 +17,7 @@ def parent_log_level() -> int | None:
     logging = sys.modules.get("logging")
     if logging is None:
         return None
-    return logging.getLogger().getEffectiveLevel()
+    return logging.root.level  # the root's effective level: it has no parent
 
 
 def deliver(output: list) -> None:

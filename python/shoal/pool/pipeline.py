@@ -25,7 +25,6 @@ call that sent the task (``pool.call``).
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import itertools
 import threading
@@ -39,7 +38,7 @@ from .._shoal import chunk_size
 from ..checkpoint.stage import ChunkStage, ItemStage
 from ..errors import ShoalError
 from ..wire.serialize import MODE_CALL, MODE_MAP, MODE_STARMAP
-from .call import Call, Feeder, OneTask, Sent
+from .call import Call, Feeder, OneTask, Sent, name_of
 from .options import CALL_KEYS, CallOptions, Options
 from .output import deliver
 from .progress import Progress
@@ -106,12 +105,18 @@ class Pipeline:
         is cached for them."""
         if not self.workers.pickled:
             return self.register(func, mode, options), True
-        holder = func.__self__ if type(func) is MethodType else func
-        key = (id(holder), getattr(func, "__func__", None), mode, options.retry_on)
+        if type(func) is MethodType:
+            holder = func.__self__
+            key = (id(holder), func.__func__, mode, options.retry_on)
+        else:
+            holder = func
+            key = (id(func), None, mode, options.retry_on)
         entry = self._functions.get(key)
         if entry is not None and entry[1]() is holder:
-            with contextlib.suppress(KeyError):  # evicted meanwhile: still registered
+            try:
                 self._functions.move_to_end(key)
+            except KeyError:  # evicted meanwhile: still registered
+                pass
             return entry[0], False
         try:
             ref = weakref.ref(holder)
@@ -160,7 +165,7 @@ class Pipeline:
         if self._broken:
             raise _broken_error(self._broken[0])
         if self._follow_logging is not None:
-            self._follow_logging()
+            self._follow_logging()  # cheap: one attribute read unless it changed
 
     def _call(self, collector, func: Callable, mode: int, options: Options, what: str, **kw):
         self._starting()
@@ -291,7 +296,7 @@ class Pipeline:
     ) -> AsyncResult:
         what = f"apply({name_of(func)})"
         result = AsyncResult(what, callback, error_callback)
-        self._send_one(result, func, (tuple(args), dict(kwargs)), options.task, what, "apply")
+        self._send_one(result, func, (tuple(args), dict(kwargs)), options.task, "apply")
         return result
 
     def submit(
@@ -311,13 +316,10 @@ class Pipeline:
         function's name; ``copies``: a ``wire.transfer.CopyCache`` that large
         arguments are copied into once for several calls."""
         future = PoolFuture(self.future_condition) if collector is None else collector
-        what = f"submit({name or name_of(func)})"
-        self._send_one(future, func, (args, kwargs), options.task, what, "submit", name, copies)
+        self._send_one(future, func, (args, kwargs), options.task, "submit", name, copies)
         return future
 
-    def _send_one(
-        self, collector, func, args, options, what, method, name=None, copies=None
-    ) -> None:
+    def _send_one(self, collector, func, args, options, method, name=None, copies=None) -> None:
         self._starting()
         workers, recorder = self.workers, self.recorder
         started = time.perf_counter_ns() if recorder is not None else 0
@@ -329,7 +331,7 @@ class Pipeline:
             call = recorder.call(method, name or qualified_name(func), None)
             ser_ns = time.perf_counter_ns() - started
             recorder.sent(call, task_id, (1,), workers.sizes([payload]), ser_ns)
-        self._pending[task_id] = OneTask(self, collector, task_id, fn_id, owns, what)
+        self._pending[task_id] = OneTask(self, collector, task_id, fn_id, owns, method, func, name)
         try:
             workers.submit_one(fn_id, task_id, args, payload, options)
         except BaseException:
@@ -453,10 +455,6 @@ def _checkpoint_stage(func, star: bool, path, key, chunks: bool):
 def _same(obj):
     """A strong reference that answers as a weak one does."""
     return obj
-
-
-def name_of(func: Callable) -> str:
-    return getattr(func, "__qualname__", None) or type(func).__name__
 
 
 def qualified_name(func: Callable) -> str:

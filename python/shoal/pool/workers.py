@@ -87,6 +87,7 @@ class ProcessWorkers(EngineWorkers):
         super().__init__(engine)
         self.release = engine.release_function
         self._log_level = log_level
+        self._followed_level: int | None = -1  # none yet: the first call writes it
         self.kept = KeptCopies()  # large arguments' copies, for the calls after
 
     def close(self) -> None:
@@ -101,7 +102,10 @@ class ProcessWorkers(EngineWorkers):
         """At the start of a call: the workers' logging level becomes the
         parent's, as it is now."""
         if self._log_level is not None:
-            self._log_level.follow(parent_log_level())
+            level = parent_log_level()
+            if level != self._followed_level:
+                self._log_level.follow(level)
+                self._followed_level = level
 
     @classmethod
     def start(

@@ -406,9 +406,12 @@ def _pickle_out_of_band(obj, envelope: _Envelope, by_value: bool) -> bytes:
     return out.getvalue()
 
 
-def _pack_one(obj, call: _Call | None, by_value: bool = False, main_by_value: bool = True):
+def _pack_one(
+    obj, call: _Call | None, by_value: bool = False, main_by_value: bool = True, kept=None
+):
     """``bytes``, or ``(_Envelope, main pickle)`` to seal once the whole
-    call is packed (``call`` made on demand if None). ``main_by_value``
+    call is packed (``call`` made on demand if None, with the copies
+    ``kept``: most packs are plain bytes and need none). ``main_by_value``
     False keeps what lives in ``__main__`` by reference (for processes
     that run the same ``__main__``: the ranks of ``shoal run``)."""
     if not by_value:
@@ -422,7 +425,7 @@ def _pack_one(obj, call: _Call | None, by_value: bool = False, main_by_value: bo
             if verdict == 0:
                 if not buffers:
                     return data
-                envelope = _Envelope(call or _Call())
+                envelope = _Envelope(call or _Call(kept))
                 for buffer in buffers:
                     envelope.add_buffer(buffer)
                 if envelope.attachments:
@@ -430,7 +433,7 @@ def _pack_one(obj, call: _Call | None, by_value: bool = False, main_by_value: bo
                 # Only small buffers: plain bytes are cheaper to send and load.
                 return _pickle_dumps(obj, PROTOCOL)
             by_value = verdict == 2 and main_by_value
-    call = call or _Call()
+    call = call or _Call(kept)
     envelope = _Envelope(call)
     try:
         data = _pickle_out_of_band(obj, envelope, by_value)
@@ -462,7 +465,7 @@ def pack(obj, by_value: bool = False, kept: KeptCopies | None = None, main_by_va
     by value (cloudpickle); ``kept`` reuses copies made for earlier packs
     (the caller says when a call ends: ``KeptCopies.end_call``);
     ``main_by_value`` False keeps ``__main__``'s by reference."""
-    packed = _pack_one(obj, None if kept is None else _Call(kept), by_value, main_by_value)
+    packed = _pack_one(obj, None, by_value, main_by_value, kept)
     if type(packed) is bytes:
         return packed
     envelope, data = packed

@@ -169,3 +169,27 @@ def test_a_requeue_that_cannot_happen_says_to_run_again(tmp_path, job):
     if job:  # SLURM refuses: no such job
         assert f"requeueing job {job} failed (" in err
     assert "run the program again (resubmit the job) to resume from there" in err
+
+
+def test_a_forked_child_is_ended_by_sigterm_as_before(tmp_path):
+    # After a checkpointed map, a fork-started multiprocessing pool is
+    # terminated (its workers get SIGTERM), and a forked child signals
+    # itself: each dies of the signal at once, and none touches the
+    # parent's stores or says it saved them.
+    after = """
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool(2) as mp_pool:
+        assert mp_pool.map(abs, range(-20, 0)) == list(range(20, 0, -1))
+    child = os.fork()
+    if child == 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    print("child", os.WIFSIGNALED(status) and os.WTERMSIG(status), flush=True)
+    """
+    p = start(tmp_path, "only", after=textwrap.indent(textwrap.dedent(after), "    ").strip())
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert f"child {int(signal.SIGTERM)}" in out, out
+    assert "received" not in err, err

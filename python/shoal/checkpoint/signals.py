@@ -15,6 +15,10 @@ thread (Python runs handlers there), not in a pool's worker (its parent
 decides), and around whatever handler was there: a handler of the user's
 own is called after the stores are committed (and decides what happens
 next); an ignored signal stays ignored (the stores are committed anyway).
+A child forked from this process (a fork-started multiprocessing pool's
+worker) gets the handlers that were there before: the stores are the
+parent's, and SIGTERM, as the pool's ``terminate()`` sends it, ends the
+child as it would have.
 """
 
 from __future__ import annotations
@@ -50,6 +54,25 @@ def install(flush) -> None:
         _previous[signum] = previous
         signal.signal(signum, _on_signal)
     _installed = True
+
+
+def _restore_in_child() -> None:
+    """After a fork, in the child: the handlers that were there before."""
+    global _installed, _flush
+    if not _installed:
+        return
+    import signal
+
+    for signum, previous in _previous.items():
+        try:
+            signal.signal(signum, previous)
+        except (ValueError, OSError):  # not the main thread: Python runs no handler here
+            pass
+    _previous.clear()
+    _installed, _flush = False, None
+
+
+os.register_at_fork(after_in_child=_restore_in_child)
 
 
 def _on_signal(signum, frame) -> None:

@@ -57,8 +57,11 @@ def flush_all() -> list[str]:
 
 
 def _after_fork_in_child() -> None:
+    global _stores_lock
     _inherited.extend(_stores.values())
     _stores.clear()
+    # Another thread of the parent may have held it at the fork.
+    _stores_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

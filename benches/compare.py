@@ -13,7 +13,7 @@ Usage::
 
 ``--only`` takes workload names (trivial-map, chunksize-1, submit, pi,
 ms-tasks, startup, replace, sleep, numpy, mandelbrot, auto, checkpoint, primitives, array-same,
-array-trip,
+array-trip, big-args,
 array-memory, zarr-stats, parquet-groupby, numba-mandelbrot, mpi, executor, joblib-array,
 joblib-tiny, sklearn, dask-array) and/or library names (shoal, mp, ppe, joblib, mpire, tpe,
 mp-threads, dask); shoal is always
@@ -61,6 +61,10 @@ pickle them by reference):
                 returning its sum (chunksize 1; joblib memmaps it).
 12. array-trip  8 tasks, each receiving a distinct 64 MB array and returning
                 a new one (a * 2).
+    big-args    one apply() given one large argument, on a fresh warm pool
+                (shoal, multiprocessing): a 64 MB array (its sum; against
+                a.copy() in this process, one memcpy), a list of 1,100,000
+                ints and a dict of 1,000,000 (their len).
 14. executor     shoal.ProcessPoolExecutor against concurrent.futures'
                 ProcessPoolExecutor: 100,000 submit() calls gathered with
                 as_completed, and Executor.map of 100,000 items with
@@ -219,6 +223,7 @@ WORKLOADS = (
     "checkpoint",
     "array-same",
     "array-trip",
+    "big-args",
     "array-memory",
     *DATA_WORKLOADS,
     "primitives",
@@ -1263,6 +1268,54 @@ def array_cases(mb):
     return cases
 
 
+def big_args_cases(mb):
+    """big-args: one call given one large argument, on a fresh (warmed)
+    pool: a 64 MB array (against copying it once in this process), a list
+    of 1,100,000 ints and a dict of 1,000,000."""
+    import numpy as np
+
+    a = np.random.default_rng(1).standard_normal(mb * (1 << 20) // 8)
+    total = float(a.sum())
+    ints = list(range(1_100_000))
+    table = {i: i for i in range(1_000_000)}
+    w = "big-args"
+
+    def apply(fn, arg):
+        return lambda p: p.apply(fn, (arg,))
+
+    def equal(want):
+        def check(got):
+            if got != want:
+                raise AssertionError(f"got {got!r}, expected {want!r}")
+
+        return check
+
+    def check_sum(got):
+        if abs(got - total) > 1e-6 * abs(total) + 1e-6:
+            raise AssertionError("wrong sum")
+
+    def check_copy(got):
+        if got.shape != a.shape:
+            raise AssertionError("wrong copy")
+
+    array_ref = f"apply(sum, {mb} MB array)"
+    cases = [Case(w, "serial", "a.copy() (memcpy)", 1, lambda _: a.copy(), check_copy,
+                  ref=array_ref)]  # fmt: skip
+    for variant, fn, arg, check in (
+        (array_ref, array_sum, a, check_sum),
+        ("apply(len, list of 1.1 M ints)", len, ints, equal(len(ints))),
+        ("apply(len, dict of 1 M ints)", len, table, equal(len(table))),
+    ):
+        cases += [
+            Case(w, lib, variant, 1, apply(fn, arg), check, ref=variant) for lib in ("shoal", "mp")
+        ]
+    tiny = np.zeros(4)
+    for c in cases:
+        if c.lib != "serial":
+            c.warm = apply(array_sum, tiny)  # workers import numpy before the clock
+    return cases
+
+
 def executor_cases(n, n_ppe):
     """executor: shoal.ProcessPoolExecutor against the standard one."""
     w = "executor"
@@ -2285,6 +2338,8 @@ def main(argv=None):
             cases = checkpoint_cases(n_calls, store_dir.name)
         elif w in ("array-same", "array-trip"):
             cases = [c for c in array_cases(array_mb) if c.workload == w]
+        elif w == "big-args":
+            cases = big_args_cases(array_mb)
         elif w == "array-memory":
             print(f"\n== {w}", flush=True)
             memory_rows = array_memory(libs, memory_mb, args.rounds, args.timeout)

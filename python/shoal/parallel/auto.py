@@ -5,7 +5,8 @@ Threads win when the function waits (I/O, sleeps) or releases the GIL
 (numpy, compiled kernels); processes win for pure-Python CPU work. ``auto``
 runs the first items on threads -- each thread taking its own chunks,
 growing until one runs about a millisecond, so nothing but the function
-runs between them -- and then measures, over 30 ms, on how
+runs between them -- and measures, over 30 ms from when every thread has
+started, on how
 many cores the threads ran (their CPU time, summed), and on how many they
 ran or were ready to run (adding the time they waited for a core that
 other programs held; a thread waiting for the GIL or for I/O is not ready
@@ -144,30 +145,33 @@ class _Probe:
     next chunk of items for itself, its chunks doubling until one runs
     :data:`PROBE_TASK_SECONDS`, so that nothing but the function and a lock
     stands between two chunks: no call goes through the engine while the
-    probe measures, for :data:`PROBE_SECONDS` from the moment every thread
-    has run a chunk that long. The window is closed by whichever thread
-    sees it has passed first: a loop about to take its next chunk, or the
-    caller's (which a function holding the GIL may keep waiting). Then
-    ``stop`` is the first item not taken, and ``used`` and ``wanted`` the
-    cores the threads ran on, and ran or were ready to run on, in that
-    time. The chunks still running finish on the threads; :meth:`finish`
-    collects every chunk's ``(start, stop, value)``, in order."""
+    probe measures. The measure runs for :data:`PROBE_SECONDS` from the
+    moment every thread has run a chunk that long (while chunks are still
+    tiny, the lock and the loop weigh in), or from two such lengths after
+    every thread started (by then chunks have doubled up to that length,
+    or an item takes longer than that). Whichever thread
+    first sees that a moment has come marks it: a loop about to take its
+    next chunk, or the caller (which a function holding the GIL may keep
+    waiting). Then ``stop`` is the first item not taken, and ``used`` and
+    ``wanted`` the cores the threads ran on, and ran or were ready to run
+    on, in that time. The chunks still running finish on the threads;
+    :meth:`finish` collects every chunk's ``(start, stop, value)``, in
+    order."""
 
     def __init__(self, pool, threads: int, n: int, task: Callable[[int, int], object]) -> None:
         self._n, self._threads, self._task = n, threads, task
         self.stop = 0  # the next item to take; final once `_stopping` is set
         self._stopping = False
         self._changed = threading.Condition()
-        self._grown: dict[int, threading.Thread] = {}
+        self._started: dict[int, threading.Thread] = {}
+        self._all_started = 0.0  # when the last thread started
+        self._grown = 0  # threads that have run a chunk of full length
         self._window: list[tuple[float, dict]] = []  # (time, sample) at its start and end
         began = perf_counter()
         self._loops = [pool.apply_async(self._loop) for _ in range(threads)]
         with self._changed:
-            while not (self._stopping or self.stop >= n):
-                if self._window and perf_counter() - self._window[0][0] >= PROBE_SECONDS:
-                    self._close_window()
-                    break
-                self._changed.wait(PROBE_SECONDS / 3 if self._window else None)
+            while not (self._stopping or self.stop >= n or self._moment()):
+                self._changed.wait(PROBE_TASK_SECONDS if self._all_started else None)
             self._stopping = True
             window = list(self._window)
         for loop in self._loops:  # the function raised: no point going on
@@ -183,49 +187,52 @@ class _Probe:
                 ran, queued = ran + ran1 - ran0, queued + queued1 - queued0
             self.used, self.wanted = ran / (t1 - t0), (ran + queued) / (t1 - t0)
 
-    def _close_window(self) -> None:
-        """Ends the measure (with ``_changed`` held)."""
-        self._window.append((perf_counter(), _sample(self._grown)))
+    def _moment(self) -> bool:
+        """Opens or closes the window if its moment has come (with
+        ``_changed`` held); True once it is closed."""
+        if not self._all_started:
+            return False
+        now = perf_counter()
+        if not self._window:
+            ramped = now - self._all_started >= 2 * PROBE_TASK_SECONDS
+            if self._grown == self._threads or ramped:
+                self._window.append((now, _sample(self._started)))
+            return False
+        if now - self._window[0][0] < PROBE_SECONDS:
+            return False
+        self._window.append((now, _sample(self._started)))
         self._stopping = True
         self._changed.notify_all()
+        return True
 
     def _loop(self) -> list[tuple[int, int, object]]:
         """One thread's part: chunks of items taken in turn, until the items
         run out or the measure has ended."""
         chunks = []
-        size, grown = 1, False
+        size, grown, took = 1, False, 0.0
         try:
             while True:
                 with self._changed:
-                    if self._stopping or self.stop >= self._n:
-                        return chunks
-                    if len(self._window) == 1 and perf_counter() - self._window[0][0] >= (
-                        PROBE_SECONDS
-                    ):
-                        self._close_window()
+                    if not chunks:
+                        self._started[len(self._started)] = threading.current_thread()
+                        if len(self._started) == self._threads:
+                            self._all_started = perf_counter()
+                            self._changed.notify_all()
+                    elif not grown and took >= PROBE_TASK_SECONDS:
+                        grown = True
+                        self._grown += 1
+                    if self._stopping or self.stop >= self._n or self._moment():
                         return chunks
                     start = self.stop
                     self.stop = stop = min(start + size, self._n)
                 began = perf_counter()
                 chunks.append((start, stop, self._task(start, stop)))
-                if perf_counter() - began >= PROBE_TASK_SECONDS:
-                    if not grown:
-                        grown = True
-                        self._grew()
-                elif stop - start == size:
+                took = perf_counter() - began
+                if took < PROBE_TASK_SECONDS and stop - start == size:
                     size *= 2
         finally:
             with self._changed:
                 self._stopping = True  # items ran out, or one loop's error ends the probe
-                self._changed.notify_all()
-
-    def _grew(self) -> None:
-        """This thread has run a chunk of full length; once every thread
-        has, the measure starts."""
-        with self._changed:
-            self._grown[len(self._grown)] = threading.current_thread()
-            if len(self._grown) == self._threads and not self._stopping:
-                self._window.append((perf_counter(), _sample(self._grown)))
                 self._changed.notify_all()
 
     def finish(self) -> list[tuple[int, int, object]]:

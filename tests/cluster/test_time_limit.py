@@ -117,6 +117,10 @@ def test_with_requeue_a_warned_job_requeues_itself_and_resumes(shoal_started, sl
             break
         assert time.monotonic() < deadline, f"job {job} was not requeued: {state}"
         time.sleep(0.2)
+    # slurmd refuses a launch whose credential is from the second in which
+    # the job's first run was killed ("Job credential revoked": it compares
+    # whole seconds), and the job then fails: let that second pass first.
+    time.sleep(1.5)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True,
                    timeout=30)  # fmt: skip
     out, err = p.communicate(timeout=150)

@@ -6,8 +6,8 @@ Threads win when the function waits (I/O, sleeps) or releases the GIL
 runs the first items on threads -- each thread taking its own chunks,
 growing until one runs about a millisecond, so nothing but the function
 runs between them -- and measures, over 30 ms from when every thread has
-started, on how
-many cores the threads ran (their CPU time, summed), and on how many they
+run a chunk that long (or 2 ms after all started, if items take longer),
+on how many cores the threads ran (their CPU time, summed), and on how many they
 ran or were ready to run (adding the time they waited for a core that
 other programs held; a thread waiting for the GIL or for I/O is not ready
 to run). Ready on far below one core, the function mostly waits, and

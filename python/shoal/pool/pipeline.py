@@ -165,7 +165,7 @@ class Pipeline:
         if self._broken:
             raise _broken_error(self._broken[0])
         if self._follow_logging is not None:
-            self._follow_logging()  # cheap: one attribute read unless it changed
+            self._follow_logging()  # cheap: reads the root level, writes only a change
 
     def _call(self, collector, func: Callable, mode: int, options: Options, what: str, **kw):
         self._starting()

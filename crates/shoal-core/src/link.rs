@@ -339,7 +339,7 @@ mod tests {
         assert!(!link.begin(6), "a withdrawn task is skipped");
         assert_eq!(page.running(), None);
         assert!(link.begin(7));
-        assert!(page.take_back(7, 9), "9 is queued behind 7");
+        assert!(page.take_back(9), "9 is queued behind 7");
         assert!(link.begin(8), "8 was not taken back");
         assert!(!link.begin(9), "a task taken back is skipped");
         assert_eq!(

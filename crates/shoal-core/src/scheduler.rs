@@ -837,7 +837,7 @@ impl Scheduler {
     /// the last task queued at the worker holding the most, and requeues
     /// it (for [`Scheduler::send_queued`] to give to the idle worker).
     /// Returns whether it did; it cannot once that worker has begun the
-    /// task, or any task after the one it is running.
+    /// task.
     fn take_back_for_an_idle_worker(&mut self) -> bool {
         let idle = self
             .workers
@@ -854,11 +854,10 @@ impl Scheduler {
         else {
             return false;
         };
-        let (Some(&running), Some(&last)) = (holder.inflight.front(), holder.inflight.back())
-        else {
+        let Some(&last) = holder.inflight.back() else {
             return false;
         };
-        if !holder.status.take_back(running, last) {
+        if !holder.status.take_back(last) {
             return false;
         }
         holder.inflight.pop_back();

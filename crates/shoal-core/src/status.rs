@@ -158,17 +158,22 @@ impl StatusPage {
         (old & TAKEN_BACK != 0).then_some(old & !TAKEN_BACK)
     }
 
-    /// Scheduler side: takes back `task`, queued at this worker behind
-    /// `running` (the oldest task the worker has not answered), if the
-    /// worker has begun nothing since `running`; returns whether it did.
-    /// True means the worker will skip `task` and send no answer for it;
-    /// false that it may have begun it, and will answer as usual. Only one
-    /// task can be taken back per task the worker begins.
-    pub fn take_back(&self, running: u64, task: u64) -> bool {
-        self.slot()
-            .claim
+    /// Scheduler side: takes back `task`, the last task sent to this
+    /// worker, if the worker has not begun it; returns whether it did. True
+    /// means the worker will skip `task` and send no answer for it; false
+    /// that it may have begun it, and will answer as usual. The worker
+    /// begins tasks in the order they were sent, so it has begun `task`
+    /// only if it is the one begun last. Only one task can be taken back
+    /// per task the worker begins.
+    pub fn take_back(&self, task: u64) -> bool {
+        let claim = &self.slot().claim;
+        let last_begun = claim.load(Ordering::SeqCst);
+        if last_begun == task || last_begun & TAKEN_BACK != 0 {
+            return false;
+        }
+        claim
             .compare_exchange(
-                running,
+                last_begun,
                 TAKEN_BACK | task,
                 Ordering::SeqCst,
                 Ordering::SeqCst,
@@ -228,13 +233,12 @@ mod tests {
     fn a_task_is_taken_back_only_before_the_worker_begins_another() {
         let (parent, fd) = StatusPage::create().unwrap();
         let worker = StatusPage::map(&fd).unwrap();
-        assert!(!parent.take_back(3, 4), "nothing begun yet");
-        assert_eq!(worker.note_begun(3), None);
-        assert!(parent.take_back(3, 5), "the worker is still on 3");
-        assert!(!parent.take_back(3, 4), "one take-back per task begun");
-        assert_eq!(worker.note_begun(4), Some(5), "the worker learns of it");
-        assert!(!parent.take_back(3, 6), "the worker has moved on to 4");
-        assert_eq!(worker.note_begun(6), None);
+        assert!(parent.take_back(4), "nothing begun yet");
+        assert!(!parent.take_back(5), "one take-back per task begun");
+        assert_eq!(worker.note_begun(3), Some(4), "the worker learns of it");
+        assert!(!parent.take_back(3), "3 has begun");
+        assert!(parent.take_back(5), "5 has not");
+        assert_eq!(worker.note_begun(5), Some(5), "and is skipped");
     }
 
     #[test]

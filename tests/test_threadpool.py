@@ -4,6 +4,7 @@ waited for, and output is the parent's own."""
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import os
 import subprocess
@@ -35,6 +36,27 @@ def test_the_map_family_and_submit_work_on_threads(pool):
     futures = [pool.submit(pow, 3, k) for k in range(5)]
     assert [f.result(timeout=10) for f in concurrent.futures.as_completed(futures)]
     assert sorted(f.result() for f in futures) == [3**k for k in range(5)]
+
+
+def test_every_task_runs_once_while_idle_workers_take_queued_ones():
+    # Uneven tasks keep the scheduler taking queued tasks back from busy
+    # workers for idle ones; a task it takes back after the worker began it
+    # would run twice. Threads let the test count every run exactly.
+    visits = collections.Counter()
+    lock = threading.Lock()
+
+    def visit(i):
+        with lock:
+            visits[i] += 1
+        if i % 7 == 0:
+            time.sleep(0.0005)
+        return i
+
+    with shoal.ThreadPool(3) as pool:
+        for _ in range(300):
+            visits.clear()
+            assert pool.map(visit, range(12), chunksize=1) == list(range(12))
+            assert visits == collections.Counter(range(12))
 
 
 def test_tasks_run_on_worker_threads_of_this_process(pool):

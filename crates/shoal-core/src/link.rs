@@ -50,8 +50,11 @@ struct Sending {
     /// them not yet met.
     revoked_seen: u64,
     revoked: HashSet<u64>,
-    /// Tasks the scheduler took back (to give to an idle worker) that have
-    /// not come up yet.
+    /// Task frames met so far (begun or skipped): the position in this
+    /// worker's stream of the last one, as the scheduler counts them.
+    tasks_met: u64,
+    /// Positions of tasks the scheduler took back (to give to an idle
+    /// worker) that have not come up yet.
     taken_back: HashSet<u64>,
 }
 
@@ -120,6 +123,7 @@ impl WorkerLink {
                 cpu_read_at_ns: 0,
                 revoked_seen: 0,
                 revoked: HashSet::new(),
+                tasks_met: 0,
                 taken_back: HashSet::new(),
             }),
             status,
@@ -200,13 +204,17 @@ impl WorkerLink {
     /// Marks `task` as running from now, and returns true; or, if the
     /// engine withdrew it after sending it (it was cancelled, or taken back
     /// for another worker), returns false with the worker idle: skip it,
-    /// and send no answer.
+    /// and send no answer. Call it for every task frame, in the order they
+    /// arrive: the engine names a task it takes back by its place in that
+    /// order.
     pub fn begin(&self, task: u64) -> bool {
         let mut s = lock(&self.sending);
-        if let Some(taken) = self.status.note_begun(task) {
+        s.tasks_met += 1;
+        let position = s.tasks_met;
+        if let Some(taken) = self.status.note_reached(position) {
             s.taken_back.insert(taken);
         }
-        if !s.taken_back.is_empty() && s.taken_back.remove(&task) {
+        if !s.taken_back.is_empty() && s.taken_back.remove(&position) {
             return false; // never marked running: it runs at another worker
         }
         self.status.mark_start(task);
@@ -339,7 +347,10 @@ mod tests {
         assert!(!link.begin(6), "a withdrawn task is skipped");
         assert_eq!(page.running(), None);
         assert!(link.begin(7));
-        assert!(page.take_back(9), "9 is queued behind 7");
+        assert!(
+            page.take_back(5),
+            "task 9, fifth in the stream, is queued behind 7"
+        );
         assert!(link.begin(8), "8 was not taken back");
         assert!(!link.begin(9), "a task taken back is skipped");
         assert_eq!(
@@ -347,6 +358,11 @@ mod tests {
             Some(8),
             "and never shown running"
         );
+        assert!(
+            !page.take_back(4),
+            "8, begun before the skipped 9, cannot be taken back"
+        );
+        assert!(!page.take_back(3), "nor can 6, skipped as withdrawn");
 
         link.queue(Kind::Done, 5, 10, b"result").unwrap();
         link.flush().unwrap();

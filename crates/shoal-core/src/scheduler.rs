@@ -363,7 +363,7 @@ impl Scheduler {
                     return;
                 };
                 // Answers come in the order tasks were sent.
-                if let Some(pos) = w.inflight.iter().position(|&t| t == task) {
+                if let Some(pos) = w.inflight.iter().position(|h| h.task == task) {
                     w.inflight.remove(pos);
                 }
                 w.progress_ns = monotonic_ns();
@@ -454,7 +454,7 @@ impl Scheduler {
                     self.finish(id, Outcome::Cancelled);
                     if let Some(w) = self.workers.get_mut(&wid) {
                         w.status.revoke(id);
-                        if let Some(pos) = w.inflight.iter().position(|&t| t == id) {
+                        if let Some(pos) = w.inflight.iter().position(|h| h.task == id) {
                             w.inflight.remove(pos);
                         }
                         if w.status.running().is_some_and(|(t, _)| t == id) {
@@ -496,7 +496,7 @@ impl Scheduler {
             w.pid
         );
         let pid = w.pid;
-        w.inflight.retain(|t| !tasks.contains(t));
+        w.inflight.retain(|h| !tasks.contains(&h.task));
         w.kill(KillReason::LinkBroken);
         for task in tasks {
             self.finish(
@@ -519,7 +519,7 @@ impl Scheduler {
         self.ended.push_back(w.record(Some(monotonic_ns())));
         let running = w.status.running().map(|(task, _)| task);
         let pid = w.pid;
-        let held: Vec<u64> = w.inflight.drain(..).collect();
+        let held: Vec<u64> = w.inflight.drain(..).map(|h| h.task).collect();
         let exit = exit_info(pid, status);
         self.publish_pids();
 
@@ -708,9 +708,9 @@ impl Scheduler {
 
     fn has_timed_tasks(&self) -> bool {
         self.workers.values().any(|w| {
-            w.inflight.iter().any(|t| {
+            w.inflight.iter().any(|h| {
                 self.tasks
-                    .get(t)
+                    .get(&h.task)
                     .is_some_and(|t| t.options.timeout.is_some())
             })
         })
@@ -729,7 +729,7 @@ impl Scheduler {
             let (task, since) = match w.status.running() {
                 Some(running) => running,
                 None => match w.inflight.front() {
-                    Some(&first) => (first, w.progress_ns),
+                    Some(first) => (first.task, w.progress_ns),
                     None => continue,
                 },
             };
@@ -857,13 +857,13 @@ impl Scheduler {
         let Some(&last) = holder.inflight.back() else {
             return false;
         };
-        if !holder.status.take_back(last) {
+        if !holder.status.take_back(last.position) {
             return false;
         }
         holder.inflight.pop_back();
-        if let Some(t) = self.tasks.get_mut(&last) {
+        if let Some(t) = self.tasks.get_mut(&last.task) {
             t.worker = None;
-            self.queue.push_front(last);
+            self.queue.push_front(last.task);
         }
         true
     }
@@ -915,7 +915,6 @@ impl Scheduler {
                 unsendable.push((task_id, e));
                 continue;
             }
-            w.tasks_sent += 1;
             if limit.is_some_and(|max| w.tasks_sent >= max) {
                 w.retire();
                 retired_any = true;

@@ -36,16 +36,18 @@ struct Slot {
     /// Task ids written to `revoked` so far (the ring's next slot is this
     /// modulo its length).
     revoked_count: AtomicU64,
-    /// The task the worker began last, or [`TAKEN_BACK`] with the id of a
-    /// task the scheduler took back since: one word both sides change
-    /// atomically, so a take-back is decided exactly (see
-    /// [`StatusPage::take_back`]).
+    /// How far the worker has come in its stream of tasks (the position
+    /// of the last task it began or skipped, 1 for the first), or
+    /// [`TAKEN_BACK`] with the position of a task the scheduler took back
+    /// since: one word both sides change atomically, so a take-back is
+    /// decided exactly (see [`StatusPage::take_back`]). Positions only grow,
+    /// so a value read once cannot come back.
     claim: AtomicU64,
     _pad: [u64; 4],
     revoked: [AtomicU64; REVOKED_RING],
 }
 
-/// Marks [`Slot::claim`] as a task taken back (task ids stay far below).
+/// Marks [`Slot::claim`] as a task taken back (positions stay far below).
 const TAKEN_BACK: u64 = 1 << 63;
 
 const PAGE: usize = 8192;
@@ -150,31 +152,33 @@ impl StatusPage {
         );
     }
 
-    /// Worker side, before `task` starts: records it as the task begun
-    /// last, and returns a task the scheduler took back since the previous
-    /// one began (the worker must skip it when it comes), if any.
-    pub fn note_begun(&self, task: u64) -> Option<u64> {
-        let old = self.slot().claim.swap(task, Ordering::SeqCst);
+    /// Worker side, on meeting the task at `position` in its stream (before
+    /// beginning or skipping it): records how far it has come, and returns
+    /// the position of a task the scheduler took back since the previous
+    /// one (the worker must skip it, which may be this one), if any.
+    pub fn note_reached(&self, position: u64) -> Option<u64> {
+        let old = self.slot().claim.swap(position, Ordering::SeqCst);
         (old & TAKEN_BACK != 0).then_some(old & !TAKEN_BACK)
     }
 
-    /// Scheduler side: takes back `task`, the last task sent to this
-    /// worker, if the worker has not begun it; returns whether it did. True
-    /// means the worker will skip `task` and send no answer for it; false
-    /// that it may have begun it, and will answer as usual. The worker
-    /// begins tasks in the order they were sent, so it has begun `task`
-    /// only if it is the one begun last. Only one task can be taken back
-    /// per task the worker begins.
-    pub fn take_back(&self, task: u64) -> bool {
+    /// Scheduler side: takes back the task at `position` in this worker's
+    /// stream of tasks, if the worker has not reached it; returns whether
+    /// it did. True means the worker will skip it and send no answer for
+    /// it; false that it may have begun it, and will answer as usual. The
+    /// worker meets tasks in the order they were sent and notes each one it
+    /// meets, begun or skipped, so it has reached `position` exactly when
+    /// the noted position is at least that. Only one task can be taken back
+    /// per task the worker meets.
+    pub fn take_back(&self, position: u64) -> bool {
         let claim = &self.slot().claim;
-        let last_begun = claim.load(Ordering::SeqCst);
-        if last_begun == task || last_begun & TAKEN_BACK != 0 {
+        let reached = claim.load(Ordering::SeqCst);
+        if reached & TAKEN_BACK != 0 || reached >= position {
             return false;
         }
         claim
             .compare_exchange(
-                last_begun,
-                TAKEN_BACK | task,
+                reached,
+                TAKEN_BACK | position,
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             )
@@ -230,15 +234,18 @@ mod tests {
     }
 
     #[test]
-    fn a_task_is_taken_back_only_before_the_worker_begins_another() {
+    fn a_task_is_taken_back_only_before_the_worker_reaches_it() {
         let (parent, fd) = StatusPage::create().unwrap();
         let worker = StatusPage::map(&fd).unwrap();
-        assert!(parent.take_back(4), "nothing begun yet");
-        assert!(!parent.take_back(5), "one take-back per task begun");
-        assert_eq!(worker.note_begun(3), Some(4), "the worker learns of it");
-        assert!(!parent.take_back(3), "3 has begun");
-        assert!(parent.take_back(5), "5 has not");
-        assert_eq!(worker.note_begun(5), Some(5), "and is skipped");
+        assert!(parent.take_back(2), "nothing reached yet");
+        assert!(!parent.take_back(3), "one take-back per task met");
+        assert_eq!(worker.note_reached(1), Some(2), "the worker learns of it");
+        assert!(!parent.take_back(1), "1 is reached");
+        assert_eq!(worker.note_reached(2), None, "2 is skipped");
+        assert!(!parent.take_back(2), "a skipped task counts as reached");
+        assert!(!parent.take_back(1), "and so does every one before it");
+        assert!(parent.take_back(3), "3 is not reached");
+        assert_eq!(worker.note_reached(3), Some(3), "and is skipped");
     }
 
     #[test]

@@ -41,6 +41,15 @@ struct Outgoing {
     tasks: Vec<u64>,
 }
 
+/// A task sent to a worker and not yet answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held {
+    pub(crate) task: u64,
+    /// Its place in the worker's stream of tasks (1 for the first), which
+    /// is how a take-back names it ([`crate::status::StatusPage::take_back`]).
+    pub(crate) position: u64,
+}
+
 pub(crate) struct WorkerHandle {
     pub(crate) id: WorkerId,
     /// Its place in the pool, `0..workers`: a replacement takes the slot of
@@ -60,11 +69,12 @@ pub(crate) struct WorkerHandle {
     /// the tasks among them.
     pending: Outgoing,
     threads: Vec<JoinHandle<()>>,
-    /// Task ids sent to this worker and not yet answered, in the order sent.
-    pub(crate) inflight: VecDeque<u64>,
+    /// Tasks sent to this worker and not yet answered, in the order sent.
+    pub(crate) inflight: VecDeque<Held>,
     /// Functions this worker has cached.
     pub(crate) known_fns: HashSet<u64>,
-    /// Tasks sent over its lifetime (for `maxtasksperchild`).
+    /// Tasks sent over its lifetime (for `maxtasksperchild`, and each
+    /// one's [`Held::position`]).
     pub(crate) tasks_sent: u64,
     /// Has answered `Ready` (its initializer ran).
     pub(crate) ready: bool,
@@ -252,7 +262,11 @@ impl WorkerHandle {
         if self.inflight.is_empty() {
             self.progress_ns = monotonic_ns();
         }
-        self.inflight.push_back(task);
+        self.tasks_sent += 1;
+        self.inflight.push_back(Held {
+            task,
+            position: self.tasks_sent,
+        });
         Ok(())
     }
 

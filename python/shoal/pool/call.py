@@ -25,15 +25,17 @@ from .outcome import decode
 _DONE = Outcome.Done
 
 
-def _decode(c, what: str, pickled: bool) -> tuple[bool, object]:
-    """``outcome.decode``, with its common case first: a plain pickled result."""
+def _decode(c, call, pickled: bool) -> tuple[bool, object]:
+    """``outcome.decode``, with its common case first: a plain pickled
+    result. ``call.what`` names the task in messages; it is read only when
+    one is needed (a ``OneTask`` builds it on demand)."""
     payload = c.payload
     if c.outcome is _DONE and pickled and type(payload) is bytes:
         try:
             return True, loads(payload)
         except (Exception, SystemExit):  # noqa: BLE001 - decode says what failed
             pass
-    return decode(c, what, pickled)
+    return decode(c, call.what, pickled)
 
 
 #: Most chunks a feeder reads and sends in one go.
@@ -62,7 +64,7 @@ class Sent:
             if call.stage is not None:
                 call.stage.answer(call, self, k, c)
             else:
-                ok, value = _decode(c, call.what, call.pickled)
+                ok, value = _decode(c, call, call.pickled)
                 call.collector.put(self.positions[k], n, ok, value)
             if call.measure and n and c.duration_ns:
                 call.note_run_time(c.duration_ns / n)
@@ -246,7 +248,7 @@ class OneTask:
     def complete(self, c) -> None:
         collector = self.collector
         try:
-            ok, value = _decode(c, self.what, self.pipeline.workers.pickled)
+            ok, value = _decode(c, self, self.pipeline.workers.pickled)
             collector.put(0, 1, ok, value)
         except BaseException as exc:  # noqa: BLE001 - fails this call, never the result thread
             collector.end(exc)

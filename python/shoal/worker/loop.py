@@ -58,6 +58,7 @@ def _serve(link, side) -> int:
         if not frames:
             side.idle()
             continue
+        side.arrived()
         for frame in frames:
             kind = type(frame)
             if kind is TaskFrame:

@@ -126,7 +126,7 @@ def capture_output(link) -> tuple[LineWriter, LineWriter]:
 
 class ParentLogLevel:
     """The parent's root logging level, in a shared page that its workers
-    read at the start of every task: ``logging.basicConfig(level=INFO)``
+    read whenever tasks arrive: ``logging.basicConfig(level=INFO)``
     after ``Pool()`` reaches the workers at the next call. The parent
     writes it when each call starts (``follow``). Stored as level + 1; 0
     while the parent does not use ``logging``."""
@@ -204,7 +204,7 @@ def forward_logging(link, level: ParentLogLevel | int) -> None:
 
 
 def check_log_level() -> None:
-    """At the start of each task: the parent's level, as of its latest call."""
+    """When tasks arrive: the parent's level, as of its latest call."""
     if _follower is not None:
         _follower.check()
 

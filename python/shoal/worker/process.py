@@ -65,9 +65,12 @@ class ProcessSide:
         self._functions.pop(fn_id, None)
 
     # --- tasks
+    # Frames arrived: the logging level is checked once per batch rather
+    # than per task (the parent writes it before it sends a call's tasks).
+    arrived = staticmethod(check_log_level)
+
     def load(self, frame):
         """A task's ``(mode, fn, retry_on)`` and its arguments."""
-        check_log_level()  # the parent's logging level, as of its latest call
         entry = self._functions.get(frame.fn_id)
         if type(entry) is not tuple:
             if entry is None:

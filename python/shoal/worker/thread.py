@@ -65,6 +65,10 @@ class ThreadSide:
             self._results.pop(task_id, None)
 
     @staticmethod
+    def arrived() -> None:
+        pass  # a thread's logging is the parent's own
+
+    @staticmethod
     def idle_timeout() -> None:
         return None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -60,3 +61,29 @@ def shoal_started(tmp_path, cli_env):
         if p.poll() is None:
             p.kill()
         p.communicate(timeout=30)
+
+
+@pytest.fixture
+def release_requeued():
+    """``release_requeued(job)`` waits until the requeued ``job`` is pending,
+    then lets it start at once (SLURM holds a requeued job back for two
+    minutes)."""
+
+    def release(job: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            squeue = ["squeue", "-h", "-j", str(job), "-o", "%T %r"]
+            state = subprocess.run(squeue, capture_output=True, text=True, timeout=30).stdout
+            if state.split()[:1] == ["PENDING"]:
+                break
+            assert time.monotonic() < deadline, f"job {job} was not requeued: {state}"
+            time.sleep(0.2)
+        # slurmd refuses a launch whose credential is from the second in
+        # which the job's first run was killed ("Job credential revoked": it
+        # compares whole seconds), and the job then fails: let that second
+        # pass first.
+        time.sleep(1.5)
+        update = ["scontrol", "update", f"JobId={job}", "StartTime=now"]
+        subprocess.run(update, check=True, timeout=30)
+
+    return release

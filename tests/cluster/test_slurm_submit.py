@@ -96,7 +96,9 @@ def test_submit_wait_says_why_the_job_is_pending(shoal_started, slurm_jobs, tmp_
 
 
 @pytest.mark.slurm
-def test_submit_requeue_follows_the_job_through_its_requeue(shoal_started, slurm_jobs, tmp_path):
+def test_submit_requeue_follows_the_job_through_its_requeue(
+    shoal_started, slurm_jobs, release_requeued, tmp_path
+):
     # The first run waits to be requeued; the second (SLURM_RESTART_COUNT=1) ends.
     (tmp_path / "prog.py").write_text(
         "import os, time\n"
@@ -110,16 +112,7 @@ def test_submit_requeue_follows_the_job_through_its_requeue(shoal_started, slurm
     slurm_jobs.append(job)
     assert p.stdout.readline() == "run 0\n"
     subprocess.run(["scontrol", "requeue", str(job)], check=True, timeout=30)
-    # SLURM holds a requeued job back for two minutes; let it go now.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        state = subprocess.run(["squeue", "-h", "-j", str(job), "-o", "%T"],
-                               capture_output=True, text=True, timeout=30).stdout  # fmt: skip
-        if state.strip() == "PENDING":
-            break
-        time.sleep(0.2)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True,
-                   timeout=30)  # fmt: skip
+    release_requeued(job)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "run 1\n" in out  # appended to the same output, and followed

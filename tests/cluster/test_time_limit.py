@@ -102,27 +102,15 @@ def test_a_warned_job_stores_its_checkpoint_and_its_resubmission_resumes(
 
 
 @pytest.mark.slurm
-def test_with_requeue_a_warned_job_requeues_itself_and_resumes(shoal_started, slurm_jobs, tmp_path):
+def test_with_requeue_a_warned_job_requeues_itself_and_resumes(
+    shoal_started, slurm_jobs, release_requeued, tmp_path
+):
     (tmp_path / "prog.py").write_text(PROGRAM)
     p = shoal_started("submit", "prog.py", "--requeue", "--wait", "--time", "3:00")
     job = job_of(p)
     slurm_jobs.append(job)
     warn_when_busy(tmp_path, job, "run0")
-    # SLURM holds a requeued job back for two minutes; let it go at once.
-    deadline = time.monotonic() + 60
-    while True:
-        squeue = ["squeue", "-h", "-j", str(job), "-o", "%T %r"]
-        state = subprocess.run(squeue, capture_output=True, text=True, timeout=30).stdout.split()
-        if state[:1] == ["PENDING"]:
-            break
-        assert time.monotonic() < deadline, f"job {job} was not requeued: {state}"
-        time.sleep(0.2)
-    # slurmd refuses a launch whose credential is from the second in which
-    # the job's first run was killed ("Job credential revoked": it compares
-    # whole seconds), and the job then fails: let that second pass first.
-    time.sleep(1.5)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True,
-                   timeout=30)  # fmt: skip
+    release_requeued(job)
     out, err = p.communicate(timeout=150)
     assert p.returncode == 0, out + err
     assert f"job {job} is requeued, and resumes from there when it runs again" in out

@@ -52,7 +52,9 @@ pickle them by reference):
 9. auto         shoal.map with backend "threads", "processes" and "auto" on
                 sleeps (8 workers), the numpy sorts and pure-Python pi chunks
                 (2 workers); each call starts its own pool. auto must pick
-                the right backend and be within 10% of the faster one.
+                the right backend and be within 10% of the faster one (a
+                wrong pick, on a machine too busy to give threads the cores
+                auto measures, is a missed goal, not an error).
 10. checkpoint  shoal only: the 100,000-task map of 1 and 2 with
                 ``checkpoint=`` (a fresh store each round: every result
                 computed and stored), and re-run against a full store; the
@@ -503,6 +505,10 @@ class Case:
     speedups: list[float] = field(default_factory=list)  # pi: per-round serial/lib
     error: str | None = None
     warm: Callable[[Any], Any] | None = None  # untimed, on the fresh pool
+    #: auto: the backend its goal wants, and the one it picked in each round
+    #: (a busy machine can make it pick otherwise: a missed goal, not an error).
+    wanted: str | None = None
+    picked: list[str] = field(default_factory=list)
 
     @property
     def label(self):
@@ -1170,15 +1176,16 @@ def auto_cases(sleep_seconds, sort_tasks, pi_steps):
     cases = []
     expected = {}  # workload -> the serial results, computed once
     for w, func, items, workers, expected_backend in workloads_:
+        picked: list[str] = []
 
-        def check(res, w=w, func=func, items=items, expected_backend=expected_backend):
+        def check(res, w=w, func=func, items=items, picked=picked):
             if w not in expected:
                 expected[w] = [func(x) for x in items]
             values, choice = res
             if values != expected[w]:
                 raise AssertionError("wrong results")
-            if "asked for" not in choice.reason and choice.backend != expected_backend:
-                raise AssertionError(f"auto chose {choice}")
+            if "asked for" not in choice.reason:
+                picked.append(choice.backend)
 
         for backend in ("threads", "processes", "auto"):
 
@@ -1202,6 +1209,8 @@ def auto_cases(sleep_seconds, sort_tasks, pi_steps):
                     ),
                     workers=workers,
                     adapter="serial",  # shoal.map starts its own pools
+                    wanted=expected_backend if backend == "auto" else None,
+                    picked=picked if backend == "auto" else [],
                 )
             )
     return cases
@@ -2113,6 +2122,9 @@ def goal_check(c, t, per_task, vs_serial, mp_map, explicit, ratio, peers=None):
         return ">= 1.90x serial", vs_serial is not None and vs_serial >= 1.90
     if c.goal == "auto":
         best = explicit.get(c.workload)
+        others = sorted(set(c.picked) - {c.wanted})
+        if others:  # it measured a machine too busy to give threads the cores
+            return f"picks {c.wanted} (picked {', '.join(others)} in a round)", False
         if best is None:
             return "<= 1.10x best explicit", None
         return f"<= 1.10x best explicit ({fmt_time(best)})", t <= 1.10 * best

@@ -2123,7 +2123,7 @@ def goal_check(c, t, per_task, vs_serial, mp_map, explicit, ratio, peers=None):
     if c.goal == "auto":
         best = explicit.get(c.workload)
         others = sorted(set(c.picked) - {c.wanted})
-        if others:  # it measured a machine too busy to give threads the cores
+        if others:  # the load it measured decided otherwise in some round
             return f"picks {c.wanted} (picked {', '.join(others)} in a round)", False
         if best is None:
             return "<= 1.10x best explicit", None

@@ -282,6 +282,36 @@ def test_the_function_cache_keeps_no_object_alive(pool_kind):
         assert pool.submit(abs, -1).result(timeout=20) == 1
 
 
+def adder(n):
+    def add(x):
+        return x + n
+
+    return add
+
+
+def test_the_function_cache_tells_functions_apart_as_they_come_and_go(make_pool):
+    """A function used again is sent once, but never mistaken for another:
+    a closure freed and another made at its address, and more functions
+    than the cache keeps between two calls of the same one."""
+    from shoal.pool.pipeline import FUNCTION_CACHE_SIZE
+
+    pool = make_pool(1)
+    hot = adder(1000)
+    for n in range(2 * FUNCTION_CACHE_SIZE + 5):
+        assert pool.submit(hot, 1).result(timeout=20) == 1001
+        assert pool.submit(hot, 2).result(timeout=20) == 1002
+        passing = adder(n)  # often at the address of the one before it
+        assert pool.submit(passing, 1).result(timeout=20) == n + 1
+        del passing
+    # Bound methods of more objects than the cache keeps evict the function
+    # used last; used again, it is sent again.
+    assert pool.submit(hot, 3).result(timeout=20) == 1003
+    holders = [Holder() for _ in range(FUNCTION_CACHE_SIZE + 1)]
+    assert [pool.submit(obj.method).result(timeout=20) for obj in holders] == [1] * len(holders)
+    assert pool.submit(hot, 4).result(timeout=20) == 1004
+    assert pool.apply(hot, (5,)) == 1005
+
+
 def test_a_call_may_name_its_task_for_traces_and_messages(make_pool):
     pool = make_pool(1, trace=True)
     pipeline = pool._pipeline

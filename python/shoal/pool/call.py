@@ -228,7 +228,10 @@ class OneTask:
     ``Call``, with nothing to count. It is its own entry in the pipeline's
     table of tasks out."""
 
-    __slots__ = ("pipeline", "collector", "task_id", "fn_id", "owns_function", "_named")
+    # Slots, not a tuple, for what names the task: one object fewer per
+    # task for the garbage collector to track.
+    __slots__ = ("pipeline", "collector", "task_id", "fn_id", "owns_function", "method", "func",
+                 "name")  # fmt: skip
 
     def __init__(self, pipeline, collector, task_id, fn_id, owns, method, func, name=None):
         self.pipeline = pipeline
@@ -236,14 +239,15 @@ class OneTask:
         self.task_id = task_id
         self.fn_id = fn_id
         self.owns_function = owns
-        self._named = (method, func, name)
+        self.method = method
+        self.func = func
+        self.name = name
         collector._call = self
 
     @property
     def what(self) -> str:
         """``method(name)``, for messages: made only when one needs it."""
-        method, func, name = self._named
-        return f"{method}({name or name_of(func)})"
+        return f"{self.method}({self.name or name_of(self.func)})"
 
     def complete(self, c) -> None:
         collector = self.collector

@@ -63,6 +63,9 @@ class Pipeline:
         self._fn_ids = itertools.count(1)
         self._functions: collections.OrderedDict = collections.OrderedDict()
         self._functions_lock = threading.Lock()
+        #: The function looked up last, as ``(weak reference, mode,
+        #: retry_on, fn_id)``: most calls of ``submit`` repeat it.
+        self._last_function: tuple = _NO_FUNCTION
         self.future_condition = threading.Condition()
         self._feeders: list[threading.Thread] = []
         self._iterators: weakref.WeakSet = weakref.WeakSet()
@@ -103,34 +106,38 @@ class Pipeline:
         time), so dropping ``obj`` after its task frees it. Thread workers
         take the function itself, not a pickle: nothing to save, so nothing
         is cached for them."""
+        retry_on = options.retry_on
+        last = self._last_function  # the common case: the same function again
+        if last[0]() is func and last[1] == mode and last[2] is retry_on:
+            return last[3], False
         if not self.workers.pickled:
             return self.register(func, mode, options), True
         if type(func) is MethodType:
             holder = func.__self__
-            key = (id(holder), func.__func__, mode, options.retry_on)
+            key = (id(holder), func.__func__, mode, retry_on)
         else:
             holder = func
-            key = (id(func), None, mode, options.retry_on)
-        entry = self._functions.get(key)
-        if entry is not None and entry[1]() is holder:
-            try:
-                self._functions.move_to_end(key)
-            except KeyError:  # evicted meanwhile: still registered
-                pass
-            return entry[0], False
-        try:
-            ref = weakref.ref(holder)
-        except TypeError:  # builtins: held, but they hold nothing of the user's
-            ref = functools.partial(_same, holder)
+            key = (id(func), None, mode, retry_on)
         with self._functions_lock:
             entry = self._functions.get(key)
             if entry is not None and entry[1]() is holder:
-                return entry[0], False
-            fn_id = self.register(func, mode, options)
-            old = self._functions.pop(key, None)  # a dead object's: its id was reused
-            self._functions[key] = (fn_id, ref)
-            if old is None and len(self._functions) > FUNCTION_CACHE_SIZE:
-                _, old = self._functions.popitem(last=False)
+                self._functions.move_to_end(key)
+                fn_id, ref, old = entry[0], entry[1], None
+            else:
+                try:
+                    ref = weakref.ref(holder)
+                except TypeError:  # builtins: held, but they hold nothing of the user's
+                    ref = functools.partial(_same, holder)
+                fn_id = self.register(func, mode, options)
+                old = self._functions.pop(key, None)  # a dead object's: its id was reused
+                self._functions[key] = (fn_id, ref)
+                if old is None and len(self._functions) > FUNCTION_CACHE_SIZE:
+                    _, old = self._functions.popitem(last=False)
+            # A bound method is a new object at each call: never the same again.
+            if holder is func:
+                self._last_function = (ref, mode, retry_on, fn_id)
+            elif old is not None and self._last_function[3] == old[0]:
+                self._last_function = _NO_FUNCTION
         if old is not None:
             self.workers.release(old[0])
         return fn_id, False
@@ -450,6 +457,14 @@ def _checkpoint_stage(func, star: bool, path, key, chunks: bool):
         return ChunkStage(func, star, path), None
     stage = ItemStage(func, star, path, key)
     return stage, stage.runner
+
+
+def _no_object() -> None:
+    return None
+
+
+#: No function looked up yet: its reference answers None.
+_NO_FUNCTION = (_no_object, None, None, 0)
 
 
 def _same(obj):

@@ -292,7 +292,9 @@ class PoolFuture(concurrent.futures.Future):
       more than shoal's whole dispatch of a task; here the futures of one
       pool share one condition. A notification may then be meant for another
       future, so ``result`` and ``exception`` wait in a loop until their own
-      future is done (the stdlib's wait once);
+      future is done (the stdlib's wait once). A future makes its list of
+      callbacks only when it is given one: most have none, and an object
+      fewer per task is less for the garbage collector to track;
     - the engine does not report each task's start (that would cost a
       message per task), so the state is asked for when it matters:
       ``cancel()`` withdraws the task from the engine's queue and succeeds
@@ -309,8 +311,17 @@ class PoolFuture(concurrent.futures.Future):
         self._result = None
         self._exception = None
         self._waiters = []
-        self._done_callbacks = []
         self._call = None
+
+    #: No callbacks: the class's empty tuple, until ``add_done_callback``
+    #: gives the future a list of its own.
+    _done_callbacks: list | tuple = ()
+
+    def add_done_callback(self, fn) -> None:
+        with self._condition:
+            if type(self._done_callbacks) is tuple:
+                self._done_callbacks = []
+        super().add_done_callback(fn)
 
     def _wait_final(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

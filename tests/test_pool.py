@@ -114,6 +114,18 @@ def test_worker_pids(make_pool):
         assert h.pid_alive(pid), pid
 
 
+def test_a_worker_imports_only_what_it_needs(pool):
+    """A worker's start is paid at every pool start and every replacement:
+    it loads shoal's worker side alone, and none of the standard modules a
+    parent's pool, its threads or its copies need."""
+    modules = set(pool.apply(eval, ("list(__import__('sys').modules)",)))
+    parent_side = {"threading", "weakref", "typing", "logging", "concurrent.futures"}
+    assert not modules & parent_side
+    shoal_modules = {m.split(".")[1] for m in modules if m.startswith("shoal.")}
+    assert shoal_modules == {"_shoal", "errors", "wire", "worker"}, shoal_modules
+    assert "shoal.wire.kept" not in modules
+
+
 def test_tasks_run_in_worker_processes(pool):
     pids = set(pool.map(h.get_pid, range(20), chunksize=1))
     assert os.getpid() not in pids

@@ -10,6 +10,7 @@ import pytest
 import shm_helpers as sh
 from shoal import _shoal
 from shoal.wire import transfer as _transfer
+from shoal.wire.kept import CopyCache
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,7 +94,7 @@ def test_a_copy_cache_copies_an_array_once_for_several_packs_while_it_lives():
     """``CopyCache``: the batches of one joblib call share their copies."""
     import gc
 
-    cache = _transfer.CopyCache()
+    cache = CopyCache()
     a = np.arange(BIG, dtype=np.float64)
     packed = [_transfer.pack(([a, i], {}), False, cache) for i in range(3)]
     assert len({id(p[1][0]) for p in packed}) == 1, "one segment for the three"
@@ -113,7 +114,7 @@ def test_a_copy_cache_copies_an_array_once_for_several_packs_while_it_lives():
 
 
 def test_a_copy_cache_reuses_a_copy_in_a_later_call_only_if_the_array_is_unchanged():
-    cache = _transfer.CopyCache()
+    cache = CopyCache()
     a = np.arange(BIG, dtype=np.float64)
     first = _transfer.pack(a, False, cache)
     cache.end_call()
@@ -137,7 +138,7 @@ def test_a_copy_cache_reuses_a_copy_in_a_later_call_only_if_the_array_is_unchang
 def test_a_copy_cache_does_not_keep_what_it_copied_alive():
     import weakref
 
-    cache = _transfer.CopyCache()
+    cache = CopyCache()
     a = np.arange(BIG, dtype=np.float64)
     alive = weakref.ref(a)
     _transfer.pack(a, False, cache)

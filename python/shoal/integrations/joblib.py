@@ -47,7 +47,7 @@ from joblib.parallel import (
 
 from ..cpus import cpu_count
 from ..pool.executor import ProcessPoolExecutor
-from ..wire.transfer import CopyCache
+from ..wire.kept import CopyCache
 
 __all__ = ["ShoalBackend", "current_executor", "register"]
 

@@ -320,7 +320,7 @@ class Pipeline:
         """``func(*args, **kwargs)`` as one task. ``collector``: the future to
         fill (one of the caller's making, made with ``future_condition``);
         ``name``: what traces and messages call the task, instead of the
-        function's name; ``copies``: a ``wire.transfer.CopyCache`` that large
+        function's name; ``copies``: a ``wire.kept.CopyCache`` that large
         arguments are copied into once for several calls."""
         future = PoolFuture(self.future_condition) if collector is None else collector
         self._send_one(future, func, (args, kwargs), options.task, "submit", name, copies)

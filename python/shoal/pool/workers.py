@@ -10,8 +10,8 @@ import time
 
 from .. import _shoal, interpreter
 from ..cpus import cpu_count
+from ..wire.kept import KeptCopies
 from ..wire.transfer import (
-    KeptCopies,
     dumps_function,
     pack,
     pack_batches,

@@ -658,6 +658,24 @@ def test_submit_as_completed_and_wait(pool):
     assert [f.result() for f in futs] == squares(20)
 
 
+def test_a_finished_futures_result_is_read_without_the_pools_lock(pool):
+    """A pool's futures share one condition. A finished future's result and
+    exception are read without it, so holding it (a callback of another
+    future may) holds up no reader of a finished one."""
+    ok = pool.submit(abs, -3)
+    failed = pool.submit(h.raise_value_error, "x")
+    assert ok.result(timeout=20) == 3
+    assert isinstance(failed.exception(timeout=20), ValueError)
+    got = []
+    with ok._condition:
+        reader = threading.Thread(
+            target=lambda: got.append((ok.result(), type(failed.exception()))), daemon=True
+        )
+        reader.start()
+        reader.join(5)
+        assert got == [(3, ValueError)]
+
+
 def test_submit_exception(pool):
     fut = pool.submit(h.raise_custom_error, "in future")
     exc = fut.exception(timeout=30)

@@ -292,7 +292,8 @@ class PoolFuture(concurrent.futures.Future):
       more than shoal's whole dispatch of a task; here the futures of one
       pool share one condition. A notification may then be meant for another
       future, so ``result`` and ``exception`` wait in a loop until their own
-      future is done (the stdlib's wait once). A future makes its list of
+      future is done (the stdlib's wait once), and a finished future's
+      result is read without the lock. A future makes its list of
       callbacks only when it is given one: most have none, and an object
       fewer per task is less for the garbage collector to track;
     - the engine does not report each task's start (that would cost a
@@ -333,10 +334,17 @@ class PoolFuture(concurrent.futures.Future):
                 self._condition.wait(remaining)
 
     def result(self, timeout: float | None = None):
+        # A finished future's value is read without the lock: its state
+        # becomes FINISHED, under the lock, after the value is stored, and
+        # never changes again.
+        if self._state == _FINISHED and self._exception is None:
+            return self._result
         self._wait_final(timeout)
         return super().result(0)
 
     def exception(self, timeout: float | None = None):
+        if self._state == _FINISHED:  # as in ``result``
+            return self._exception
         self._wait_final(timeout)
         return super().exception(0)
 

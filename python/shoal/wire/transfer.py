@@ -7,7 +7,7 @@ that already lives in a shoal segment (a shared array, what a task
 received), travels as a segment: a memfd passed as a file descriptor with
 the message. A buffer already in a segment goes as a handle (segment,
 offset, length), with no copy; any other large one is copied once into a
-new sealed segment, which a pool keeps for its next calls (``kept``).
+new sealed segment, which a pool keeps for its next calls (``wire.kept``).
 Large ``bytes``, ``bytearray``, ``memoryview`` and non-contiguous arrays
 are pickled in-band by pickle itself; a quick scan spots them and a second
 pickling moves them out too. Small buffers stay in
